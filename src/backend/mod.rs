@@ -1,0 +1,119 @@
+//! The execution seam: every backend runs a `Batch` and returns logits through `Executor`.
+//!
+//! Owns: device selection (`--device cpu|cuda[:N]|neuron`), the `Executor` trait, and the only
+//! `#[cfg(feature = ...)]` switches in the crate (none are needed while CPU is the only
+//! compiled-in backend).
+//! Must not: schedule, sample, or know about requests.
+
+mod cpu_kv;
+mod dynamic;
+
+use std::str::FromStr;
+
+use candle_core::{DType, Device};
+
+pub use cpu_kv::{new_cpu_kv, CpuPagedKv, KvElem, KvGeometry};
+pub use dynamic::ModelExecutor;
+
+use crate::batch::{Batch, BatchError};
+use crate::config::Config;
+use crate::model::ModelError;
+use crate::weights::Weights;
+
+#[derive(Debug, thiserror::Error)]
+pub enum BackendError {
+    #[error("unknown device `{0}` (expected cpu, cuda, cuda:N or neuron)")]
+    UnknownDevice(String),
+    #[error("the `{backend}` backend is not compiled into this binary; compiled-in backends: {compiled}. Rebuild with `cargo build --release --features {backend}`")]
+    NotCompiled { backend: &'static str, compiled: String },
+    #[error("invalid batch: {0}")]
+    Batch(#[from] BatchError),
+    #[error(transparent)]
+    Model(#[from] ModelError),
+    #[error("forward pass failed: {0}")]
+    Forward(#[from] candle_core::Error),
+}
+
+/// The device a model runs on, as given on the command line.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DeviceSpec {
+    Cpu,
+    Cuda(usize),
+    Neuron,
+}
+
+impl FromStr for DeviceSpec {
+    type Err = BackendError;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "cpu" => Ok(DeviceSpec::Cpu),
+            "cuda" => Ok(DeviceSpec::Cuda(0)),
+            "neuron" => Ok(DeviceSpec::Neuron),
+            _ => s
+                .strip_prefix("cuda:")
+                .and_then(|n| n.parse().ok())
+                .map(DeviceSpec::Cuda)
+                .ok_or_else(|| BackendError::UnknownDevice(s.to_string())),
+        }
+    }
+}
+
+/// Names of the backends compiled into this binary.
+pub fn compiled_backends() -> Vec<&'static str> {
+    vec!["cpu"]
+}
+
+/// What an executor needs besides the weights.
+#[derive(Debug, Clone)]
+pub struct ExecutorOptions {
+    pub device: DeviceSpec,
+    pub dtype: DType,
+    pub block_size: usize,
+    pub num_blocks: usize,
+}
+
+/// Logits of one step: `rows` rows of `vocab` f32s, in `Batch::logit_rows` order.
+#[derive(Debug, Clone)]
+pub struct StepOutput {
+    pub logits: Vec<f32>, // (rows, vocab)
+    pub vocab: usize,
+}
+
+impl StepOutput {
+    pub fn rows(&self) -> usize {
+        self.logits.len() / self.vocab.max(1)
+    }
+
+    pub fn row(&self, i: usize) -> &[f32] {
+        &self.logits[i * self.vocab..(i + 1) * self.vocab]
+    }
+}
+
+/// One model step on some hardware. The engine thread owns the executor exclusively.
+pub trait Executor: Send {
+    fn execute(&mut self, batch: &Batch) -> Result<StepOutput, BackendError>;
+    fn kv_geometry(&self) -> KvGeometry;
+    fn config(&self) -> &Config;
+    fn describe(&self) -> String;
+}
+
+/// Build the executor for `opts.device`.
+pub fn create_executor(
+    weights: &Weights,
+    cfg: &Config,
+    opts: &ExecutorOptions,
+) -> Result<Box<dyn Executor>, BackendError> {
+    match opts.device {
+        DeviceSpec::Cpu => Ok(Box::new(ModelExecutor::new(weights, cfg, opts, Device::Cpu)?)),
+        DeviceSpec::Cuda(_) => Err(not_compiled("cuda")),
+        DeviceSpec::Neuron => Err(not_compiled("neuron")),
+    }
+}
+
+fn not_compiled(backend: &'static str) -> BackendError {
+    BackendError::NotCompiled {
+        backend,
+        compiled: compiled_backends().join(", "),
+    }
+}

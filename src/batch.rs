@@ -1,0 +1,160 @@
+//! The plain-data contract between whoever schedules work and the executor that runs it.
+//!
+//! Owns: the `Batch` of one model step (token ids, per-token positions, per-sequence KV block
+//! tables) and its validation against a KV cache geometry.
+//! Must not: hold tensors, allocate KV blocks or know about requests.
+//!
+//! Layout: the tokens of all sequences are concatenated ("flattened", no padding). Sequence `s`
+//! owns `tokens[offset(s) .. offset(s) + seqs[s].num_tokens]`. A token at position `p` writes
+//! its K/V to slot `p % block_size` of block `block_table[p / block_size]` and attends to
+//! positions `0..=p` of its own sequence (or the last `window` of them for sliding layers).
+
+/// One sequence's share of a step.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SeqEntry {
+    /// How many consecutive tokens of the batch belong to this sequence.
+    pub num_tokens: usize,
+    /// KV block ids holding this sequence's positions, in order.
+    pub block_table: Vec<u32>,
+    /// Which of this sequence's tokens need logits.
+    pub logits: LogitsWanted,
+}
+
+/// Which tokens of a sequence produce a logits row.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LogitsWanted {
+    /// None (a prefill chunk that is not the prompt's last).
+    None,
+    /// The sequence's last token in this step (normal prefill and decode).
+    Last,
+    /// Every token (prompt scoring, golden tests).
+    All,
+}
+
+/// One model step over several sequences of different lengths at different positions.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Batch {
+    /// (num_tokens) token ids, sequence after sequence.
+    pub token_ids: Vec<u32>,
+    /// (num_tokens) position of each token within its sequence.
+    pub positions: Vec<u32>,
+    /// One entry per sequence, in the order their tokens appear.
+    pub seqs: Vec<SeqEntry>,
+}
+
+/// A batch that does not fit the executor's KV cache or is inconsistent.
+#[derive(Debug, Clone, thiserror::Error, PartialEq, Eq)]
+pub enum BatchError {
+    #[error("batch has {tokens} token ids but {positions} positions")]
+    LengthMismatch { tokens: usize, positions: usize },
+    #[error("sequences claim {claimed} tokens but the batch has {tokens}")]
+    SeqTokens { claimed: usize, tokens: usize },
+    #[error("token id {id} is outside the vocabulary of {vocab}")]
+    TokenId { id: u32, vocab: usize },
+    #[error("sequence {seq}: position {pos} needs block {index} of its block table but the table has {len}")]
+    BlockTable {
+        seq: usize,
+        pos: u32,
+        index: usize,
+        len: usize,
+    },
+    #[error("sequence {seq}: block id {block} is outside the cache's {num_blocks} blocks")]
+    BlockId { seq: usize, block: u32, num_blocks: usize },
+    #[error("position {pos} exceeds the model's maximum of {max}")]
+    Position { pos: u32, max: usize },
+    #[error("empty batch")]
+    Empty,
+}
+
+impl Batch {
+    /// Append one sequence's tokens at consecutive positions starting at `start_pos`.
+    pub fn push(&mut self, tokens: &[u32], start_pos: usize, block_table: Vec<u32>, logits: LogitsWanted) {
+        self.token_ids.extend_from_slice(tokens);
+        self.positions.extend((0..tokens.len()).map(|i| (start_pos + i) as u32));
+        self.seqs.push(SeqEntry {
+            num_tokens: tokens.len(),
+            block_table,
+            logits,
+        });
+    }
+
+    pub fn num_tokens(&self) -> usize {
+        self.token_ids.len()
+    }
+
+    /// Token ranges `[start, end)` of each sequence within the flattened batch.
+    pub fn seq_ranges(&self) -> Vec<(usize, usize)> {
+        let mut start = 0;
+        self.seqs
+            .iter()
+            .map(|s| {
+                let r = (start, start + s.num_tokens);
+                start += s.num_tokens;
+                r
+            })
+            .collect()
+    }
+
+    /// Batch-token indices that produce logits, in output-row order.
+    pub fn logit_rows(&self) -> Vec<u32> {
+        let mut rows = Vec::new();
+        for (seq, (start, end)) in self.seqs.iter().zip(self.seq_ranges()) {
+            match seq.logits {
+                LogitsWanted::None => {}
+                LogitsWanted::Last if end > start => rows.push((end - 1) as u32),
+                LogitsWanted::Last => {}
+                LogitsWanted::All => rows.extend((start..end).map(|i| i as u32)),
+            }
+        }
+        rows
+    }
+
+    /// Check the batch against a vocabulary, position limit and KV geometry.
+    pub fn validate(
+        &self,
+        vocab: usize,
+        max_pos: usize,
+        block_size: usize,
+        num_blocks: usize,
+    ) -> Result<(), BatchError> {
+        if self.token_ids.is_empty() {
+            return Err(BatchError::Empty);
+        }
+        if self.token_ids.len() != self.positions.len() {
+            return Err(BatchError::LengthMismatch {
+                tokens: self.token_ids.len(),
+                positions: self.positions.len(),
+            });
+        }
+        let claimed: usize = self.seqs.iter().map(|s| s.num_tokens).sum();
+        if claimed != self.token_ids.len() {
+            return Err(BatchError::SeqTokens {
+                claimed,
+                tokens: self.token_ids.len(),
+            });
+        }
+        if let Some(&id) = self.token_ids.iter().find(|&&t| t as usize >= vocab) {
+            return Err(BatchError::TokenId { id, vocab });
+        }
+        for (seq, (entry, (start, end))) in self.seqs.iter().zip(self.seq_ranges()).enumerate() {
+            if let Some(&block) = entry.block_table.iter().find(|&&b| b as usize >= num_blocks) {
+                return Err(BatchError::BlockId { seq, block, num_blocks });
+            }
+            for &pos in &self.positions[start..end] {
+                if pos as usize >= max_pos {
+                    return Err(BatchError::Position { pos, max: max_pos });
+                }
+                let index = pos as usize / block_size;
+                if index >= entry.block_table.len() {
+                    return Err(BatchError::BlockTable {
+                        seq,
+                        pos,
+                        index,
+                        len: entry.block_table.len(),
+                    });
+                }
+            }
+        }
+        Ok(())
+    }
+}

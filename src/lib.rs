@@ -1,0 +1,18 @@
+//! Aisle: a native inference engine for small Llama-family models.
+//!
+//! Reading order: `config` → `weights` → `model` (one forward pass) → `batch` (the step
+//! contract) → `backend` (executors and KV caches) → `tokenizer` / `chat_template` →
+//! `sampling` → `generate` → `runtime` (loading a model directory as a whole).
+
+pub mod backend;
+pub mod batch;
+pub mod chat_template;
+pub mod config;
+pub mod generate;
+pub mod model;
+pub mod model_dir;
+pub mod pyjson;
+pub mod runtime;
+pub mod sampling;
+pub mod tokenizer;
+pub mod weights;

@@ -1,0 +1,235 @@
+//! The `aisle` command line: `generate` and `inspect` (more subcommands join as the engine
+//! and server land).
+//!
+//! Owns: argument parsing, logging setup and turning library errors into exit messages
+//! (`anyhow` lives here only). Must not: contain model or engine logic.
+
+use std::io::Write;
+
+use anyhow::{bail, Context, Result};
+use clap::{Args, Parser, Subcommand};
+
+use aisle::backend::{compiled_backends, DeviceSpec, ExecutorOptions};
+use aisle::chat_template::ChatMessage;
+use aisle::generate::{generate, GenerateRequest};
+use aisle::runtime::{LoadedModel, RunDType};
+use aisle::sampling::SamplingParams;
+
+#[derive(Parser)]
+#[command(name = "aisle", version, about = "Serve and run small Llama-family models")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Generate text for a prompt, streaming tokens to stdout.
+    Generate(GenerateArgs),
+    /// Print a model's resolved configuration, size and memory footprint.
+    Inspect(ModelArgs),
+}
+
+#[derive(Args)]
+struct ModelArgs {
+    /// Model directory (Hugging Face layout) or `org/name` already in the local HF cache.
+    #[arg(long)]
+    model: String,
+    /// Run dtype: f32, bf16 or f16.
+    #[arg(long, default_value = "f32")]
+    dtype: RunDType,
+    /// Device: cpu, cuda[:N] or neuron (non-CPU backends need their Cargo feature).
+    #[arg(long, default_value = "cpu")]
+    device: String,
+}
+
+#[derive(Args)]
+struct GenerateArgs {
+    #[command(flatten)]
+    model: ModelArgs,
+    /// The prompt text.
+    #[arg(long)]
+    prompt: String,
+    /// Wrap the prompt as a user message in the model's chat template.
+    #[arg(long)]
+    chat: bool,
+    /// Optional system message (with --chat).
+    #[arg(long)]
+    system: Option<String>,
+    #[arg(long, default_value_t = 128)]
+    max_tokens: usize,
+    /// 0 = greedy. Default: the model's generation_config.json, else greedy.
+    #[arg(long)]
+    temperature: Option<f32>,
+    #[arg(long)]
+    top_p: Option<f32>,
+    #[arg(long)]
+    top_k: Option<usize>,
+    #[arg(long)]
+    seed: Option<u64>,
+    /// Keep generating past end-of-sequence tokens.
+    #[arg(long)]
+    ignore_eos: bool,
+    /// KV cache block size in tokens.
+    #[arg(long, default_value_t = 16)]
+    block_size: usize,
+}
+
+fn main() {
+    tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::try_from_env("AISLE_LOG").unwrap_or_else(|_| "warn".into()))
+        .with_writer(std::io::stderr)
+        .init();
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Generate(args) => run_generate(args),
+        Command::Inspect(args) => run_inspect(args),
+    };
+    if let Err(e) = result {
+        eprintln!("error: {e:#}");
+        std::process::exit(1);
+    }
+}
+
+fn load(args: &ModelArgs) -> Result<(LoadedModel, DeviceSpec)> {
+    let device: DeviceSpec = args.device.parse()?;
+    let model = LoadedModel::load(&args.model)?;
+    Ok((model, device))
+}
+
+/// Sampling parameters: flags first, then generation_config.json, then greedy.
+fn sampling(args: &GenerateArgs, model: &LoadedModel) -> SamplingParams {
+    let g = &model.generation;
+    let sampled = g.do_sample.unwrap_or(false);
+    let default_temp = if sampled {
+        g.temperature.unwrap_or(1.0) as f32
+    } else {
+        0.0
+    };
+    SamplingParams {
+        temperature: args.temperature.unwrap_or(default_temp),
+        top_p: args
+            .top_p
+            .unwrap_or(if sampled { g.top_p.unwrap_or(1.0) as f32 } else { 1.0 }),
+        top_k: args.top_k.unwrap_or(if sampled {
+            g.top_k.unwrap_or(0).max(0) as usize
+        } else {
+            0
+        }),
+        seed: args.seed,
+    }
+}
+
+fn run_generate(args: GenerateArgs) -> Result<()> {
+    let (model, device) = load(&args.model)?;
+    let tok = &model.tokenizer;
+    let prompt = if args.chat {
+        let mut messages = Vec::new();
+        if let Some(s) = &args.system {
+            messages.push(ChatMessage::new("system", s));
+        }
+        messages.push(ChatMessage::new("user", &args.prompt));
+        tok.encode_chat(&messages)?
+    } else {
+        tok.encode(&args.prompt, true)?
+    };
+    let context = model.config.max_position_embeddings;
+    let total = (prompt.len() + args.max_tokens).min(context);
+    let opts = ExecutorOptions {
+        device,
+        dtype: args.model.dtype.0,
+        block_size: args.block_size,
+        num_blocks: total.div_ceil(args.block_size).max(1),
+    };
+    let mut exec = model.executor(&opts)?;
+    let req = GenerateRequest {
+        prompt,
+        max_tokens: args.max_tokens,
+        sampling: sampling(&args, &model),
+        stop_ids: if args.ignore_eos {
+            Vec::new()
+        } else {
+            model.eos_token_ids()
+        },
+    };
+    let mut stream = tok.stream(true);
+    let mut stdout = std::io::stdout().lock();
+    let mut err = None;
+    let out = generate(exec.as_mut(), &req, |id| match stream.step(id) {
+        Ok(Some(text)) => {
+            let _ = stdout.write_all(text.as_bytes()).and_then(|_| stdout.flush());
+        }
+        Ok(None) => {}
+        Err(e) => err = Some(e),
+    })?;
+    if let Some(e) = err {
+        return Err(e).context("decoding generated tokens");
+    }
+    if let Some(rest) = stream.flush()? {
+        stdout.write_all(rest.as_bytes())?;
+    }
+    writeln!(stdout)?;
+    let n = out.tokens.len();
+    let p = req.prompt.len();
+    eprintln!(
+        "prompt: {p} tokens in {:.3}s ({:.1} tok/s); generated: {n} tokens in {:.3}s ({:.1} tok/s); finish_reason: {}",
+        out.prefill_time.as_secs_f64(),
+        p as f64 / out.prefill_time.as_secs_f64().max(1e-9),
+        out.decode_time.as_secs_f64(),
+        n.saturating_sub(1) as f64 / out.decode_time.as_secs_f64().max(1e-9),
+        out.finish.as_str()
+    );
+    Ok(())
+}
+
+fn run_inspect(args: ModelArgs) -> Result<()> {
+    let (model, _) = load(&args)?;
+    let c = &model.config;
+    let dtype = args.dtype.0;
+    let params = c.num_parameters();
+    let bytes = params * dtype.size_in_bytes();
+    let kv_per_token = 2 * c.num_layers * c.num_kv_heads * c.head_dim * dtype.size_in_bytes();
+    if params == 0 {
+        bail!("model has no parameters");
+    }
+    println!("model directory      {}", model.dir.display());
+    println!("family               {}", c.family.name());
+    println!("layers               {}", c.num_layers);
+    println!("hidden / intermediate {} / {}", c.hidden_size, c.intermediate_size);
+    println!(
+        "heads / kv heads     {} / {} (head_dim {})",
+        c.num_heads, c.num_kv_heads, c.head_dim
+    );
+    println!("vocab                {}", c.vocab_size);
+    println!("context              {}", c.max_position_embeddings);
+    println!(
+        "rope                 theta {} scaling {:?}",
+        c.rope_theta, c.rope_scaling
+    );
+    println!("tied embeddings      {}", c.tie_word_embeddings);
+    println!("qkv bias / qk norm   {} / {}", c.qkv_bias, c.qk_norm);
+    println!("sliding window       {:?}", c.sliding_window);
+    println!("eos token ids        {:?}", model.eos_token_ids());
+    println!(
+        "chat template        {}",
+        if model.tokenizer.has_chat_template() {
+            "yes"
+        } else {
+            "no"
+        }
+    );
+    println!(
+        "weights on disk      {}",
+        model.weights.disk_dtype().unwrap_or_default()
+    );
+    println!("parameters           {params} ({:.2} M)", params as f64 / 1e6);
+    println!("run dtype            {dtype:?}");
+    println!("weights in memory    {:.2} MiB", bytes as f64 / (1 << 20) as f64);
+    println!("KV cache per token   {:.1} KiB", kv_per_token as f64 / 1024.0);
+    println!(
+        "KV cache, full ctx   {:.2} MiB",
+        (kv_per_token * c.max_position_embeddings) as f64 / (1 << 20) as f64
+    );
+    println!("backends compiled in {}", compiled_backends().join(", "));
+    Ok(())
+}

@@ -1,0 +1,133 @@
+//! Finding and reading a Hugging Face-layout model directory.
+//!
+//! Owns: resolving `--model` (a local directory, or `org/name` looked up offline in the hf-hub
+//! cache), reading `config.json` and `generation_config.json`, and the `LoadError` type that
+//! names the file and what is wrong with it.
+//! Must not: build tensors (see `weights`, `model`) or tokenizers (see `tokenizer`).
+
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+use serde_json::Value;
+
+use crate::config::{Config, ConfigError};
+use crate::weights::WeightsError;
+
+/// Everything that can go wrong while loading a model, each naming its file.
+#[derive(Debug, thiserror::Error)]
+pub enum LoadError {
+    #[error("model `{spec}` not found: no such directory, and not in the Hugging Face cache at {cache} (Aisle never downloads at run time; fetch it first, e.g. `huggingface-cli download {spec}`)")]
+    NotFound { spec: String, cache: String },
+    #[error("{path}: required file is missing ({what})")]
+    MissingFile { path: PathBuf, what: &'static str },
+    #[error("{path}: cannot read: {source}")]
+    Io {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("{path}: malformed JSON: {source}")]
+    Json {
+        path: PathBuf,
+        #[source]
+        source: serde_json::Error,
+    },
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    #[error(transparent)]
+    Weights(#[from] WeightsError),
+    #[error("{path}: cannot load tokenizer: {message}")]
+    Tokenizer { path: PathBuf, message: String },
+    #[error("{path}: bad chat template: {message}")]
+    ChatTemplate { path: PathBuf, message: String },
+    #[error("{0}")]
+    Other(String),
+}
+
+/// Resolve `spec` to a directory: an existing path, or `org/name` in the local hf-hub cache.
+pub fn resolve(spec: &str) -> Result<PathBuf, LoadError> {
+    let path = Path::new(spec);
+    if path.is_dir() {
+        return Ok(path.to_path_buf());
+    }
+    let cache = hf_hub::Cache::from_env();
+    let looks_like_repo = spec.split('/').count() == 2 && !spec.starts_with('.') && !spec.starts_with('/');
+    if looks_like_repo {
+        if let Some(config) = cache.model(spec.to_string()).get("config.json") {
+            if let Some(dir) = config.parent() {
+                return Ok(dir.to_path_buf());
+            }
+        }
+    }
+    Err(LoadError::NotFound {
+        spec: spec.to_string(),
+        cache: cache.path().display().to_string(),
+    })
+}
+
+/// Read a required text file, turning "not found" into `MissingFile`.
+pub fn read_required(path: &Path, what: &'static str) -> Result<String, LoadError> {
+    match std::fs::read_to_string(path) {
+        Ok(s) => Ok(s),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Err(LoadError::MissingFile {
+            path: path.to_path_buf(),
+            what,
+        }),
+        Err(source) => Err(LoadError::Io {
+            path: path.to_path_buf(),
+            source,
+        }),
+    }
+}
+
+/// Read an optional text file: `Ok(None)` when it does not exist.
+pub fn read_optional(path: &Path) -> Result<Option<String>, LoadError> {
+    match std::fs::read_to_string(path) {
+        Ok(s) => Ok(Some(s)),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+        Err(source) => Err(LoadError::Io {
+            path: path.to_path_buf(),
+            source,
+        }),
+    }
+}
+
+/// Load and resolve `DIR/config.json`.
+pub fn load_config(dir: &Path) -> Result<Config, LoadError> {
+    let path = dir.join("config.json");
+    let text = read_required(&path, "the model's config.json")?;
+    Ok(Config::from_json(&text, &path.display().to_string())?)
+}
+
+/// `generation_config.json`: default sampling and extra stop ids. Unknown fields ignored.
+#[derive(Debug, Clone, Default, Deserialize)]
+pub struct GenerationConfig {
+    pub eos_token_id: Option<Value>,
+    pub bos_token_id: Option<Value>,
+    pub do_sample: Option<bool>,
+    pub temperature: Option<f64>,
+    pub top_p: Option<f64>,
+    pub top_k: Option<i64>,
+    pub min_p: Option<f64>,
+    pub repetition_penalty: Option<f64>,
+    pub max_new_tokens: Option<usize>,
+}
+
+impl GenerationConfig {
+    /// Load `DIR/generation_config.json`, or defaults when the file is absent.
+    pub fn load(dir: &Path) -> Result<GenerationConfig, LoadError> {
+        let path = dir.join("generation_config.json");
+        match read_optional(&path)? {
+            None => Ok(GenerationConfig::default()),
+            Some(text) => serde_json::from_str(&text).map_err(|source| LoadError::Json { path, source }),
+        }
+    }
+
+    pub fn eos_token_ids(&self) -> Vec<u32> {
+        match &self.eos_token_id {
+            Some(Value::Number(n)) => n.as_u64().map(|x| vec![x as u32]).unwrap_or_default(),
+            Some(Value::Array(a)) => a.iter().filter_map(Value::as_u64).map(|x| x as u32).collect(),
+            _ => Vec::new(),
+        }
+    }
+}

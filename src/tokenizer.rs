@@ -1,0 +1,219 @@
+//! Text in and out: the HF `tokenizer.json`, special tokens and chat template from
+//! `tokenizer_config.json` (or `chat_template.jinja`), and streaming detokenization.
+//!
+//! Owns: encoding prompts, rendering chats, and turning a growing list of token ids into text
+//! deltas that never split a UTF-8 character.
+//! Must not: sample or decide when generation stops.
+
+use std::path::Path;
+use std::sync::Arc;
+
+use serde_json::Value;
+
+use crate::chat_template::{ChatMessage, ChatTemplate};
+use crate::model_dir::{read_optional, LoadError};
+
+#[derive(Debug, thiserror::Error)]
+pub enum TokenizerError {
+    #[error("tokenization failed: {0}")]
+    Encode(String),
+    #[error("detokenization failed: {0}")]
+    Decode(String),
+    #[error("this model has no chat template (tokenizer_config.json `chat_template` or chat_template.jinja); use a plain prompt")]
+    NoChatTemplate,
+    #[error("chat template failed: {0}")]
+    Template(String),
+}
+
+/// A model's tokenizer with its special tokens and chat template. Cheap to clone.
+#[derive(Clone)]
+pub struct TextTokenizer {
+    inner: Arc<tokenizers::Tokenizer>,
+    chat: Option<Arc<ChatTemplate>>,
+    pub bos_token: Option<String>,
+    pub eos_token: Option<String>,
+}
+
+/// A special-token entry is either a string or `{"content": "..."}`.
+fn token_text(v: Option<&Value>) -> Option<String> {
+    match v? {
+        Value::String(s) => Some(s.clone()),
+        Value::Object(o) => o.get("content").and_then(Value::as_str).map(str::to_string),
+        _ => None,
+    }
+}
+
+/// The template source: `chat_template.jinja`, else `tokenizer_config.json`'s field (string or
+/// a list of named templates, taking `default`), else `chat_template.json`.
+fn find_template(dir: &Path, cfg: &Value) -> Result<Option<String>, LoadError> {
+    if let Some(t) = read_optional(&dir.join("chat_template.jinja"))? {
+        return Ok(Some(t));
+    }
+    match cfg.get("chat_template") {
+        Some(Value::String(s)) => return Ok(Some(s.clone())),
+        Some(Value::Array(list)) => {
+            let pick = list
+                .iter()
+                .find(|t| t.get("name").and_then(Value::as_str) == Some("default"))
+                .or(list.first());
+            return Ok(pick
+                .and_then(|t| t.get("template"))
+                .and_then(Value::as_str)
+                .map(str::to_string));
+        }
+        _ => {}
+    }
+    let path = dir.join("chat_template.json");
+    match read_optional(&path)? {
+        None => Ok(None),
+        Some(text) => {
+            let v: Value = serde_json::from_str(&text).map_err(|source| LoadError::Json { path, source })?;
+            Ok(v.get("chat_template").and_then(Value::as_str).map(str::to_string))
+        }
+    }
+}
+
+impl TextTokenizer {
+    /// Load `tokenizer.json` (required) and `tokenizer_config.json` (optional) from `dir`.
+    pub fn load(dir: &Path) -> Result<TextTokenizer, LoadError> {
+        let path = dir.join("tokenizer.json");
+        if !path.exists() {
+            return Err(LoadError::MissingFile {
+                path,
+                what: "the model's tokenizer.json",
+            });
+        }
+        let inner = tokenizers::Tokenizer::from_file(&path).map_err(|e| LoadError::Tokenizer {
+            path: path.clone(),
+            message: e.to_string(),
+        })?;
+        let cfg_path = dir.join("tokenizer_config.json");
+        let cfg: Value = match read_optional(&cfg_path)? {
+            None => Value::Null,
+            Some(text) => serde_json::from_str(&text).map_err(|source| LoadError::Json {
+                path: cfg_path.clone(),
+                source,
+            })?,
+        };
+        let chat = match find_template(dir, &cfg)? {
+            None => None,
+            Some(src) => Some(Arc::new(ChatTemplate::new(&src).map_err(|message| {
+                LoadError::ChatTemplate {
+                    path: dir.to_path_buf(),
+                    message,
+                }
+            })?)),
+        };
+        Ok(TextTokenizer {
+            inner: Arc::new(inner),
+            chat,
+            bos_token: token_text(cfg.get("bos_token")),
+            eos_token: token_text(cfg.get("eos_token")),
+        })
+    }
+
+    pub fn has_chat_template(&self) -> bool {
+        self.chat.is_some()
+    }
+
+    pub fn vocab_size(&self) -> usize {
+        self.inner.get_vocab_size(true)
+    }
+
+    pub fn token_id(&self, token: &str) -> Option<u32> {
+        self.inner.token_to_id(token)
+    }
+
+    /// Encode text; `add_special_tokens` applies the tokenizer's post-processor (e.g. BOS).
+    pub fn encode(&self, text: &str, add_special_tokens: bool) -> Result<Vec<u32>, TokenizerError> {
+        let enc = self
+            .inner
+            .encode(text, add_special_tokens)
+            .map_err(|e| TokenizerError::Encode(e.to_string()))?;
+        Ok(enc.get_ids().to_vec())
+    }
+
+    pub fn decode(&self, ids: &[u32], skip_special_tokens: bool) -> Result<String, TokenizerError> {
+        self.inner
+            .decode(ids, skip_special_tokens)
+            .map_err(|e| TokenizerError::Decode(e.to_string()))
+    }
+
+    /// Render a conversation with the model's chat template.
+    pub fn render_chat(&self, messages: &[ChatMessage], add_generation_prompt: bool) -> Result<String, TokenizerError> {
+        let chat = self.chat.as_ref().ok_or(TokenizerError::NoChatTemplate)?;
+        chat.render(
+            messages,
+            add_generation_prompt,
+            self.bos_token.as_deref(),
+            self.eos_token.as_deref(),
+        )
+        .map_err(TokenizerError::Template)
+    }
+
+    /// Render and encode a conversation as HF's `apply_chat_template(tokenize=True)` does
+    /// (the template supplies special tokens, so the post-processor is not applied).
+    pub fn encode_chat(&self, messages: &[ChatMessage]) -> Result<Vec<u32>, TokenizerError> {
+        let text = self.render_chat(messages, true)?;
+        self.encode(&text, false)
+    }
+
+    /// A streaming decoder for one sequence of generated tokens.
+    pub fn stream(&self, skip_special_tokens: bool) -> StreamDecoder {
+        StreamDecoder {
+            tok: self.clone(),
+            ids: Vec::new(),
+            prefix_offset: 0,
+            read_offset: 0,
+            skip_special_tokens,
+        }
+    }
+}
+
+/// Incremental detokenizer. Owned (unlike `tokenizers::DecodeStream`, which borrows the
+/// tokenizer) so it can live in per-request state on the engine thread. It decodes a short
+/// window of recent ids and emits only text that is complete: a delta ending in U+FFFD (a
+/// partial UTF-8 sequence of byte-level tokens) is held back until the next token completes it.
+pub struct StreamDecoder {
+    tok: TextTokenizer,
+    ids: Vec<u32>,
+    prefix_offset: usize,
+    read_offset: usize,
+    skip_special_tokens: bool,
+}
+
+impl StreamDecoder {
+    /// Add one token; returns the new text it completes, if any.
+    pub fn step(&mut self, id: u32) -> Result<Option<String>, TokenizerError> {
+        self.ids.push(id);
+        let skip = self.skip_special_tokens;
+        let prefix = self.tok.decode(&self.ids[self.prefix_offset..self.read_offset], skip)?;
+        let full = self.tok.decode(&self.ids[self.prefix_offset..], skip)?;
+        if full.len() > prefix.len() && !full.ends_with('\u{FFFD}') && full.is_char_boundary(prefix.len()) {
+            let delta = full[prefix.len()..].to_string();
+            self.prefix_offset = self.read_offset;
+            self.read_offset = self.ids.len();
+            Ok(Some(delta))
+        } else {
+            Ok(None)
+        }
+    }
+
+    /// Text still held back at the end of generation (an incomplete character is emitted
+    /// as U+FFFD, as HF's decode does).
+    pub fn flush(&mut self) -> Result<Option<String>, TokenizerError> {
+        let skip = self.skip_special_tokens;
+        let prefix = self.tok.decode(&self.ids[self.prefix_offset..self.read_offset], skip)?;
+        let full = self.tok.decode(&self.ids[self.prefix_offset..], skip)?;
+        self.prefix_offset = self.ids.len();
+        self.read_offset = self.ids.len();
+        match full.get(prefix.len()..) {
+            Some(rest) if !rest.is_empty() => Ok(Some(rest.to_string())),
+            _ => Ok(None),
+        }
+    }
+
+    pub fn ids(&self) -> &[u32] {
+        &self.ids
+    }
+}

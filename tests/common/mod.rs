@@ -1,0 +1,107 @@
+//! Shared helpers for integration tests: fixture paths, golden records, and a stepwise
+//! greedy decoder that keeps every step's logits.
+#![allow(dead_code)]
+
+use std::path::PathBuf;
+
+use aisle::backend::{DeviceSpec, Executor, ExecutorOptions};
+use aisle::batch::{Batch, LogitsWanted};
+use aisle::runtime::LoadedModel;
+use aisle::sampling::argmax;
+use aisle::weights::Weights;
+use candle_core::{DType, Device};
+use serde_json::Value;
+
+pub const FAMILIES: [&str; 5] = ["llama", "llama3", "mistral", "qwen2", "qwen3"];
+
+pub fn fixture(name: &str) -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/fixtures")
+        .join(name)
+}
+
+pub struct Golden {
+    pub json: Value,
+    pub tensors: Weights,
+    pub vocab: usize,
+}
+
+impl Golden {
+    pub fn load(name: &str) -> Golden {
+        let dir = fixture(name);
+        let text = std::fs::read_to_string(dir.join("golden.json")).expect("golden.json");
+        let json: Value = serde_json::from_str(&text).expect("golden.json parses");
+        let tensors = Weights::open_files(&[dir.join("golden.safetensors")]).expect("golden.safetensors");
+        let cfg = aisle::model_dir::load_config(&dir).expect("config");
+        Golden {
+            json,
+            tensors,
+            vocab: cfg.vocab_size,
+        }
+    }
+
+    pub fn prompts(&self) -> &Vec<Value> {
+        self.json["prompts"].as_array().expect("prompts")
+    }
+
+    pub fn ids(&self, i: usize, key: &str) -> Vec<u32> {
+        self.prompts()[i][key]
+            .as_array()
+            .expect("id list")
+            .iter()
+            .map(|v| v.as_u64().expect("id") as u32)
+            .collect()
+    }
+
+    /// A recorded logits tensor as rows of f32.
+    pub fn logits(&self, name: &str, rows: usize) -> Vec<f32> {
+        let t = self
+            .tensors
+            .get(name, &[rows, self.vocab], DType::F32, &Device::Cpu)
+            .expect(name);
+        t.flatten_all().unwrap().to_vec1::<f32>().unwrap()
+    }
+}
+
+pub fn executor(model: &LoadedModel, dtype: DType, num_blocks: usize) -> Box<dyn Executor> {
+    let opts = ExecutorOptions {
+        device: DeviceSpec::Cpu,
+        dtype,
+        block_size: 4,
+        num_blocks,
+    };
+    model.executor(&opts).expect("executor")
+}
+
+pub fn max_abs_diff(a: &[f32], b: &[f32]) -> f32 {
+    assert_eq!(a.len(), b.len(), "length mismatch");
+    a.iter().zip(b).map(|(x, y)| (x - y).abs()).fold(0.0, f32::max)
+}
+
+/// Greedy decode `steps` tokens for one prompt in blocks `first_block..`, returning the
+/// tokens and the logits of every step (step 0 = last prompt position).
+pub fn greedy_steps(
+    exec: &mut dyn Executor,
+    prompt: &[u32],
+    steps: usize,
+    first_block: u32,
+) -> (Vec<u32>, Vec<Vec<f32>>) {
+    let bs = exec.kv_geometry().block_size;
+    let nblocks = (prompt.len() + steps).div_ceil(bs) as u32;
+    let table: Vec<u32> = (first_block..first_block + nblocks).collect();
+    let mut batch = Batch::default();
+    batch.push(prompt, 0, table.clone(), LogitsWanted::Last);
+    let mut logits = vec![exec.execute(&batch).expect("prefill").row(0).to_vec()];
+    let mut tokens = Vec::new();
+    for step in 0..steps {
+        let next = argmax(&logits[step]);
+        tokens.push(next);
+        if step + 1 == steps {
+            break;
+        }
+        let mut b = Batch::default();
+        b.push(&[next], prompt.len() + step, table.clone(), LogitsWanted::Last);
+        logits.push(exec.execute(&b).expect("decode").row(0).to_vec());
+    }
+    (tokens, logits)
+}

@@ -290,7 +290,9 @@ def build(name, model_type, extra, disk_dtype, shard, old_style, add_bos, seed):
             entry[f"{tag}_min_margin"] = min_margin(gen_logits)
             entry[f"{tag}_min_margin_first8"] = min_margin(gen_logits[:8])
             entry[f"{tag}_greedy_text"] = loaded_tok.decode(tokens)
+            entry[f"{tag}_greedy_text_skip_special"] = loaded_tok.decode(tokens, skip_special_tokens=True)
         record["prompts"].append(entry)
+    record["num_parameters"] = sum(p.numel() for p in reload[torch.float32].parameters())
     record["chat_messages"] = CHAT_MESSAGES
     record["chat_rendered"] = loaded_tok.apply_chat_template(
         CHAT_MESSAGES, tokenize=False, add_generation_prompt=True

@@ -217,3 +217,46 @@ impl StreamDecoder {
         &self.ids
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn fixture_tokenizer(name: &str) -> TextTokenizer {
+        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures").join(name);
+        TextTokenizer::load(&dir).unwrap()
+    }
+
+    #[test]
+    fn stream_never_splits_characters_and_matches_full_decode() {
+        for name in ["llama", "qwen2"] {
+            let tok = fixture_tokenizer(name);
+            let text = "Zürich café 🔨☕ 日本語のテキスト — 49.99 €";
+            let ids = tok.encode(text, false).unwrap();
+            let mut stream = tok.stream(false);
+            let mut out = String::new();
+            let mut deltas = 0;
+            for &id in &ids {
+                if let Some(d) = stream.step(id).unwrap() {
+                    assert!(!d.contains('\u{FFFD}'), "{name}: delta {d:?} splits a character");
+                    out.push_str(&d);
+                    deltas += 1;
+                }
+            }
+            out.extend(stream.flush().unwrap());
+            assert_eq!(out, tok.decode(&ids, false).unwrap());
+            assert_eq!(out, text);
+            assert!(deltas < ids.len(), "{name}: some byte tokens must have been held back");
+        }
+    }
+
+    #[test]
+    fn flush_emits_an_incomplete_tail() {
+        let tok = fixture_tokenizer("llama");
+        let ids = tok.encode("🔨", false).unwrap();
+        assert!(ids.len() > 1, "the emoji is several byte tokens");
+        let mut stream = tok.stream(false);
+        assert_eq!(stream.step(ids[0]).unwrap(), None);
+        assert_eq!(stream.flush().unwrap().as_deref(), Some("\u{FFFD}"));
+    }
+}

@@ -1,0 +1,250 @@
+//! Every bad-input case gets a clear error naming the file and what is wrong, never a panic:
+//! missing file, malformed JSON, unknown architecture, missing tensor, wrong shape,
+//! unsupported dtype, truncated or corrupt safetensors, broken shard index, bad template.
+
+mod common;
+
+use std::collections::HashMap;
+use std::path::Path;
+
+use aisle::backend::{DeviceSpec, ExecutorOptions};
+use aisle::runtime::LoadedModel;
+use candle_core::DType;
+use common::fixture;
+use safetensors::tensor::{Dtype, TensorView};
+
+/// A writable copy of a fixture directory.
+fn copy_fixture(name: &str) -> tempfile::TempDir {
+    let tmp = tempfile::tempdir().unwrap();
+    for entry in std::fs::read_dir(fixture(name)).unwrap() {
+        let path = entry.unwrap().path();
+        std::fs::copy(&path, tmp.path().join(path.file_name().unwrap())).unwrap();
+    }
+    tmp
+}
+
+/// Load the directory and build an executor; the error text of whichever step fails.
+fn load_error(dir: &Path) -> String {
+    let model = match LoadedModel::load_dir(dir) {
+        Ok(m) => m,
+        Err(e) => return e.to_string(),
+    };
+    let opts = ExecutorOptions {
+        device: DeviceSpec::Cpu,
+        dtype: DType::F32,
+        block_size: 4,
+        num_blocks: 8,
+    };
+    match model.executor(&opts) {
+        Ok(_) => panic!("{} loaded although it is broken", dir.display()),
+        Err(e) => e.to_string(),
+    }
+}
+
+/// Rewrite model.safetensors with `edit` applied to its (name → (dtype, shape, bytes)) map.
+fn rewrite_weights(dir: &Path, edit: impl FnOnce(&mut HashMap<String, (Dtype, Vec<usize>, Vec<u8>)>)) {
+    let path = dir.join("model.safetensors");
+    let bytes = std::fs::read(&path).unwrap();
+    let st = safetensors::SafeTensors::deserialize(&bytes).unwrap();
+    let mut map: HashMap<String, (Dtype, Vec<usize>, Vec<u8>)> = st
+        .tensors()
+        .into_iter()
+        .map(|(n, v)| (n, (v.dtype(), v.shape().to_vec(), v.data().to_vec())))
+        .collect();
+    edit(&mut map);
+    let views: Vec<(String, TensorView)> = map
+        .iter()
+        .map(|(n, (d, s, b))| (n.clone(), TensorView::new(*d, s.clone(), b).unwrap()))
+        .collect();
+    std::fs::write(&path, safetensors::serialize(views, None).unwrap()).unwrap();
+}
+
+fn assert_contains(msg: &str, parts: &[&str]) {
+    for p in parts {
+        assert!(msg.contains(p), "error message {msg:?} should mention {p:?}");
+    }
+}
+
+#[test]
+fn missing_config_names_the_file() {
+    let dir = copy_fixture("llama");
+    std::fs::remove_file(dir.path().join("config.json")).unwrap();
+    assert_contains(&load_error(dir.path()), &["config.json", "missing"]);
+}
+
+#[test]
+fn missing_tokenizer_names_the_file() {
+    let dir = copy_fixture("qwen2");
+    std::fs::remove_file(dir.path().join("tokenizer.json")).unwrap();
+    assert_contains(&load_error(dir.path()), &["tokenizer.json", "missing"]);
+}
+
+#[test]
+fn missing_weights_names_the_files() {
+    let dir = copy_fixture("qwen2");
+    std::fs::remove_file(dir.path().join("model.safetensors")).unwrap();
+    assert_contains(
+        &load_error(dir.path()),
+        &["model.safetensors", "model.safetensors.index.json"],
+    );
+}
+
+#[test]
+fn malformed_json_names_file_and_position() {
+    let dir = copy_fixture("llama");
+    std::fs::write(dir.path().join("config.json"), "{\"hidden_size\": 64,").unwrap();
+    assert_contains(&load_error(dir.path()), &["config.json", "malformed JSON", "line 1"]);
+    let dir = copy_fixture("llama");
+    std::fs::write(dir.path().join("generation_config.json"), "[1,").unwrap();
+    assert_contains(&load_error(dir.path()), &["generation_config.json", "malformed JSON"]);
+    let dir = copy_fixture("llama");
+    std::fs::write(dir.path().join("tokenizer_config.json"), "nope").unwrap();
+    assert_contains(&load_error(dir.path()), &["tokenizer_config.json", "malformed JSON"]);
+}
+
+#[test]
+fn unknown_architecture_lists_supported_ones() {
+    let dir = copy_fixture("mistral");
+    let path = dir.path().join("config.json");
+    let text = std::fs::read_to_string(&path)
+        .unwrap()
+        .replace("\"mistral\"", "\"gpt2\"");
+    std::fs::write(&path, text).unwrap();
+    assert_contains(
+        &load_error(dir.path()),
+        &["config.json", "unknown architecture `gpt2`", "qwen3"],
+    );
+}
+
+#[test]
+fn missing_tensor_is_named() {
+    let dir = copy_fixture("qwen2");
+    rewrite_weights(dir.path(), |m| {
+        m.remove("model.layers.1.mlp.up_proj.weight");
+    });
+    assert_contains(
+        &load_error(dir.path()),
+        &[
+            "missing tensor `model.layers.1.mlp.up_proj.weight`",
+            "model.safetensors",
+        ],
+    );
+}
+
+#[test]
+fn wrong_shape_reports_expected_and_found() {
+    let dir = copy_fixture("qwen2");
+    rewrite_weights(dir.path(), |m| {
+        let t = m.get_mut("model.layers.0.self_attn.k_proj.weight").unwrap();
+        t.1 = vec![t.1[1], t.1[0]];
+    });
+    assert_contains(
+        &load_error(dir.path()),
+        &[
+            "model.safetensors",
+            "`model.layers.0.self_attn.k_proj.weight`",
+            "shape [64, 32], expected [32, 64]",
+        ],
+    );
+}
+
+#[test]
+fn unsupported_dtype_is_named() {
+    let dir = copy_fixture("qwen2"); // bf16 on disk: 2-byte elements, same size as I16
+    rewrite_weights(dir.path(), |m| {
+        m.get_mut("model.norm.weight").unwrap().0 = Dtype::I16;
+    });
+    assert_contains(
+        &load_error(dir.path()),
+        &["model.safetensors", "`model.norm.weight`", "unsupported dtype I16"],
+    );
+}
+
+#[test]
+fn truncated_safetensors_is_detected_at_load() {
+    let dir = copy_fixture("llama");
+    let path = dir.path().join("model.safetensors");
+    let bytes = std::fs::read(&path).unwrap();
+    std::fs::write(&path, &bytes[..bytes.len() / 2]).unwrap();
+    assert_contains(&load_error(dir.path()), &["model.safetensors", "truncated"]);
+}
+
+#[test]
+fn garbage_safetensors_is_rejected() {
+    let dir = copy_fixture("llama");
+    std::fs::write(
+        dir.path().join("model.safetensors"),
+        b"\xff\xff\xff\xff\xff\xff\xff\x7fjunk",
+    )
+    .unwrap();
+    assert_contains(
+        &load_error(dir.path()),
+        &["model.safetensors", "not a valid safetensors file"],
+    );
+}
+
+#[test]
+fn sharded_index_with_missing_shard_names_it() {
+    let dir = copy_fixture("llama3");
+    std::fs::remove_file(dir.path().join("model-00003-of-00007.safetensors")).unwrap();
+    assert_contains(
+        &load_error(dir.path()),
+        &["model-00003-of-00007.safetensors", "cannot open"],
+    );
+    let dir = copy_fixture("llama3");
+    std::fs::write(dir.path().join("model.safetensors.index.json"), "{\"metadata\": {}}").unwrap();
+    assert_contains(&load_error(dir.path()), &["model.safetensors.index.json", "weight_map"]);
+}
+
+#[test]
+fn bad_chat_template_is_reported() {
+    let dir = copy_fixture("llama");
+    std::fs::write(
+        dir.path().join("chat_template.jinja"),
+        "{% for m in messages %}{{ m.content }",
+    )
+    .unwrap();
+    assert_contains(&load_error(dir.path()), &["bad chat template"]);
+}
+
+#[test]
+fn template_raise_exception_becomes_an_error() {
+    let model = LoadedModel::load_dir(&fixture("llama")).unwrap();
+    let msgs = [
+        aisle::chat_template::ChatMessage::new("system", "a"),
+        aisle::chat_template::ChatMessage::new("tool", "b"),
+    ];
+    let err = model.tokenizer.render_chat(&msgs, true).unwrap_err().to_string();
+    assert_contains(&err, &["Only user and assistant roles are supported"]);
+}
+
+#[test]
+fn unknown_model_spec_explains_offline_lookup() {
+    let err = LoadedModel::load("no-such-org/no-such-model-xyz")
+        .err()
+        .unwrap()
+        .to_string();
+    assert_contains(
+        &err,
+        &["no-such-org/no-such-model-xyz", "not found", "Hugging Face cache"],
+    );
+}
+
+#[test]
+fn invalid_batches_are_errors_not_panics() {
+    let model = LoadedModel::load_dir(&fixture("llama")).unwrap();
+    let mut exec = common::executor(&model, DType::F32, 4);
+    let mut b = aisle::batch::Batch::default();
+    b.push(&[1, 2, 3], 0, vec![9], aisle::batch::LogitsWanted::Last);
+    assert_contains(&exec.execute(&b).unwrap_err().to_string(), &["block id 9", "4 blocks"]);
+    let mut b = aisle::batch::Batch::default();
+    b.push(&[1, 2, 3, 4, 5], 0, vec![0], aisle::batch::LogitsWanted::Last);
+    assert_contains(&exec.execute(&b).unwrap_err().to_string(), &["position 4", "block 1"]);
+    let mut b = aisle::batch::Batch::default();
+    b.push(&[100_000], 0, vec![0], aisle::batch::LogitsWanted::Last);
+    assert_contains(&exec.execute(&b).unwrap_err().to_string(), &["token id 100000"]);
+    assert_contains(
+        &exec.execute(&aisle::batch::Batch::default()).unwrap_err().to_string(),
+        &["empty batch"],
+    );
+}

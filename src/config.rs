@@ -203,7 +203,7 @@ fn llama3_scale(inv_freq: f32, factor: f64, low: f64, high: f64, old_ctx: f64) -
 }
 
 /// Token id fields may be a number, a list of numbers or null.
-fn token_ids(v: &Option<Value>) -> Vec<u32> {
+pub(crate) fn token_ids(v: &Option<Value>) -> Vec<u32> {
     match v {
         Some(Value::Number(n)) => n.as_u64().map(|x| vec![x as u32]).unwrap_or_default(),
         Some(Value::Array(a)) => a.iter().filter_map(|x| x.as_u64()).map(|x| x as u32).collect(),

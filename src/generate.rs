@@ -41,6 +41,8 @@ pub struct GenerateOutput {
     pub finish: FinishReason,
     pub prefill_time: Duration,
     pub decode_time: Duration,
+    /// Forward passes after the prefill (each one decode step).
+    pub decode_steps: usize,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -93,6 +95,7 @@ pub fn generate(
     let mut out = exec.execute(&batch)?;
     let prefill_time = start.elapsed();
     let mut finish = FinishReason::Length;
+    let mut decode_steps = 0;
     while tokens.len() < max_tokens {
         let next = sampler.sample(out.row(0));
         if req.stop_ids.contains(&next) {
@@ -107,11 +110,13 @@ pub fn generate(
         let mut step = Batch::default();
         step.push(&[next], n + tokens.len() - 1, table.clone(), LogitsWanted::Last);
         out = exec.execute(&step)?;
+        decode_steps += 1;
     }
     Ok(GenerateOutput {
         tokens,
         finish,
         prefill_time,
         decode_time: start.elapsed() - prefill_time,
+        decode_steps,
     })
 }

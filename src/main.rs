@@ -6,7 +6,7 @@
 
 use std::io::Write;
 
-use anyhow::{bail, Context, Result};
+use anyhow::{Context, Result};
 use clap::{Args, Parser, Subcommand};
 
 use aisle::backend::{compiled_backends, DeviceSpec, ExecutorOptions};
@@ -86,8 +86,14 @@ fn main() {
         Command::Inspect(args) => run_inspect(args),
     };
     if let Err(e) = result {
-        eprintln!("error: {e:#}");
-        std::process::exit(1);
+        // A reader that closed our stdout (`aisle inspect | head`) is a normal end, not an error.
+        let closed_pipe = e
+            .downcast_ref::<std::io::Error>()
+            .is_some_and(|io| io.kind() == std::io::ErrorKind::BrokenPipe);
+        if !closed_pipe {
+            eprintln!("error: {e:#}");
+            std::process::exit(1);
+        }
     }
 }
 
@@ -176,7 +182,7 @@ fn run_generate(args: GenerateArgs) -> Result<()> {
         out.prefill_time.as_secs_f64(),
         p as f64 / out.prefill_time.as_secs_f64().max(1e-9),
         out.decode_time.as_secs_f64(),
-        n.saturating_sub(1) as f64 / out.decode_time.as_secs_f64().max(1e-9),
+        out.decode_steps as f64 / out.decode_time.as_secs_f64().max(1e-9),
         out.finish.as_str()
     );
     Ok(())
@@ -189,47 +195,46 @@ fn run_inspect(args: ModelArgs) -> Result<()> {
     let params = c.num_parameters();
     let bytes = params * dtype.size_in_bytes();
     let kv_per_token = 2 * c.num_layers * c.num_kv_heads * c.head_dim * dtype.size_in_bytes();
-    if params == 0 {
-        bail!("model has no parameters");
-    }
-    println!("model directory      {}", model.dir.display());
-    println!("family               {}", c.family.name());
-    println!("layers               {}", c.num_layers);
-    println!("hidden / intermediate {} / {}", c.hidden_size, c.intermediate_size);
-    println!(
-        "heads / kv heads     {} / {} (head_dim {})",
-        c.num_heads, c.num_kv_heads, c.head_dim
+    let mut text = String::new();
+    let mut row = |label: &str, value: String| text.push_str(&format!("{label:<22}{value}\n"));
+    row("model directory", model.dir.display().to_string());
+    row("family", c.family.name().to_string());
+    row("layers", c.num_layers.to_string());
+    row(
+        "hidden / intermediate",
+        format!("{} / {}", c.hidden_size, c.intermediate_size),
     );
-    println!("vocab                {}", c.vocab_size);
-    println!("context              {}", c.max_position_embeddings);
-    println!(
-        "rope                 theta {} scaling {:?}",
-        c.rope_theta, c.rope_scaling
+    row(
+        "heads / kv heads",
+        format!("{} / {} (head_dim {})", c.num_heads, c.num_kv_heads, c.head_dim),
     );
-    println!("tied embeddings      {}", c.tie_word_embeddings);
-    println!("qkv bias / qk norm   {} / {}", c.qkv_bias, c.qk_norm);
-    println!("sliding window       {:?}", c.sliding_window);
-    println!("eos token ids        {:?}", model.eos_token_ids());
-    println!(
-        "chat template        {}",
+    row("vocab", c.vocab_size.to_string());
+    row("context", c.max_position_embeddings.to_string());
+    row("rope", format!("theta {} scaling {:?}", c.rope_theta, c.rope_scaling));
+    row("tied embeddings", c.tie_word_embeddings.to_string());
+    row("qkv bias / qk norm", format!("{} / {}", c.qkv_bias, c.qk_norm));
+    row("sliding window", format!("{:?}", c.sliding_window));
+    row("eos token ids", format!("{:?}", model.eos_token_ids()));
+    row(
+        "chat template",
         if model.tokenizer.has_chat_template() {
             "yes"
         } else {
             "no"
         }
+        .to_string(),
     );
-    println!(
-        "weights on disk      {}",
-        model.weights.disk_dtype().unwrap_or_default()
+    row("weights on disk", model.weights.disk_dtype().unwrap_or_default());
+    row("parameters", format!("{params} ({:.2} M)", params as f64 / 1e6));
+    row("run dtype", format!("{dtype:?}"));
+    row(
+        "weights in memory",
+        format!("{:.2} MiB", bytes as f64 / (1 << 20) as f64),
     );
-    println!("parameters           {params} ({:.2} M)", params as f64 / 1e6);
-    println!("run dtype            {dtype:?}");
-    println!("weights in memory    {:.2} MiB", bytes as f64 / (1 << 20) as f64);
-    println!("KV cache per token   {:.1} KiB", kv_per_token as f64 / 1024.0);
-    println!(
-        "KV cache, full ctx   {:.2} MiB",
-        (kv_per_token * c.max_position_embeddings) as f64 / (1 << 20) as f64
-    );
-    println!("backends compiled in {}", compiled_backends().join(", "));
+    row("KV cache per token", format!("{:.1} KiB", kv_per_token as f64 / 1024.0));
+    let full = (kv_per_token * c.max_position_embeddings) as f64 / (1 << 20) as f64;
+    row("KV cache, full ctx", format!("{full:.2} MiB"));
+    row("backends compiled in", compiled_backends().join(", "));
+    std::io::stdout().lock().write_all(text.as_bytes())?;
     Ok(())
 }

@@ -124,10 +124,6 @@ impl GenerationConfig {
     }
 
     pub fn eos_token_ids(&self) -> Vec<u32> {
-        match &self.eos_token_id {
-            Some(Value::Number(n)) => n.as_u64().map(|x| vec![x as u32]).unwrap_or_default(),
-            Some(Value::Array(a)) => a.iter().filter_map(Value::as_u64).map(|x| x as u32).collect(),
-            _ => Vec::new(),
-        }
+        crate::config::token_ids(&self.eos_token_id)
     }
 }

@@ -94,12 +94,12 @@ fn inspect_reports_config_and_parameter_count() {
         assert!(ok, "{stderr}");
         let params = golden.json["num_parameters"].as_u64().unwrap();
         assert!(
-            stdout.contains(&format!("parameters           {params} ")),
+            stdout.contains(&format!("parameters            {params} ")),
             "{name}: {stdout}"
         );
-        assert!(stdout.contains("backends compiled in cpu"));
+        assert!(stdout.contains("backends compiled in  cpu"));
         let family = if name == "llama3" { "llama" } else { name };
-        assert!(stdout.contains(&format!("family               {family}")), "{stdout}");
+        assert!(stdout.contains(&format!("family                {family}")), "{stdout}");
     }
 }
 

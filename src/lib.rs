@@ -8,6 +8,7 @@ pub mod backend;
 pub mod batch;
 pub mod chat_template;
 pub mod config;
+pub mod engine;
 pub mod generate;
 pub mod model;
 pub mod model_dir;

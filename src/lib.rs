@@ -9,7 +9,6 @@ pub mod batch;
 pub mod chat_template;
 pub mod config;
 pub mod engine;
-pub mod generate;
 pub mod model;
 pub mod model_dir;
 pub mod pyjson;

@@ -11,7 +11,7 @@ use clap::{Args, Parser, Subcommand};
 
 use aisle::backend::{compiled_backends, DeviceSpec, ExecutorOptions};
 use aisle::chat_template::ChatMessage;
-use aisle::generate::{generate, GenerateRequest};
+use aisle::engine::{Engine, EngineCore, Event, GenerationRequest, RequestOutput, SchedulerConfig};
 use aisle::runtime::{LoadedModel, RunDType};
 use aisle::sampling::SamplingParams;
 
@@ -24,7 +24,7 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
-    /// Generate text for a prompt, streaming tokens to stdout.
+    /// Generate text for one or more prompts (run concurrently); one prompt streams to stdout.
     Generate(GenerateArgs),
     /// Print a model's resolved configuration, size and memory footprint.
     Inspect(ModelArgs),
@@ -47,9 +47,12 @@ struct ModelArgs {
 struct GenerateArgs {
     #[command(flatten)]
     model: ModelArgs,
-    /// The prompt text.
+    /// A prompt; repeat for several prompts, which run concurrently through the engine.
     #[arg(long)]
-    prompt: String,
+    prompt: Vec<String>,
+    /// A file with one prompt per line (added after any --prompt).
+    #[arg(long)]
+    prompts_file: Option<std::path::PathBuf>,
     /// Wrap the prompt as a user message in the model's chat template.
     #[arg(long)]
     chat: bool,
@@ -66,6 +69,17 @@ struct GenerateArgs {
     #[arg(long)]
     top_k: Option<usize>,
     #[arg(long)]
+    min_p: Option<f32>,
+    #[arg(long)]
+    repetition_penalty: Option<f32>,
+    #[arg(long, default_value_t = 0.0)]
+    presence_penalty: f32,
+    #[arg(long, default_value_t = 0.0)]
+    frequency_penalty: f32,
+    /// Stop string (repeatable); not included in the output.
+    #[arg(long)]
+    stop: Vec<String>,
+    #[arg(long)]
     seed: Option<u64>,
     /// Keep generating past end-of-sequence tokens.
     #[arg(long)]
@@ -73,6 +87,12 @@ struct GenerateArgs {
     /// KV cache block size in tokens.
     #[arg(long, default_value_t = 16)]
     block_size: usize,
+    /// Token budget per engine step (prefill chunks + decodes).
+    #[arg(long, default_value_t = 512)]
+    max_batched_tokens: usize,
+    /// Most sequences decoding at once.
+    #[arg(long, default_value_t = 64)]
+    max_seqs: usize,
 }
 
 fn main() {
@@ -123,68 +143,115 @@ fn sampling(args: &GenerateArgs, model: &LoadedModel) -> SamplingParams {
             0
         }),
         seed: args.seed,
+        ..SamplingParams::default()
     }
+}
+
+/// All prompts: `--prompt` values, then the lines of `--prompts-file`.
+fn prompts(args: &GenerateArgs) -> Result<Vec<String>> {
+    let mut all = args.prompt.clone();
+    if let Some(path) = &args.prompts_file {
+        let text = std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+        all.extend(text.lines().filter(|l| !l.trim().is_empty()).map(str::to_string));
+    }
+    if all.is_empty() {
+        anyhow::bail!("give at least one --prompt or a --prompts-file");
+    }
+    Ok(all)
+}
+
+fn encode(model: &LoadedModel, args: &GenerateArgs, text: &str) -> Result<Vec<u32>> {
+    let tok = &model.tokenizer;
+    if !args.chat {
+        return Ok(tok.encode(text, true)?);
+    }
+    let mut messages = Vec::new();
+    if let Some(s) = &args.system {
+        messages.push(ChatMessage::new("system", s));
+    }
+    messages.push(ChatMessage::new("user", text));
+    Ok(tok.encode_chat(&messages)?)
 }
 
 fn run_generate(args: GenerateArgs) -> Result<()> {
     let (model, device) = load(&args.model)?;
-    let tok = &model.tokenizer;
-    let prompt = if args.chat {
-        let mut messages = Vec::new();
-        if let Some(s) = &args.system {
-            messages.push(ChatMessage::new("system", s));
-        }
-        messages.push(ChatMessage::new("user", &args.prompt));
-        tok.encode_chat(&messages)?
-    } else {
-        tok.encode(&args.prompt, true)?
-    };
+    let texts = prompts(&args)?;
+    let encoded = texts
+        .iter()
+        .map(|t| encode(&model, &args, t))
+        .collect::<Result<Vec<_>>>()?;
     let context = model.config.max_position_embeddings;
-    let total = (prompt.len() + args.max_tokens).min(context);
+    let tokens: usize = encoded.iter().map(|p| (p.len() + args.max_tokens).min(context)).sum();
     let opts = ExecutorOptions {
         device,
         dtype: args.model.dtype.0,
         block_size: args.block_size,
-        num_blocks: total.div_ceil(args.block_size).max(1),
+        num_blocks: tokens.div_ceil(args.block_size) + encoded.len(),
     };
-    let mut exec = model.executor(&opts)?;
-    let req = GenerateRequest {
-        prompt,
-        max_tokens: args.max_tokens,
-        sampling: sampling(&args, &model),
-        stop_ids: if args.ignore_eos {
-            Vec::new()
-        } else {
-            model.eos_token_ids()
-        },
+    let sched = SchedulerConfig {
+        max_batched_tokens: args.max_batched_tokens,
+        max_seqs: args.max_seqs,
     };
-    let mut stream = tok.stream(true);
-    let mut stdout = std::io::stdout().lock();
-    let mut err = None;
-    let out = generate(exec.as_mut(), &req, |id| match stream.step(id) {
-        Ok(Some(text)) => {
-            let _ = stdout.write_all(text.as_bytes()).and_then(|_| stdout.flush());
-        }
-        Ok(None) => {}
-        Err(e) => err = Some(e),
-    })?;
-    if let Some(e) = err {
-        return Err(e).context("decoding generated tokens");
-    }
-    if let Some(rest) = stream.flush()? {
-        stdout.write_all(rest.as_bytes())?;
-    }
-    writeln!(stdout)?;
-    let n = out.tokens.len();
-    let p = req.prompt.len();
-    eprintln!(
-        "prompt: {p} tokens in {:.3}s ({:.1} tok/s); generated: {n} tokens in {:.3}s ({:.1} tok/s); finish_reason: {}",
-        out.prefill_time.as_secs_f64(),
-        p as f64 / out.prefill_time.as_secs_f64().max(1e-9),
-        out.decode_time.as_secs_f64(),
-        out.decode_steps as f64 / out.decode_time.as_secs_f64().max(1e-9),
-        out.finish.as_str()
+    let core = EngineCore::new(
+        model.executor(&opts)?,
+        model.tokenizer.clone(),
+        model.eos_token_ids(),
+        sched,
     );
+    let engine = Engine::spawn(core);
+    let start = std::time::Instant::now();
+    let streams = encoded
+        .iter()
+        .map(|prompt| {
+            let req = GenerationRequest {
+                prompt: prompt.clone(),
+                sampling: sampling(&args, &model),
+                max_tokens: args.max_tokens,
+                stop: args.stop.clone(),
+                ignore_eos: args.ignore_eos,
+                ..GenerationRequest::default()
+            };
+            engine.handle().submit(req)
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    let mut stdout = std::io::stdout().lock();
+    let mut generated = 0;
+    let single = streams.len() == 1;
+    for (i, mut stream) in streams.into_iter().enumerate() {
+        let mut out = RequestOutput::default();
+        if !single {
+            writeln!(stdout, "=== prompt {} ===", i + 1)?;
+        }
+        while let Some(event) = stream.blocking_next() {
+            if let Event::Token { text, .. } | Event::Finished { text, .. } = &event {
+                if single {
+                    stdout.write_all(text.as_bytes())?;
+                    stdout.flush()?;
+                }
+            }
+            out.apply(event).map_err(anyhow::Error::msg)?;
+        }
+        let choice = out.choices.first().cloned().unwrap_or_default();
+        if !single {
+            stdout.write_all(choice.text.as_bytes())?;
+        }
+        writeln!(stdout)?;
+        generated += out.usage.completion_tokens;
+        let reason = choice.finish_reason.map(|r| r.as_str()).unwrap_or("none");
+        eprintln!(
+            "[{}] prompt {} tokens, generated {} tokens, finish_reason: {reason}",
+            i + 1,
+            out.usage.prompt_tokens,
+            out.usage.completion_tokens
+        );
+    }
+    let secs = start.elapsed().as_secs_f64();
+    eprintln!(
+        "{} prompt(s): {generated} tokens generated in {secs:.3}s ({:.1} tok/s aggregate)",
+        texts.len(),
+        generated as f64 / secs.max(1e-9)
+    );
+    engine.shutdown();
     Ok(())
 }
 

@@ -1,10 +1,21 @@
 //! Choosing the next token from a logits row.
 //!
-//! Owns: per-sequence sampling parameters and random state (a seeded sequence draws the
-//! same tokens whatever else runs beside it).
+//! Owns: per-sequence sampling parameters and random state (a seeded sequence draws the same
+//! tokens whatever else runs beside it), logit processing (penalties, bias), truncation
+//! (top-k, top-p, min-p) and logprobs.
 //! Must not: touch tensors or the tokenizer; it works on host `f32` rows.
+//!
+//! Order of processing, as in vLLM: logit bias → repetition penalty (HF: divide positive and
+//! multiply negative logits of every prompt or output token) → presence/frequency penalties
+//! (OpenAI: output tokens only) → temperature → top-k → top-p → min-p → draw. Logprobs are
+//! those of the model's raw distribution (log-softmax of the unprocessed logits).
+
+use std::collections::HashMap;
 
 use rand::{rngs::StdRng, Rng, SeedableRng};
+
+/// Most alternatives `top_logprobs` may ask for (OpenAI's limit).
+pub const MAX_TOP_LOGPROBS: usize = 20;
 
 /// How to pick tokens. `temperature == 0` means greedy.
 #[derive(Debug, Clone, PartialEq)]
@@ -13,7 +24,16 @@ pub struct SamplingParams {
     pub top_p: f32,
     /// 0 disables top-k.
     pub top_k: usize,
+    /// Keep tokens whose probability is at least `min_p` × the top probability (0 disables).
+    pub min_p: f32,
+    /// 1 disables.
+    pub repetition_penalty: f32,
+    pub presence_penalty: f32,
+    pub frequency_penalty: f32,
+    pub logit_bias: Vec<(u32, f32)>,
     pub seed: Option<u64>,
+    /// `Some(k)`: report the chosen token's logprob and the `k` most likely alternatives.
+    pub logprobs: Option<usize>,
 }
 
 impl Default for SamplingParams {
@@ -22,9 +42,23 @@ impl Default for SamplingParams {
             temperature: 0.0,
             top_p: 1.0,
             top_k: 0,
+            min_p: 0.0,
+            repetition_penalty: 1.0,
+            presence_penalty: 0.0,
+            frequency_penalty: 0.0,
+            logit_bias: Vec::new(),
             seed: None,
+            logprobs: None,
         }
     }
+}
+
+/// The chosen token's log-probability and the most likely alternatives, best first.
+#[derive(Debug, Clone, PartialEq)]
+pub struct TokenLogprobs {
+    pub token: u32,
+    pub logprob: f32,
+    pub top: Vec<(u32, f32)>,
 }
 
 /// A sequence's sampler: its parameters and its own random stream.
@@ -44,6 +78,27 @@ pub fn argmax(row: &[f32]) -> u32 {
     best as u32
 }
 
+/// log-softmax normaliser: `max + ln Σ exp(x - max)`.
+fn log_sum_exp(row: &[f32]) -> f32 {
+    let max = row.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+    let sum: f32 = row.iter().map(|&x| (x - max).exp()).sum();
+    max + sum.ln()
+}
+
+/// The `k` largest entries of `row` as (index, value), best first.
+fn top_entries(row: &[f32], k: usize) -> Vec<(u32, f32)> {
+    let mut idx: Vec<u32> = (0..row.len() as u32).collect();
+    let k = k.min(idx.len());
+    if k == 0 {
+        return Vec::new();
+    }
+    let by_value = |a: &u32, b: &u32| row[*b as usize].total_cmp(&row[*a as usize]).then(a.cmp(b));
+    idx.select_nth_unstable_by(k - 1, by_value);
+    idx.truncate(k);
+    idx.sort_unstable_by(by_value);
+    idx.into_iter().map(|i| (i, row[i as usize])).collect()
+}
+
 impl Sampler {
     pub fn new(params: SamplingParams) -> Sampler {
         let rng = match params.seed {
@@ -53,91 +108,131 @@ impl Sampler {
         Sampler { params, rng }
     }
 
-    /// Pick the next token from one logits row (vocab).
-    pub fn sample(&mut self, logits: &[f32]) -> u32 {
+    pub fn params(&self) -> &SamplingParams {
+        &self.params
+    }
+
+    /// Apply bias and penalties to a copy of `logits`. `prompt` and `output` are the
+    /// sequence's tokens so far.
+    pub fn process(&self, logits: &[f32], prompt: &[u32], output: &[u32]) -> Vec<f32> {
         let p = &self.params;
-        if p.temperature <= 0.0 || p.top_k == 1 {
-            return argmax(logits);
+        let mut row = logits.to_vec();
+        for &(id, bias) in &p.logit_bias {
+            if let Some(x) = row.get_mut(id as usize) {
+                *x += bias;
+            }
         }
-        // Candidates sorted by logit, best first; NaNs sink to the end.
-        let mut idx: Vec<u32> = (0..logits.len() as u32).collect();
-        idx.sort_unstable_by(|&a, &b| logits[b as usize].total_cmp(&logits[a as usize]));
-        if p.top_k > 0 {
-            idx.truncate(p.top_k);
+        if p.repetition_penalty != 1.0 {
+            let mut seen = vec![false; row.len()];
+            for &t in prompt.iter().chain(output) {
+                if let Some(s) = seen.get_mut(t as usize) {
+                    *s = true;
+                }
+            }
+            for (x, _) in row.iter_mut().zip(&seen).filter(|(_, &s)| s) {
+                *x = if *x > 0.0 {
+                    *x / p.repetition_penalty
+                } else {
+                    *x * p.repetition_penalty
+                };
+            }
         }
-        let max = logits[idx[0] as usize];
-        let mut probs: Vec<f32> = idx
-            .iter()
-            .map(|&i| ((logits[i as usize] - max) / p.temperature).exp())
-            .collect();
-        let total: f32 = probs.iter().sum();
-        probs.iter_mut().for_each(|x| *x /= total);
-        // Nucleus: the smallest prefix whose mass reaches top_p (at least one token).
+        if p.presence_penalty != 0.0 || p.frequency_penalty != 0.0 {
+            let mut counts: HashMap<u32, u32> = HashMap::new();
+            for &t in output {
+                *counts.entry(t).or_default() += 1;
+            }
+            for (t, c) in counts {
+                if let Some(x) = row.get_mut(t as usize) {
+                    *x -= p.frequency_penalty * c as f32 + p.presence_penalty;
+                }
+            }
+        }
+        row
+    }
+
+    /// Pick the next token; with `logprobs` requested also return them.
+    pub fn sample(&mut self, logits: &[f32], prompt: &[u32], output: &[u32]) -> (u32, Option<TokenLogprobs>) {
+        let row = self.process(logits, prompt, output);
+        let token = if self.params.temperature <= 0.0 || self.params.top_k == 1 {
+            argmax(&row)
+        } else {
+            self.draw(&row)
+        };
+        let logprobs = self.params.logprobs.map(|k| {
+            let norm = log_sum_exp(logits);
+            TokenLogprobs {
+                token,
+                logprob: logits[token as usize] - norm,
+                top: top_entries(logits, k.min(MAX_TOP_LOGPROBS))
+                    .into_iter()
+                    .map(|(i, x)| (i, x - norm))
+                    .collect(),
+            }
+        });
+        (token, logprobs)
+    }
+
+    /// Temperature, truncation and a random draw over the processed row.
+    fn draw(&mut self, row: &[f32]) -> u32 {
+        let p = &self.params;
+        let max = row.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+        let weight = |x: f32| ((x - max) / p.temperature).exp(); // ∝ probability, top token = 1
+        if p.top_k == 0 && p.top_p >= 1.0 {
+            // No ranking needed: one linear pass (min-p keeps weights ≥ min_p × top weight).
+            let weights: Vec<f32> = row
+                .iter()
+                .map(|&x| weight(x))
+                .map(|w| if w >= p.min_p { w } else { 0.0 })
+                .collect();
+            return self.pick(&weights, |i| i as u32);
+        }
+        // Ranked candidates. Without top-k, try the best 256 first: enough unless the nucleus
+        // is wider, in which case rank the whole vocabulary.
+        let mut cand = top_entries(row, if p.top_k > 0 { p.top_k } else { 256 });
+        let mut weights: Vec<f32> = cand.iter().map(|&(_, x)| weight(x)).collect();
+        let total: f32 = if p.top_k > 0 {
+            weights.iter().sum()
+        } else {
+            row.iter().map(|&x| weight(x)).sum()
+        };
+        if p.top_k == 0 && cand.len() < row.len() && weights.iter().sum::<f32>() < p.top_p * total {
+            cand = top_entries(row, row.len());
+            weights = cand.iter().map(|&(_, x)| weight(x)).collect();
+        }
+        let mut keep = weights.len();
         let mut cum = 0.0;
-        let mut keep = probs.len();
-        for (n, &q) in probs.iter().enumerate() {
-            cum += q;
+        for (n, w) in weights.iter().enumerate() {
+            cum += w / total;
             if cum >= p.top_p {
                 keep = n + 1;
                 break;
             }
         }
-        let mass: f32 = probs[..keep].iter().sum();
+        keep = keep.min(weights.iter().take_while(|&&w| w >= p.min_p).count().max(1));
+        weights.truncate(keep);
+        self.pick(&weights, |n| cand[n].0)
+    }
+
+    /// Draw an index with probability proportional to `weights` and map it to a token id.
+    fn pick(&mut self, weights: &[f32], token: impl Fn(usize) -> u32) -> u32 {
+        let mass: f32 = weights.iter().sum();
         let mut r = self.rng.random::<f32>() * mass;
-        for (n, &q) in probs[..keep].iter().enumerate() {
-            if r < q {
-                return idx[n];
+        let mut last = 0;
+        for (n, &w) in weights.iter().enumerate() {
+            if w <= 0.0 {
+                continue;
             }
-            r -= q;
+            if r < w {
+                return token(n);
+            }
+            r -= w;
+            last = n;
         }
-        idx[keep - 1]
+        token(last)
     }
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn greedy_picks_first_max() {
-        let mut s = Sampler::new(SamplingParams::default());
-        assert_eq!(s.sample(&[0.1, 3.0, 3.0, -1.0]), 1);
-    }
-
-    #[test]
-    fn seeded_sampling_repeats_and_respects_top_k() {
-        let params = SamplingParams {
-            temperature: 1.0,
-            top_p: 1.0,
-            top_k: 2,
-            seed: Some(7),
-        };
-        let logits = [1.0, 2.0, 0.5, 1.9];
-        let draw = |p: &SamplingParams| {
-            let mut s = Sampler::new(p.clone());
-            (0..64).map(|_| s.sample(&logits)).collect::<Vec<_>>()
-        };
-        let a = draw(&params);
-        assert_eq!(a, draw(&params));
-        assert!(
-            a.iter().all(|&t| t == 1 || t == 3),
-            "top-k 2 allows only ids 1 and 3: {a:?}"
-        );
-        assert!(a.contains(&1) && a.contains(&3));
-    }
-
-    #[test]
-    fn top_p_keeps_the_nucleus() {
-        let params = SamplingParams {
-            temperature: 1.0,
-            top_p: 0.5,
-            top_k: 0,
-            seed: Some(1),
-        };
-        let mut s = Sampler::new(params);
-        // id 2 alone carries > 50% of the mass.
-        for _ in 0..32 {
-            assert_eq!(s.sample(&[0.0, 0.0, 5.0, 0.0]), 2);
-        }
-    }
-}
+#[path = "sampling_tests.rs"]
+mod tests;

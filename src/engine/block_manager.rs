@@ -165,7 +165,10 @@ impl BlockManager {
         let start = if have == 0 { prefix } else { &[][..] };
         let need = num_tokens.div_ceil(self.block_size).saturating_sub(have + start.len());
         // Prefix blocks that sit in the free queue stop being available once referenced.
-        let free_prefix = start.iter().filter(|&&b| self.blocks[b as usize].ref_count == 0).count();
+        let free_prefix = start
+            .iter()
+            .filter(|&&b| self.blocks[b as usize].ref_count == 0)
+            .count();
         if need + free_prefix > self.num_free() {
             return false;
         }

@@ -54,7 +54,11 @@ fn a_fully_cached_prompt_still_computes_its_last_token() {
     m.cache_full_blocks(1, &a, 8);
     m.free(1);
     let (blocks, n) = m.lookup_prefix(&a);
-    assert_eq!((blocks.len(), n), (1, 4), "the block holding the last token is recomputed");
+    assert_eq!(
+        (blocks.len(), n),
+        (1, 4),
+        "the block holding the last token is recomputed"
+    );
 }
 
 #[test]

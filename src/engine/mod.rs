@@ -5,4 +5,12 @@
 //! sample → update → emit) → `thread` (the engine thread and its channels).
 
 pub mod block_manager;
+pub mod core;
+pub mod request;
 pub mod scheduler;
+pub mod thread;
+
+pub use self::core::{EngineCore, EngineStats, EventSink, RequestError, StepSummary};
+pub use request::{ChoiceOutput, Event, FinishReason, GenerationRequest, RequestId, RequestOutput, Usage};
+pub use scheduler::SchedulerConfig;
+pub use thread::{Engine, EngineGone, EngineHandle, RequestStream};

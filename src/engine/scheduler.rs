@@ -147,7 +147,11 @@ impl Scheduler {
         let mut batch = Batch::default();
         for s in &seqs {
             let info = &self.seqs[&s.id];
-            let logits = if s.samples { LogitsWanted::Last } else { LogitsWanted::None };
+            let logits = if s.samples {
+                LogitsWanted::Last
+            } else {
+                LogitsWanted::None
+            };
             let table = self.blocks.table(s.id).to_vec();
             batch.push(&info.tokens[s.start..s.start + s.num_tokens], s.start, table, logits);
         }

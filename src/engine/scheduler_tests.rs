@@ -19,7 +19,10 @@ fn step(s: &mut Scheduler) -> Step {
 }
 
 fn shape(st: &Step) -> Vec<(SeqId, usize, usize, bool)> {
-    st.seqs.iter().map(|x| (x.id, x.start, x.num_tokens, x.samples)).collect()
+    st.seqs
+        .iter()
+        .map(|x| (x.id, x.start, x.num_tokens, x.samples))
+        .collect()
 }
 
 #[test]

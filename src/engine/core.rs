@@ -1,0 +1,358 @@
+//! One engine step: `schedule() → execute(batch) → sample → update → emit`.
+//!
+//! Owns: the executor, the scheduler (and through it the block manager), and per-request state
+//! (samplers, detokenizers, stop detection, deadlines, event sinks). Synchronous, so tests can
+//! drive it step by step; `thread` runs it on the engine thread.
+//! Must not: block on clients. Events go to unbounded channels; a closed channel means the
+//! client left, and its request is cancelled at the next step.
+
+use std::collections::HashMap;
+use std::time::Instant;
+
+use tokio::sync::mpsc::UnboundedSender;
+
+use super::block_manager::{BlockManager, SeqId};
+use super::request::{Event, FinishReason, GenerationRequest, RequestId, StopText, Usage};
+use super::scheduler::{Scheduler, SchedulerConfig, Step};
+use crate::backend::Executor;
+use crate::sampling::{Sampler, TokenLogprobs};
+use crate::tokenizer::{StreamDecoder, TextTokenizer};
+
+pub type EventSink = UnboundedSender<Event>;
+
+/// A request that cannot run, with a message the client can act on.
+#[derive(Debug, Clone, thiserror::Error, PartialEq, Eq)]
+pub enum RequestError {
+    #[error("the prompt is empty")]
+    EmptyPrompt,
+    #[error("this model's maximum context length is {context} tokens, but the prompt has {prompt} tokens")]
+    PromptTooLong { prompt: usize, context: usize },
+    #[error("the request needs {needed} KV cache blocks but the cache has only {available}; lower max_tokens or n")]
+    TooLargeForCache { needed: usize, available: usize },
+    #[error("n must be at least 1")]
+    ZeroChoices,
+}
+
+/// A snapshot of the engine's occupancy and counters.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct EngineStats {
+    pub requests: usize,
+    pub running: usize,
+    pub waiting: usize,
+    pub free_blocks: usize,
+    pub total_blocks: usize,
+    pub cached_blocks: usize,
+    pub prefix_cache_queries: u64,
+    pub prefix_cache_hits: u64,
+    pub preemptions: u64,
+}
+
+/// What one step ran: per scheduled sequence its request, choice, first position and tokens.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StepSummary {
+    pub seqs: Vec<(RequestId, usize, usize, usize)>,
+    pub preempted: usize,
+}
+
+struct Choice {
+    seq: SeqId,
+    sampler: Sampler,
+    tokens: Vec<u32>,
+    decoder: StreamDecoder,
+    text: StopText,
+    finished: bool,
+}
+
+struct RequestState {
+    req: GenerationRequest,
+    sink: EventSink,
+    choices: Vec<Choice>,
+    deadline: Option<Instant>,
+    cached_tokens: usize,
+    completion_tokens: usize,
+}
+
+pub struct EngineCore {
+    exec: Box<dyn Executor>,
+    sched: Scheduler,
+    tok: TextTokenizer,
+    eos: Vec<u32>,
+    requests: HashMap<RequestId, RequestState>,
+    owner: HashMap<SeqId, (RequestId, usize)>,
+    next_seq: SeqId,
+}
+
+impl EngineCore {
+    pub fn new(exec: Box<dyn Executor>, tok: TextTokenizer, eos: Vec<u32>, cfg: SchedulerConfig) -> EngineCore {
+        let geo = exec.kv_geometry();
+        let blocks = BlockManager::new(geo.num_blocks, geo.block_size);
+        EngineCore {
+            exec,
+            sched: Scheduler::new(cfg, blocks),
+            tok,
+            eos,
+            requests: HashMap::new(),
+            owner: HashMap::new(),
+            next_seq: 0,
+        }
+    }
+
+    pub fn scheduler(&self) -> &Scheduler {
+        &self.sched
+    }
+
+    pub fn has_work(&self) -> bool {
+        !self.requests.is_empty()
+    }
+
+    pub fn stats(&self) -> EngineStats {
+        let b = &self.sched.blocks;
+        EngineStats {
+            requests: self.requests.len(),
+            running: self.sched.num_running(),
+            waiting: self.sched.num_waiting(),
+            free_blocks: b.num_free(),
+            total_blocks: b.num_blocks(),
+            cached_blocks: b.num_cached(),
+            prefix_cache_queries: b.stats.queries,
+            prefix_cache_hits: b.stats.hits,
+            preemptions: self.sched.num_preemptions,
+        }
+    }
+
+    /// Check a request against the model and cache; clip `max_tokens` to the context.
+    fn validate(&self, req: &mut GenerationRequest) -> Result<(), RequestError> {
+        let context = self.exec.config().max_position_embeddings;
+        let geo = self.exec.kv_geometry();
+        let p = req.prompt.len();
+        if p == 0 {
+            return Err(RequestError::EmptyPrompt);
+        }
+        if p >= context {
+            return Err(RequestError::PromptTooLong { prompt: p, context });
+        }
+        if req.n == 0 {
+            return Err(RequestError::ZeroChoices);
+        }
+        req.max_tokens = req.max_tokens.min(context - p);
+        // Every choice must be able to run alone: prompt + output blocks.
+        let needed = (p + req.max_tokens).div_ceil(geo.block_size);
+        if needed > geo.num_blocks {
+            return Err(RequestError::TooLargeForCache {
+                needed,
+                available: geo.num_blocks,
+            });
+        }
+        Ok(())
+    }
+
+    /// Queue a request; an invalid one gets `Event::Error` and is dropped.
+    pub fn add(&mut self, id: RequestId, mut req: GenerationRequest, sink: EventSink) {
+        if let Err(e) = self.validate(&mut req) {
+            let _ = sink.send(Event::Error(e.to_string()));
+            return;
+        }
+        let mut choices = Vec::with_capacity(req.n);
+        for i in 0..req.n {
+            let seq = self.next_seq;
+            self.next_seq += 1;
+            let after = (i > 0).then(|| choices.first().map(|c: &Choice| c.seq)).flatten();
+            self.sched.add(seq, req.prompt.clone(), req.priority, after);
+            self.owner.insert(seq, (id, i));
+            let mut params = req.sampling.clone();
+            params.seed = params.seed.map(|s| s.wrapping_add(i as u64));
+            choices.push(Choice {
+                seq,
+                sampler: Sampler::new(params),
+                tokens: Vec::new(),
+                decoder: self.tok.stream(true),
+                text: StopText::new(&req.stop),
+                finished: false,
+            });
+        }
+        let deadline = req.timeout.map(|t| Instant::now() + t);
+        let state = RequestState {
+            req,
+            sink,
+            choices,
+            deadline,
+            cached_tokens: 0,
+            completion_tokens: 0,
+        };
+        self.requests.insert(id, state);
+    }
+
+    /// End every unfinished choice of a request with `reason` and drop the request.
+    pub fn abort(&mut self, id: RequestId, reason: FinishReason) {
+        let Some(state) = self.requests.get(&id) else { return };
+        let open: Vec<usize> = (0..state.choices.len())
+            .filter(|&i| !state.choices[i].finished)
+            .collect();
+        for i in open {
+            self.finish_choice(id, i, reason, false);
+        }
+    }
+
+    /// Cancel requests whose client went away and time out those past their deadline.
+    fn reap(&mut self) {
+        let now = Instant::now();
+        let mut ended = Vec::new();
+        for (&id, s) in &self.requests {
+            if s.sink.is_closed() {
+                ended.push((id, FinishReason::Cancelled));
+            } else if s.deadline.is_some_and(|d| now >= d) {
+                ended.push((id, FinishReason::Timeout));
+            }
+        }
+        for (id, reason) in ended {
+            self.abort(id, reason);
+        }
+    }
+
+    /// Run one step. Returns what ran, or `None` when nothing could.
+    pub fn step(&mut self) -> Option<StepSummary> {
+        self.reap();
+        let step = self.sched.schedule()?;
+        self.note_cache_hits(&step);
+        let summary = StepSummary {
+            seqs: step
+                .seqs
+                .iter()
+                .filter_map(|s| self.owner.get(&s.id).map(|&(r, c)| (r, c, s.start, s.num_tokens)))
+                .collect(),
+            preempted: step.preempted.len(),
+        };
+        let out = match self.exec.execute(&step.batch) {
+            Ok(out) => out,
+            Err(e) => {
+                self.fail_step(&step, &e.to_string());
+                return Some(summary);
+            }
+        };
+        let mut sampled = Vec::new();
+        let mut logprobs = Vec::new();
+        for (row, s) in step.seqs.iter().filter(|s| s.samples).enumerate() {
+            let Some(&(rid, c)) = self.owner.get(&s.id) else {
+                continue;
+            };
+            let Some(state) = self.requests.get_mut(&rid) else {
+                continue;
+            };
+            let choice = &mut state.choices[c];
+            let (token, lp) = choice.sampler.sample(out.row(row), &state.req.prompt, &choice.tokens);
+            sampled.push((s.id, token));
+            logprobs.push(lp);
+        }
+        self.sched.update(&step, &sampled);
+        for ((seq, token), lp) in sampled.into_iter().zip(logprobs) {
+            self.on_token(seq, token, lp);
+        }
+        Some(summary)
+    }
+
+    /// A sequence's first scheduling starting past 0 means its prompt hit the prefix cache.
+    fn note_cache_hits(&mut self, step: &Step) {
+        for s in &step.seqs {
+            let Some(&(rid, c)) = self.owner.get(&s.id) else {
+                continue;
+            };
+            let Some(state) = self.requests.get_mut(&rid) else {
+                continue;
+            };
+            if c == 0 && state.choices[0].tokens.is_empty() && s.start > 0 {
+                state.cached_tokens = state.cached_tokens.max(s.start);
+            }
+        }
+    }
+
+    /// The executor failed: every request in the step ends with an error.
+    fn fail_step(&mut self, step: &Step, message: &str) {
+        tracing::error!("engine step failed: {message}");
+        let ids: Vec<RequestId> = step
+            .seqs
+            .iter()
+            .filter_map(|s| self.owner.get(&s.id).map(|o| o.0))
+            .collect();
+        for id in ids {
+            if let Some(state) = self.requests.get(&id) {
+                let _ = state.sink.send(Event::Error(format!("inference failed: {message}")));
+            }
+            self.abort(id, FinishReason::Error);
+        }
+    }
+
+    /// Record a sampled token, emit its text, and end the choice when a stop condition hits.
+    fn on_token(&mut self, seq: SeqId, token: u32, logprobs: Option<TokenLogprobs>) {
+        let Some(&(rid, c)) = self.owner.get(&seq) else { return };
+        let Some(state) = self.requests.get_mut(&rid) else {
+            return;
+        };
+        state.completion_tokens += 1;
+        let req = &state.req;
+        let stop_id = (!req.ignore_eos && self.eos.contains(&token)) || req.stop_token_ids.contains(&token);
+        if stop_id {
+            self.finish_choice(rid, c, FinishReason::Stop, false);
+            return;
+        }
+        let max_tokens = req.max_tokens;
+        let choice = &mut state.choices[c];
+        choice.tokens.push(token);
+        let delta = match choice.decoder.step(token) {
+            Ok(d) => d.unwrap_or_default(),
+            Err(e) => {
+                tracing::warn!("detokenization failed: {e}");
+                String::new()
+            }
+        };
+        let (text, matched) = choice.text.push(&delta);
+        let full = choice.tokens.len() >= max_tokens;
+        let _ = state.sink.send(Event::Token {
+            choice: c,
+            token,
+            text,
+            logprobs,
+        });
+        if matched {
+            self.finish_choice(rid, c, FinishReason::Stop, true);
+        } else if full {
+            self.finish_choice(rid, c, FinishReason::Length, false);
+        }
+    }
+
+    /// End one choice: release held-back text, free its blocks, and close the request when it
+    /// was the last open choice.
+    fn finish_choice(&mut self, rid: RequestId, c: usize, reason: FinishReason, matched_stop: bool) {
+        let Some(state) = self.requests.get_mut(&rid) else {
+            return;
+        };
+        let choice = &mut state.choices[c];
+        choice.finished = true;
+        let mut text = String::new();
+        if !matched_stop && matches!(reason, FinishReason::Stop | FinishReason::Length) {
+            let tail = choice.decoder.flush().ok().flatten().unwrap_or_default();
+            let (released, hit) = choice.text.push(&tail);
+            text = if hit {
+                released
+            } else {
+                released + &choice.text.finish()
+            };
+        }
+        let seq = choice.seq;
+        let _ = state.sink.send(Event::Finished {
+            choice: c,
+            reason,
+            text,
+        });
+        self.sched.finish(seq);
+        self.owner.remove(&seq);
+        if state.choices.iter().all(|c| c.finished) {
+            let usage = Usage {
+                prompt_tokens: state.req.prompt.len(),
+                completion_tokens: state.completion_tokens,
+                cached_tokens: state.cached_tokens,
+            };
+            let _ = state.sink.send(Event::Done(usage));
+            self.requests.remove(&rid);
+        }
+    }
+}

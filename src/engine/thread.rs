@@ -1,0 +1,187 @@
+//! The engine thread: owns the `EngineCore` and talks to clients only through channels.
+//!
+//! Owns: the command channel into the thread, request ids, and `RequestStream`, the client's
+//! end (a stream of `Event`s; dropping it cancels the request).
+//! Must not: share the core behind a lock; all state lives on the engine thread.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::mpsc::{channel, RecvTimeoutError, Sender};
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+use tokio::sync::mpsc::{unbounded_channel, UnboundedReceiver};
+
+use super::core::{EngineCore, EngineStats, EventSink};
+use super::request::{Event, FinishReason, GenerationRequest, RequestId, RequestOutput};
+
+enum Command {
+    Add(RequestId, Box<GenerationRequest>, EventSink),
+    Abort(RequestId),
+    Stats(Sender<EngineStats>),
+}
+
+/// A cheap, cloneable way to submit requests to a running engine.
+#[derive(Clone)]
+pub struct EngineHandle {
+    tx: Sender<Command>,
+    next_id: Arc<AtomicU64>,
+}
+
+/// The engine thread; dropping every handle (and this) stops it after in-flight work.
+pub struct Engine {
+    handle: EngineHandle,
+    join: Option<JoinHandle<()>>,
+}
+
+#[derive(Debug, Clone, thiserror::Error, PartialEq, Eq)]
+#[error("the engine has shut down")]
+pub struct EngineGone;
+
+impl Engine {
+    pub fn spawn(core: EngineCore) -> Engine {
+        let (tx, rx) = channel::<Command>();
+        let join = std::thread::Builder::new()
+            .name("aisle-engine".into())
+            .spawn(move || run(core, rx))
+            .ok();
+        Engine {
+            handle: EngineHandle {
+                tx,
+                next_id: Arc::new(AtomicU64::new(0)),
+            },
+            join,
+        }
+    }
+
+    pub fn handle(&self) -> EngineHandle {
+        self.handle.clone()
+    }
+
+    /// Stop accepting commands from this handle and wait for the thread to drain and exit.
+    pub fn shutdown(mut self) {
+        let Engine { handle, join } = &mut self;
+        drop(std::mem::replace(handle, dead_handle()));
+        if let Some(j) = join.take() {
+            let _ = j.join();
+        }
+    }
+}
+
+fn dead_handle() -> EngineHandle {
+    let (tx, _) = channel();
+    EngineHandle {
+        tx,
+        next_id: Arc::new(AtomicU64::new(0)),
+    }
+}
+
+fn apply(core: &mut EngineCore, cmd: Command) {
+    match cmd {
+        Command::Add(id, req, sink) => core.add(id, *req, sink),
+        Command::Abort(id) => core.abort(id, FinishReason::Cancelled),
+        Command::Stats(reply) => {
+            let _ = reply.send(core.stats());
+        }
+    }
+}
+
+/// The loop: take commands, step while there is work, sleep on the channel when idle.
+fn run(mut core: EngineCore, rx: std::sync::mpsc::Receiver<Command>) {
+    loop {
+        if !core.has_work() {
+            match rx.recv() {
+                Ok(cmd) => apply(&mut core, cmd),
+                Err(_) => return,
+            }
+        }
+        while let Ok(cmd) = rx.try_recv() {
+            apply(&mut core, cmd);
+        }
+        if core.step().is_none() && core.has_work() {
+            // Work exists but none can run this instant (e.g. all deadlines pending).
+            match rx.recv_timeout(Duration::from_millis(1)) {
+                Ok(cmd) => apply(&mut core, cmd),
+                Err(RecvTimeoutError::Timeout) => {}
+                Err(RecvTimeoutError::Disconnected) if !core.has_work() => return,
+                Err(RecvTimeoutError::Disconnected) => {}
+            }
+        }
+    }
+}
+
+impl EngineHandle {
+    /// Submit a request; its events arrive on the returned stream.
+    pub fn submit(&self, req: GenerationRequest) -> Result<RequestStream, EngineGone> {
+        let id = self.next_id.fetch_add(1, Ordering::Relaxed);
+        let (sink, rx) = unbounded_channel();
+        self.tx
+            .send(Command::Add(id, Box::new(req), sink))
+            .map_err(|_| EngineGone)?;
+        Ok(RequestStream {
+            id,
+            rx,
+            tx: self.tx.clone(),
+            done: false,
+        })
+    }
+}
+
+impl EngineHandle {
+    /// Occupancy and counters, as of the engine's current step.
+    pub fn stats(&self) -> Result<EngineStats, EngineGone> {
+        let (tx, rx) = channel();
+        self.tx.send(Command::Stats(tx)).map_err(|_| EngineGone)?;
+        rx.recv().map_err(|_| EngineGone)
+    }
+}
+
+/// The client's end of one request. Dropping it before `Done` cancels the request.
+pub struct RequestStream {
+    id: RequestId,
+    rx: UnboundedReceiver<Event>,
+    tx: Sender<Command>,
+    done: bool,
+}
+
+impl RequestStream {
+    pub fn id(&self) -> RequestId {
+        self.id
+    }
+
+    fn note(&mut self, e: Option<Event>) -> Option<Event> {
+        if matches!(e, None | Some(Event::Done(_)) | Some(Event::Error(_))) {
+            self.done = true;
+        }
+        e
+    }
+
+    /// Next event (async); `None` once the request is over.
+    pub async fn next(&mut self) -> Option<Event> {
+        let e = self.rx.recv().await;
+        self.note(e)
+    }
+
+    /// Next event, blocking the calling (non-async) thread.
+    pub fn blocking_next(&mut self) -> Option<Event> {
+        let e = self.rx.blocking_recv();
+        self.note(e)
+    }
+
+    /// Wait for the whole result (blocking).
+    pub fn collect_blocking(mut self) -> Result<RequestOutput, String> {
+        let mut out = RequestOutput::default();
+        while let Some(e) = self.blocking_next() {
+            out.apply(e)?;
+        }
+        Ok(out)
+    }
+}
+
+impl Drop for RequestStream {
+    fn drop(&mut self) {
+        if !self.done {
+            let _ = self.tx.send(Command::Abort(self.id));
+        }
+    }
+}

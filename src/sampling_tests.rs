@@ -1,0 +1,116 @@
+//! Unit tests for the sampler.
+
+use super::*;
+
+fn params() -> SamplingParams {
+    SamplingParams {
+        temperature: 1.0,
+        seed: Some(7),
+        ..SamplingParams::default()
+    }
+}
+
+fn draws(p: &SamplingParams, logits: &[f32], n: usize) -> Vec<u32> {
+    let mut s = Sampler::new(p.clone());
+    (0..n).map(|_| s.sample(logits, &[], &[]).0).collect()
+}
+
+#[test]
+fn greedy_picks_first_max() {
+    let mut s = Sampler::new(SamplingParams::default());
+    assert_eq!(s.sample(&[0.1, 3.0, 3.0, -1.0], &[], &[]).0, 1);
+}
+
+#[test]
+fn seeded_sampling_repeats_and_top_k_limits_choices() {
+    let p = SamplingParams { top_k: 2, ..params() };
+    let logits = [1.0, 2.0, 0.5, 1.9];
+    let a = draws(&p, &logits, 64);
+    assert_eq!(a, draws(&p, &logits, 64), "same seed, same draws");
+    assert!(a.iter().all(|&t| t == 1 || t == 3), "{a:?}");
+    assert!(a.contains(&1) && a.contains(&3));
+    let all = draws(&params(), &logits, 400);
+    assert!((0..4).all(|t| all.contains(&t)), "no truncation reaches every token");
+}
+
+#[test]
+fn top_p_keeps_the_nucleus() {
+    let p = SamplingParams { top_p: 0.5, ..params() };
+    assert!(draws(&p, &[0.0, 0.0, 5.0, 0.0], 64).iter().all(|&t| t == 2));
+    // A flat distribution over 1000 tokens needs the full-vocabulary fallback.
+    let flat = vec![0.0f32; 1000];
+    let d = draws(&SamplingParams { top_p: 0.9, ..params() }, &flat, 2000);
+    assert!(d.iter().any(|&t| t >= 256), "nucleus wider than 256 candidates");
+}
+
+#[test]
+fn min_p_drops_unlikely_tokens() {
+    // Probabilities ∝ e^0, e^-1, e^-3: with min_p 0.3 only ids 0 and 1 (≥ 0.3 × top) remain.
+    let p = SamplingParams { min_p: 0.3, ..params() };
+    let d = draws(&p, &[0.0, -1.0, -3.0], 300);
+    assert!(d.iter().all(|&t| t < 2) && d.contains(&1), "{d:?}");
+    let d = draws(
+        &SamplingParams {
+            min_p: 0.3,
+            top_k: 3,
+            ..params()
+        },
+        &[0.0, -1.0, -3.0],
+        300,
+    );
+    assert!(d.iter().all(|&t| t < 2), "min-p applies on the ranked path too");
+}
+
+#[test]
+fn repetition_penalty_follows_hf() {
+    let s = Sampler::new(SamplingParams {
+        repetition_penalty: 2.0,
+        ..SamplingParams::default()
+    });
+    let out = s.process(&[4.0, -4.0, 4.0, 1.0], &[0], &[1]);
+    assert_eq!(out, vec![2.0, -8.0, 4.0, 1.0]);
+}
+
+#[test]
+fn presence_and_frequency_penalties_follow_openai() {
+    let s = Sampler::new(SamplingParams {
+        presence_penalty: 0.5,
+        frequency_penalty: 0.25,
+        ..SamplingParams::default()
+    });
+    // Prompt tokens are not penalised; token 1 appeared twice in the output, token 2 once.
+    let out = s.process(&[1.0, 1.0, 1.0, 1.0], &[3], &[1, 2, 1]);
+    assert_eq!(out, vec![1.0, 1.0 - 0.5 - 0.5, 1.0 - 0.5 - 0.25, 1.0]);
+}
+
+#[test]
+fn logit_bias_can_force_or_ban_tokens() {
+    let mut s = Sampler::new(SamplingParams {
+        logit_bias: vec![(0, -100.0), (2, 100.0)],
+        ..SamplingParams::default()
+    });
+    assert_eq!(s.sample(&[5.0, 1.0, 0.0], &[], &[]).0, 2);
+}
+
+#[test]
+fn logprobs_are_the_raw_distribution() {
+    let mut s = Sampler::new(SamplingParams {
+        logprobs: Some(2),
+        repetition_penalty: 3.0,
+        ..SamplingParams::default()
+    });
+    let logits = [2.0f32, 1.0, 0.0];
+    let (token, lp) = s.sample(&logits, &[0], &[]);
+    let lp = lp.expect("logprobs requested");
+    let norm = (2.0f32.exp() + 1.0f32.exp() + 1.0).ln();
+    assert_eq!(token, 1, "penalty moved the choice");
+    assert!((lp.logprob - (1.0 - norm)).abs() < 1e-6);
+    assert_eq!(lp.top.len(), 2);
+    assert_eq!(lp.top[0].0, 0);
+    assert!((lp.top[0].1 - (2.0 - norm)).abs() < 1e-6);
+    let mut s = Sampler::new(SamplingParams {
+        logprobs: Some(50),
+        ..SamplingParams::default()
+    });
+    assert_eq!(s.sample(&[0.0; 30], &[], &[]).1.unwrap().top.len(), MAX_TOP_LOGPROBS);
+}

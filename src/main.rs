@@ -25,7 +25,7 @@ struct Cli {
 #[derive(Subcommand)]
 enum Command {
     /// Generate text for one or more prompts (run concurrently); one prompt streams to stdout.
-    Generate(GenerateArgs),
+    Generate(Box<GenerateArgs>),
     /// Print a model's resolved configuration, size and memory footprint.
     Inspect(ModelArgs),
 }
@@ -102,7 +102,7 @@ fn main() {
         .init();
     let cli = Cli::parse();
     let result = match cli.command {
-        Command::Generate(args) => run_generate(args),
+        Command::Generate(args) => run_generate(*args),
         Command::Inspect(args) => run_inspect(args),
     };
     if let Err(e) = result {

@@ -127,5 +127,5 @@ fn bad_input_exits_with_a_message() {
         "--max-tokens",
         "4",
     ]);
-    assert!(!ok && stderr.contains("empty prompt"), "{stderr}");
+    assert!(!ok && stderr.contains("the prompt is empty"), "{stderr}");
 }

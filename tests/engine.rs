@@ -1,0 +1,344 @@
+//! The engine end to end on fixture models: batched equals alone for random request mixes,
+//! prefix caching, preemption, cancellation and deadlines, chunked prefill, n > 1, logprobs
+//! and stop strings.
+
+mod common;
+
+use std::time::Duration;
+
+use aisle::backend::{DeviceSpec, ExecutorOptions};
+use aisle::engine::{Engine, EngineCore, Event, FinishReason, GenerationRequest, RequestOutput, SchedulerConfig};
+use aisle::runtime::LoadedModel;
+use aisle::sampling::SamplingParams;
+use candle_core::DType;
+use common::fixture;
+use rand::{rngs::StdRng, Rng, SeedableRng};
+use tokio::sync::mpsc::{unbounded_channel, UnboundedReceiver};
+
+const BS: usize = 4;
+
+fn core(model: &LoadedModel, num_blocks: usize, budget: usize, max_seqs: usize) -> EngineCore {
+    let opts = ExecutorOptions {
+        device: DeviceSpec::Cpu,
+        dtype: DType::F32,
+        block_size: BS,
+        num_blocks,
+    };
+    let sched = SchedulerConfig {
+        max_batched_tokens: budget,
+        max_seqs,
+    };
+    EngineCore::new(
+        model.executor(&opts).unwrap(),
+        model.tokenizer.clone(),
+        model.eos_token_ids(),
+        sched,
+    )
+}
+
+struct Client {
+    rx: UnboundedReceiver<Event>,
+    out: RequestOutput,
+    done: bool,
+}
+
+impl Client {
+    fn drain(&mut self) {
+        while let Ok(e) = self.rx.try_recv() {
+            if matches!(e, Event::Done(_)) {
+                self.done = true;
+            }
+            self.out.apply(e).expect("request failed");
+        }
+    }
+}
+
+/// Drive one core: request i is added before step `arrival_i`; returns each output and every
+/// step's (request, choice, start, tokens) list.
+fn run(
+    core: &mut EngineCore,
+    reqs: &[(usize, GenerationRequest)],
+) -> (Vec<RequestOutput>, Vec<Vec<(u64, usize, usize, usize)>>) {
+    let mut clients: Vec<Option<Client>> = reqs.iter().map(|_| None).collect();
+    let mut steps = Vec::new();
+    for step in 0.. {
+        for (i, (arrival, req)) in reqs.iter().enumerate() {
+            if *arrival == step {
+                let (tx, rx) = unbounded_channel();
+                core.add(i as u64, req.clone(), tx);
+                clients[i] = Some(Client {
+                    rx,
+                    out: RequestOutput::default(),
+                    done: false,
+                });
+            }
+        }
+        if let Some(summary) = core.step() {
+            steps.push(summary.seqs);
+        }
+        clients.iter_mut().flatten().for_each(Client::drain);
+        let all_added = reqs.iter().all(|(a, _)| *a <= step);
+        if all_added && !core.has_work() {
+            break;
+        }
+        assert!(step < 10_000, "engine did not finish");
+    }
+    let outs = clients
+        .into_iter()
+        .map(|c| c.expect("added"))
+        .inspect(|c| assert!(c.done))
+        .map(|c| c.out)
+        .collect();
+    (outs, steps)
+}
+
+fn alone(model: &LoadedModel, req: &GenerationRequest) -> RequestOutput {
+    let mut c = core(model, 256, 64, 8);
+    run(&mut c, &[(0, req.clone())]).0.remove(0)
+}
+
+fn random_request(rng: &mut StdRng, vocab: u32) -> GenerationRequest {
+    let len = rng.random_range(1..=40);
+    let sampled = rng.random_bool(0.5);
+    GenerationRequest {
+        prompt: (0..len).map(|_| rng.random_range(4..vocab)).collect(),
+        max_tokens: rng.random_range(1..=24),
+        sampling: SamplingParams {
+            temperature: if sampled { 0.9 } else { 0.0 },
+            top_p: 0.95,
+            seed: Some(rng.random_range(0..1000)),
+            ..SamplingParams::default()
+        },
+        ..GenerationRequest::default()
+    }
+}
+
+#[test]
+fn batched_equals_alone_for_random_mixes() {
+    for name in ["llama", "qwen3"] {
+        let model = LoadedModel::load_dir(&fixture(name)).unwrap();
+        let mut rng = StdRng::seed_from_u64(42);
+        for trial in 0..5 {
+            let k = if trial == 0 { 32 } else { rng.random_range(1..=32) };
+            let reqs: Vec<(usize, GenerationRequest)> = (0..k)
+                .map(|_| (rng.random_range(0..8), random_request(&mut rng, 384)))
+                .collect();
+            // A budget of 48 tokens forces chunked prefills beside decodes.
+            let mut c = core(&model, 512, 48, 32);
+            let (together, _) = run(&mut c, &reqs);
+            for (i, (out, (_, req))) in together.iter().zip(&reqs).enumerate() {
+                let solo = alone(&model, req);
+                assert_eq!(out.choices, solo.choices, "{name} trial {trial} request {i} of {k}");
+            }
+            assert_eq!(c.stats().free_blocks, 512, "no block leaked");
+        }
+    }
+}
+
+#[test]
+fn shared_prefix_reuses_blocks_and_output_is_unchanged() {
+    let model = LoadedModel::load_dir(&fixture("llama")).unwrap();
+    let prefix: Vec<u32> = (10..22).collect(); // 3 full blocks of 4
+    let req = |suffix: &[u32]| GenerationRequest {
+        prompt: prefix.iter().chain(suffix).copied().collect(),
+        max_tokens: 8,
+        ignore_eos: true,
+        ..GenerationRequest::default()
+    };
+    let (a, b) = (req(&[30, 31, 32]), req(&[40, 41]));
+    let mut c = core(&model, 64, 64, 8);
+    let first = run(&mut c, &[(0, a.clone())]).0.remove(0);
+    assert_eq!(c.stats().prefix_cache_hits, 0);
+    let second = run(&mut c, &[(0, b.clone())]).0.remove(0);
+    assert_eq!(c.stats().prefix_cache_hits, 12, "the 3-block prefix was reused");
+    assert_eq!(second.usage.cached_tokens, 12);
+    assert_eq!(second.choices, alone(&model, &b).choices, "identical to a cold run");
+    assert_eq!(first.choices, alone(&model, &a).choices);
+}
+
+#[test]
+fn preemption_under_a_tiny_pool_keeps_outputs_and_leaks_nothing() {
+    let model = LoadedModel::load_dir(&fixture("qwen2")).unwrap();
+    let mut rng = StdRng::seed_from_u64(7);
+    let reqs: Vec<(usize, GenerationRequest)> = (0..6)
+        .map(|i| {
+            let mut r = random_request(&mut rng, 384);
+            r.prompt.truncate(10);
+            r.max_tokens = 20;
+            r.ignore_eos = true;
+            (i % 2, r)
+        })
+        .collect();
+    let mut c = core(&model, 12, 64, 8); // 12 blocks of 4: two sequences at most at full length
+    let (outs, _) = run(&mut c, &reqs);
+    let stats = c.stats();
+    assert!(stats.preemptions > 0, "the pool was meant to force preemption");
+    assert_eq!(stats.free_blocks, stats.total_blocks);
+    for (i, (out, (_, req))) in outs.iter().zip(&reqs).enumerate() {
+        assert_eq!(out.choices, alone(&model, req).choices, "request {i}");
+        assert_eq!(out.choices[0].tokens.len(), 20);
+    }
+}
+
+#[test]
+fn long_prompt_is_chunked_and_decodes_never_stall() {
+    let model = LoadedModel::load_dir(&fixture("mistral")).unwrap();
+    let short = |p: Vec<u32>| GenerationRequest {
+        prompt: p,
+        max_tokens: 30,
+        ignore_eos: true,
+        ..Default::default()
+    };
+    let long = GenerationRequest {
+        prompt: (5..45).collect(),
+        max_tokens: 5,
+        ignore_eos: true,
+        ..Default::default()
+    };
+    let reqs = vec![(0, short(vec![5, 6, 7])), (0, short(vec![8, 9])), (3, long.clone())];
+    let mut c = core(&model, 128, 8, 8);
+    let (outs, steps) = run(&mut c, &reqs);
+    let chunks: Vec<(usize, usize)> = steps
+        .iter()
+        .flatten()
+        .filter(|s| s.0 == 2 && s.2 < 40)
+        .map(|s| (s.2, s.3))
+        .collect();
+    assert_eq!(
+        chunks,
+        vec![(0, 6), (6, 6), (12, 6), (18, 6), (24, 6), (30, 6), (36, 4)],
+        "prefill split under the budget"
+    );
+    for step in &steps {
+        assert!(
+            step.iter().map(|s| s.3).sum::<usize>() <= 8,
+            "budget respected: {step:?}"
+        );
+        if step.iter().any(|s| s.0 == 2 && s.2 < 40) {
+            assert!(
+                step.iter().any(|s| s.0 == 0) && step.iter().any(|s| s.0 == 1),
+                "decodes ran beside the chunk"
+            );
+        }
+    }
+    assert_eq!(
+        outs[2].choices,
+        alone(&model, &long).choices,
+        "chunked output unchanged"
+    );
+}
+
+#[test]
+fn n_choices_share_the_prompt_and_match_separate_seeds() {
+    let model = LoadedModel::load_dir(&fixture("llama3")).unwrap();
+    let base = GenerationRequest {
+        prompt: (20..37).collect(),
+        max_tokens: 10,
+        ignore_eos: true,
+        sampling: SamplingParams {
+            temperature: 1.0,
+            seed: Some(11),
+            ..SamplingParams::default()
+        },
+        ..Default::default()
+    };
+    let mut c = core(&model, 64, 64, 8);
+    let (outs, _) = run(&mut c, &[(0, GenerationRequest { n: 3, ..base.clone() })]);
+    assert_eq!(outs[0].choices.len(), 3);
+    assert_eq!(
+        c.stats().prefix_cache_hits,
+        2 * 16,
+        "choices 1 and 2 reuse the 4 full prompt blocks"
+    );
+    for i in 0..3 {
+        let single = GenerationRequest {
+            sampling: SamplingParams {
+                seed: Some(11 + i as u64),
+                ..base.sampling.clone()
+            },
+            ..base.clone()
+        };
+        assert_eq!(outs[0].choices[i], alone(&model, &single).choices[0], "choice {i}");
+    }
+    assert_ne!(outs[0].choices[0].tokens, outs[0].choices[1].tokens);
+    assert_eq!(outs[0].usage.completion_tokens, 30);
+}
+
+#[test]
+fn logprobs_and_stop_strings_through_the_engine() {
+    let model = LoadedModel::load_dir(&fixture("mistral")).unwrap();
+    let prompt = model.tokenizer.encode("The cordless drill has a", true).unwrap();
+    let req = GenerationRequest {
+        prompt: prompt.clone(),
+        max_tokens: 30,
+        stop: vec!["att mo".into()], // spans the tokens of "watt" and " motor"
+        sampling: SamplingParams {
+            logprobs: Some(5),
+            ..SamplingParams::default()
+        },
+        ..Default::default()
+    };
+    let out = alone(&model, &req);
+    let choice = &out.choices[0];
+    assert_eq!(choice.text, " 750 w");
+    assert_eq!(choice.finish_reason, Some(FinishReason::Stop));
+    assert_eq!(choice.logprobs.len(), choice.tokens.len());
+    for lp in &choice.logprobs {
+        assert_eq!(lp.top.len(), 5);
+        assert!(lp.logprob <= 0.0 && lp.top[0].1 >= lp.logprob);
+        assert_eq!(lp.top[0].0, lp.token, "greedy picks the most likely token");
+    }
+    let no_stop = alone(&model, &GenerationRequest { stop: vec![], ..req });
+    assert_eq!(no_stop.choices[0].text, " 750 watt motor and two 18 volt batteries.");
+    assert_eq!(no_stop.choices[0].finish_reason, Some(FinishReason::Stop), "eos");
+}
+
+#[test]
+fn cancelled_and_timed_out_requests_free_their_blocks() {
+    let model = LoadedModel::load_dir(&fixture("llama")).unwrap();
+    let engine = Engine::spawn(core(&model, 256, 64, 16));
+    let h = engine.handle();
+    let req = |timeout: Option<Duration>| GenerationRequest {
+        prompt: (10..30).collect(),
+        max_tokens: 200,
+        ignore_eos: true,
+        timeout,
+        ..Default::default()
+    };
+    let mut keep = Vec::new();
+    for i in 0..6 {
+        let mut s = h.submit(req(None)).unwrap();
+        if i % 2 == 0 {
+            assert!(matches!(s.blocking_next(), Some(Event::Token { .. })));
+            drop(s); // client leaves mid-stream
+        } else {
+            keep.push(s);
+        }
+    }
+    let timed = h
+        .submit(req(Some(Duration::from_millis(2))))
+        .unwrap()
+        .collect_blocking()
+        .unwrap();
+    assert_eq!(timed.choices[0].finish_reason, Some(FinishReason::Timeout));
+    assert!(timed.choices[0].tokens.len() < 200);
+    for s in keep {
+        let out = s.collect_blocking().unwrap();
+        assert_eq!(out.choices[0].tokens.len(), 200);
+    }
+    let bad = h
+        .submit(GenerationRequest {
+            prompt: vec![],
+            ..Default::default()
+        })
+        .unwrap();
+    assert_eq!(bad.collect_blocking().unwrap_err(), "the prompt is empty");
+    let stats = h.stats().unwrap();
+    assert_eq!(
+        (stats.requests, stats.free_blocks),
+        (0, stats.total_blocks),
+        "{stats:?}"
+    );
+    drop(h);
+    engine.shutdown();
+}

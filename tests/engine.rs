@@ -7,7 +7,9 @@ mod common;
 use std::time::Duration;
 
 use aisle::backend::{DeviceSpec, ExecutorOptions};
-use aisle::engine::{Engine, EngineCore, Event, FinishReason, GenerationRequest, RequestOutput, SchedulerConfig};
+use aisle::engine::{
+    Engine, EngineCore, Event, FinishReason, GenerationRequest, RequestOutput, ScheduledWork, SchedulerConfig,
+};
 use aisle::runtime::LoadedModel;
 use aisle::sampling::SamplingParams;
 use candle_core::DType;
@@ -53,12 +55,12 @@ impl Client {
     }
 }
 
+/// Per step: what each scheduled sequence ran.
+type StepLog = Vec<Vec<ScheduledWork>>;
+
 /// Drive one core: request i is added before step `arrival_i`; returns each output and every
 /// step's (request, choice, start, tokens) list.
-fn run(
-    core: &mut EngineCore,
-    reqs: &[(usize, GenerationRequest)],
-) -> (Vec<RequestOutput>, Vec<Vec<(u64, usize, usize, usize)>>) {
+fn run(core: &mut EngineCore, reqs: &[(usize, GenerationRequest)]) -> (Vec<RequestOutput>, StepLog) {
     let mut clients: Vec<Option<Client>> = reqs.iter().map(|_| None).collect();
     let mut steps = Vec::new();
     for step in 0.. {
@@ -198,11 +200,12 @@ fn long_prompt_is_chunked_and_decodes_never_stall() {
     let reqs = vec![(0, short(vec![5, 6, 7])), (0, short(vec![8, 9])), (3, long.clone())];
     let mut c = core(&model, 128, 8, 8);
     let (outs, steps) = run(&mut c, &reqs);
+    let is_chunk = |s: &ScheduledWork| s.request == 2 && s.start < 40;
     let chunks: Vec<(usize, usize)> = steps
         .iter()
         .flatten()
-        .filter(|s| s.0 == 2 && s.2 < 40)
-        .map(|s| (s.2, s.3))
+        .filter(|s| is_chunk(s))
+        .map(|s| (s.start, s.num_tokens))
         .collect();
     assert_eq!(
         chunks,
@@ -211,14 +214,12 @@ fn long_prompt_is_chunked_and_decodes_never_stall() {
     );
     for step in &steps {
         assert!(
-            step.iter().map(|s| s.3).sum::<usize>() <= 8,
+            step.iter().map(|s| s.num_tokens).sum::<usize>() <= 8,
             "budget respected: {step:?}"
         );
-        if step.iter().any(|s| s.0 == 2 && s.2 < 40) {
-            assert!(
-                step.iter().any(|s| s.0 == 0) && step.iter().any(|s| s.0 == 1),
-                "decodes ran beside the chunk"
-            );
+        if step.iter().any(is_chunk) {
+            let runs = |r: u64| step.iter().any(|s| s.request == r);
+            assert!(runs(0) && runs(1), "decodes ran beside the chunk");
         }
     }
     assert_eq!(

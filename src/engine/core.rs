@@ -47,10 +47,20 @@ pub struct EngineStats {
     pub preemptions: u64,
 }
 
-/// What one step ran: per scheduled sequence its request, choice, first position and tokens.
+/// One sequence's work in a step, by request and choice.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ScheduledWork {
+    pub request: RequestId,
+    pub choice: usize,
+    /// First position computed.
+    pub start: usize,
+    pub num_tokens: usize,
+}
+
+/// What one step ran.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct StepSummary {
-    pub seqs: Vec<(RequestId, usize, usize, usize)>,
+    pub seqs: Vec<ScheduledWork>,
     pub preempted: usize,
 }
 
@@ -218,7 +228,15 @@ impl EngineCore {
             seqs: step
                 .seqs
                 .iter()
-                .filter_map(|s| self.owner.get(&s.id).map(|&(r, c)| (r, c, s.start, s.num_tokens)))
+                .filter_map(|s| {
+                    let &(request, choice) = self.owner.get(&s.id)?;
+                    Some(ScheduledWork {
+                        request,
+                        choice,
+                        start: s.start,
+                        num_tokens: s.num_tokens,
+                    })
+                })
                 .collect(),
             preempted: step.preempted.len(),
         };

@@ -10,7 +10,7 @@ pub mod request;
 pub mod scheduler;
 pub mod thread;
 
-pub use self::core::{EngineCore, EngineStats, EventSink, RequestError, StepSummary};
+pub use self::core::{EngineCore, EngineStats, EventSink, RequestError, ScheduledWork, StepSummary};
 pub use request::{ChoiceOutput, Event, FinishReason, GenerationRequest, RequestId, RequestOutput, Usage};
 pub use scheduler::SchedulerConfig;
 pub use thread::{Engine, EngineGone, EngineHandle, RequestStream};

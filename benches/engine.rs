@@ -1,0 +1,98 @@
+//! Aggregate decode throughput through the whole engine (scheduler, paged KV, sampling):
+//! N concurrent greedy sequences, each with a 128-token context. Setup prefills every
+//! sequence; the timed part is pure decode steps, so tokens/s = N × steps / time.
+//!
+//! Model: `AISLE_BENCH_MODEL=DIR`, default `target/bench-models/smollm2-135m` (made by
+//! `scripts/make_bench_model.py`), falling back to the tiny `tests/fixtures/llama3`.
+//! Run: `cargo bench --bench engine`.
+
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use aisle::backend::{DeviceSpec, ExecutorOptions};
+use aisle::engine::{EngineCore, GenerationRequest, SchedulerConfig};
+use aisle::runtime::LoadedModel;
+use candle_core::DType;
+use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
+use tokio::sync::mpsc::unbounded_channel;
+
+const CONTEXT: usize = 128;
+const STEPS: usize = 8;
+
+fn model_dir() -> PathBuf {
+    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
+    let smol = root.join("target/bench-models/smollm2-135m");
+    match std::env::var_os("AISLE_BENCH_MODEL") {
+        Some(dir) => PathBuf::from(dir),
+        None if smol.join("model.safetensors").exists() => smol,
+        None => root.join("tests/fixtures/llama3"),
+    }
+}
+
+/// A core with `seqs` sequences whose prompts are prefilled, each `CONTEXT - 1` tokens long.
+fn prefilled(model: &LoadedModel, dtype: DType, seqs: usize) -> EngineCore {
+    let opts = ExecutorOptions {
+        device: DeviceSpec::Cpu,
+        dtype,
+        block_size: 16,
+        num_blocks: seqs * (CONTEXT + 64) / 16 + 8,
+    };
+    let sched = SchedulerConfig {
+        max_batched_tokens: 2048,
+        max_seqs: seqs,
+    };
+    let mut core = EngineCore::new(
+        model.executor(&opts).expect("executor"),
+        model.tokenizer.clone(),
+        vec![],
+        sched,
+    );
+    for i in 0..seqs {
+        let (tx, rx) = unbounded_channel();
+        std::mem::forget(rx); // keep the client "connected" without reading
+        let prompt = (0..CONTEXT - 1).map(|t| ((t * 31 + i * 7) % 300 + 4) as u32).collect();
+        let req = GenerationRequest {
+            prompt,
+            max_tokens: 48, // > STEPS + 1; the cache below holds CONTEXT + 64 tokens per sequence
+            ignore_eos: true,
+            ..GenerationRequest::default()
+        };
+        core.add(i as u64, req, tx);
+    }
+    // Step until every sequence has finished its prefill and decodes one token per step.
+    while core
+        .step()
+        .is_some_and(|s| s.seqs.len() < seqs || s.seqs.iter().any(|x| x.num_tokens > 1))
+    {}
+    assert_eq!(core.stats().running, seqs, "every sequence must be decoding");
+    core
+}
+
+fn bench_decode(c: &mut Criterion) {
+    let model = LoadedModel::load_dir(&model_dir()).expect("bench model");
+    let mut g = c.benchmark_group("engine_decode");
+    g.sample_size(10).measurement_time(Duration::from_secs(8));
+    for (name, dtype) in [("f32", DType::F32), ("bf16", DType::BF16)] {
+        for seqs in [1usize, 8, 32] {
+            g.throughput(Throughput::Elements((seqs * STEPS) as u64));
+            g.bench_function(BenchmarkId::new(name, seqs), |b| {
+                b.iter_custom(|iters| {
+                    let mut total = Duration::ZERO;
+                    for _ in 0..iters {
+                        let mut core = prefilled(&model, dtype, seqs);
+                        let start = Instant::now();
+                        for _ in 0..STEPS {
+                            core.step();
+                        }
+                        total += start.elapsed();
+                    }
+                    total
+                })
+            });
+        }
+    }
+    g.finish();
+}
+
+criterion_group!(engine, bench_decode);
+criterion_main!(engine);

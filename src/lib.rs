@@ -14,5 +14,6 @@ pub mod model_dir;
 pub mod pyjson;
 pub mod runtime;
 pub mod sampling;
+pub mod server;
 pub mod tokenizer;
 pub mod weights;

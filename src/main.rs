@@ -28,6 +28,51 @@ enum Command {
     Generate(Box<GenerateArgs>),
     /// Print a model's resolved configuration, size and memory footprint.
     Inspect(ModelArgs),
+    /// Serve the model over an OpenAI-compatible HTTP API.
+    Serve(Box<ServeArgs>),
+}
+
+#[derive(Args)]
+struct ServeArgs {
+    #[command(flatten)]
+    model: ModelArgs,
+    #[arg(long, default_value = "127.0.0.1")]
+    host: String,
+    #[arg(long, default_value_t = 8080)]
+    port: u16,
+    /// Name clients use in `model` (default: the model directory's name).
+    #[arg(long)]
+    served_model_name: Option<String>,
+    /// Accepted API key (repeatable); none means no authentication.
+    #[arg(long)]
+    api_key: Vec<String>,
+    /// File with one API key per line.
+    #[arg(long)]
+    api_key_file: Option<std::path::PathBuf>,
+    /// Requests that may wait beyond the running ones; more get 429.
+    #[arg(long, default_value_t = 256)]
+    max_waiting: usize,
+    /// Largest accepted request body in bytes.
+    #[arg(long, default_value_t = 4 << 20)]
+    max_body_bytes: usize,
+    /// max_tokens when a request gives none.
+    #[arg(long, default_value_t = 256)]
+    default_max_tokens: usize,
+    /// KV cache size in MiB.
+    #[arg(long, default_value_t = 512)]
+    kv_cache_mb: usize,
+    #[arg(long, default_value_t = 16)]
+    block_size: usize,
+    #[arg(long, default_value_t = 512)]
+    max_batched_tokens: usize,
+    #[arg(long, default_value_t = 64)]
+    max_seqs: usize,
+    /// Seconds to let in-flight requests finish after SIGTERM/SIGINT.
+    #[arg(long, default_value_t = 30)]
+    shutdown_timeout: u64,
+    /// Log format: text or json (one JSON object per line).
+    #[arg(long, default_value = "text")]
+    log_format: String,
 }
 
 #[derive(Args)]
@@ -95,15 +140,33 @@ struct GenerateArgs {
     max_seqs: usize,
 }
 
+fn init_logging(default: &str, json: bool) {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("AISLE_LOG").unwrap_or_else(|_| default.into());
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    if json {
+        builder.json().init();
+    } else {
+        builder.init();
+    }
+}
+
 fn main() {
-    tracing_subscriber::fmt()
-        .with_env_filter(tracing_subscriber::EnvFilter::try_from_env("AISLE_LOG").unwrap_or_else(|_| "warn".into()))
-        .with_writer(std::io::stderr)
-        .init();
     let cli = Cli::parse();
     let result = match cli.command {
-        Command::Generate(args) => run_generate(*args),
-        Command::Inspect(args) => run_inspect(args),
+        Command::Generate(args) => {
+            init_logging("warn", false);
+            run_generate(*args)
+        }
+        Command::Inspect(args) => {
+            init_logging("warn", false);
+            run_inspect(args)
+        }
+        Command::Serve(args) => {
+            init_logging("warn,aisle=info", args.log_format == "json");
+            run_serve(*args)
+        }
     };
     if let Err(e) = result {
         // A reader that closed our stdout (`aisle inspect | head`) is a normal end, not an error.
@@ -253,6 +316,56 @@ fn run_generate(args: GenerateArgs) -> Result<()> {
     );
     engine.shutdown();
     Ok(())
+}
+
+fn run_serve(args: ServeArgs) -> Result<()> {
+    if args.log_format != "text" && args.log_format != "json" {
+        anyhow::bail!("--log-format must be text or json");
+    }
+    let mut api_keys = args.api_key.clone();
+    if let Some(path) = &args.api_key_file {
+        let text = std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+        api_keys.extend(
+            text.lines()
+                .map(str::trim)
+                .filter(|l| !l.is_empty())
+                .map(str::to_string),
+        );
+    }
+    let model_name = args.served_model_name.clone().unwrap_or_else(|| {
+        let p = std::path::Path::new(&args.model.model);
+        p.file_name()
+            .map_or(args.model.model.clone(), |n| n.to_string_lossy().into_owned())
+    });
+    let opts = aisle::server::ServeOptions {
+        model: args.model.model.clone(),
+        host: args.host.clone(),
+        port: args.port,
+        executor: ExecutorOptions {
+            device: args.model.device.parse()?,
+            dtype: args.model.dtype.0,
+            block_size: args.block_size,
+            num_blocks: 0,
+        },
+        kv_cache_mib: args.kv_cache_mb,
+        scheduler: SchedulerConfig {
+            max_batched_tokens: args.max_batched_tokens,
+            max_seqs: args.max_seqs,
+        },
+        shutdown_timeout: std::time::Duration::from_secs(args.shutdown_timeout),
+        server: aisle::server::ServerConfig {
+            model_name,
+            api_keys,
+            max_waiting: args.max_waiting,
+            max_body_bytes: args.max_body_bytes,
+            default_max_tokens: args.default_max_tokens,
+        },
+    };
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()?;
+    rt.block_on(aisle::server::serve(opts)).map_err(anyhow::Error::msg)
 }
 
 fn run_inspect(args: ModelArgs) -> Result<()> {

@@ -310,6 +310,7 @@ fn cancelled_and_timed_out_requests_free_their_blocks() {
     for i in 0..6 {
         let mut s = h.submit(req(None)).unwrap();
         if i % 2 == 0 {
+            assert_eq!(s.blocking_next(), Some(Event::Started));
             assert!(matches!(s.blocking_next(), Some(Event::Token { .. })));
             drop(s); // client leaves mid-stream
         } else {

@@ -80,6 +80,7 @@ struct RequestState {
     deadline: Option<Instant>,
     cached_tokens: usize,
     completion_tokens: usize,
+    started: bool,
 }
 
 pub struct EngineCore {
@@ -188,6 +189,7 @@ impl EngineCore {
             deadline,
             cached_tokens: 0,
             completion_tokens: 0,
+            started: false,
         };
         self.requests.insert(id, state);
     }
@@ -223,7 +225,7 @@ impl EngineCore {
     pub fn step(&mut self) -> Option<StepSummary> {
         self.reap();
         let step = self.sched.schedule()?;
-        self.note_cache_hits(&step);
+        self.note_started(&step);
         let summary = StepSummary {
             seqs: step
                 .seqs
@@ -268,8 +270,9 @@ impl EngineCore {
         Some(summary)
     }
 
-    /// A sequence's first scheduling starting past 0 means its prompt hit the prefix cache.
-    fn note_cache_hits(&mut self, step: &Step) {
+    /// Announce requests scheduled for the first time; a first scheduling that starts past
+    /// position 0 means the prompt hit the prefix cache.
+    fn note_started(&mut self, step: &Step) {
         for s in &step.seqs {
             let Some(&(rid, c)) = self.owner.get(&s.id) else {
                 continue;
@@ -277,6 +280,10 @@ impl EngineCore {
             let Some(state) = self.requests.get_mut(&rid) else {
                 continue;
             };
+            if !state.started {
+                state.started = true;
+                let _ = state.sink.send(Event::Started);
+            }
             if c == 0 && state.choices[0].tokens.is_empty() && s.start > 0 {
                 state.cached_tokens = state.cached_tokens.max(s.start);
             }

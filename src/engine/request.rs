@@ -78,6 +78,8 @@ pub struct Usage {
 /// Streamed to the client, in order; `Done` (or `Error`) is always last.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Event {
+    /// The request left the waiting queue: its first step was scheduled (once per request).
+    Started,
     /// A generated token and the text it releases (possibly empty while held back).
     Token {
         choice: usize,
@@ -138,6 +140,7 @@ impl RequestOutput {
                 c.finish_reason = Some(reason);
             }
             Event::Done(usage) => self.usage = usage,
+            Event::Started => {}
             Event::Error(e) => return Err(e),
         }
         Ok(())

@@ -1,0 +1,123 @@
+//! Every HTTP error the server returns, in OpenAI's shape
+//! `{"error": {"message", "type", "param", "code"}}`, and the one table that maps each kind to
+//! its status code.
+//!
+//! Owns: `ApiError` and its `IntoResponse`. Must not: decide when an error happens.
+
+use axum::http::{header, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use serde_json::json;
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ApiErrorKind {
+    /// A field is missing, has the wrong type or is out of range.
+    Invalid {
+        param: Option<String>,
+    },
+    MalformedJson,
+    WrongContentType,
+    ContextLength,
+    Unauthorized,
+    ModelNotFound,
+    RouteNotFound,
+    BodyTooLarge,
+    /// The waiting queue is full; retry after this many seconds.
+    Overloaded {
+        retry_after: u64,
+    },
+    NotReady,
+    ShuttingDown,
+    Internal,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ApiError {
+    pub kind: ApiErrorKind,
+    pub message: String,
+}
+
+impl ApiError {
+    pub fn new(kind: ApiErrorKind, message: impl Into<String>) -> ApiError {
+        ApiError {
+            kind,
+            message: message.into(),
+        }
+    }
+
+    pub fn invalid(param: &str, message: impl Into<String>) -> ApiError {
+        ApiError::new(
+            ApiErrorKind::Invalid {
+                param: Some(param.to_string()),
+            },
+            message,
+        )
+    }
+
+    /// The mapping table: status, OpenAI `type`, `code`.
+    pub fn parts(&self) -> (StatusCode, &'static str, Option<&'static str>) {
+        use ApiErrorKind::*;
+        match &self.kind {
+            Invalid { .. } | MalformedJson | WrongContentType => {
+                (StatusCode::BAD_REQUEST, "invalid_request_error", None)
+            }
+            ContextLength => (
+                StatusCode::BAD_REQUEST,
+                "invalid_request_error",
+                Some("context_length_exceeded"),
+            ),
+            Unauthorized => (
+                StatusCode::UNAUTHORIZED,
+                "authentication_error",
+                Some("invalid_api_key"),
+            ),
+            ModelNotFound => (StatusCode::NOT_FOUND, "invalid_request_error", Some("model_not_found")),
+            RouteNotFound => (StatusCode::NOT_FOUND, "invalid_request_error", Some("not_found")),
+            BodyTooLarge => (
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "invalid_request_error",
+                Some("request_too_large"),
+            ),
+            Overloaded { .. } => (StatusCode::TOO_MANY_REQUESTS, "rate_limit_error", Some("queue_full")),
+            NotReady | ShuttingDown => (StatusCode::SERVICE_UNAVAILABLE, "service_unavailable", None),
+            Internal => (StatusCode::INTERNAL_SERVER_ERROR, "server_error", None),
+        }
+    }
+
+    /// Short label for metrics and logs.
+    pub fn reason(&self) -> &'static str {
+        use ApiErrorKind::*;
+        match &self.kind {
+            Invalid { .. } | MalformedJson | WrongContentType | ContextLength => "validation",
+            Unauthorized => "auth",
+            ModelNotFound | RouteNotFound => "not_found",
+            BodyTooLarge => "too_large",
+            Overloaded { .. } => "overloaded",
+            NotReady | ShuttingDown => "unavailable",
+            Internal => "internal",
+        }
+    }
+
+    /// The JSON body, also used for errors inside an SSE stream.
+    pub fn body(&self) -> serde_json::Value {
+        let (_, kind, code) = self.parts();
+        let param = match &self.kind {
+            ApiErrorKind::Invalid { param } => param.clone(),
+            ApiErrorKind::ContextLength => Some("messages".to_string()),
+            _ => None,
+        };
+        json!({"error": {"message": self.message, "type": kind, "param": param, "code": code}})
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let (status, _, _) = self.parts();
+        let mut resp = (status, axum::Json(self.body())).into_response();
+        if let ApiErrorKind::Overloaded { retry_after } = self.kind {
+            if let Ok(v) = HeaderValue::from_str(&retry_after.to_string()) {
+                resp.headers_mut().insert(header::RETRY_AFTER, v);
+            }
+        }
+        resp
+    }
+}

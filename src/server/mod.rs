@@ -1,0 +1,214 @@
+//! The OpenAI-compatible HTTP server (axum): `app(state)` builds the router so tests can call
+//! it without a socket; `serve` binds, loads the model in the background and drains on
+//! SIGTERM/SIGINT.
+//!
+//! Owns: shared server state (served model, admission counter, readiness, metrics), the
+//! middleware (API keys, `x-request-id`) and the routes. Must not: hold engine state; requests
+//! reach the engine only through its handle.
+
+pub mod api;
+pub mod errors;
+mod handlers;
+pub mod metrics;
+mod responses;
+mod run;
+
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, OnceLock};
+
+use axum::extract::{Request, State};
+use axum::http::{HeaderValue, StatusCode};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::Router;
+
+use crate::engine::EngineHandle;
+use crate::tokenizer::TextTokenizer;
+pub use errors::{ApiError, ApiErrorKind};
+pub use run::{serve, ServeOptions};
+
+#[derive(Debug, Clone)]
+pub struct ServerConfig {
+    /// The name clients use in `model`.
+    pub model_name: String,
+    /// Accepted bearer tokens; empty disables authentication.
+    pub api_keys: Vec<String>,
+    /// Requests allowed to wait beyond the running ones before 429.
+    pub max_waiting: usize,
+    pub max_body_bytes: usize,
+    /// `max_tokens` when a request gives none (clipped to the context).
+    pub default_max_tokens: usize,
+}
+
+/// The loaded model as handlers need it.
+pub struct ServedModel {
+    pub engine: EngineHandle,
+    pub tokenizer: TextTokenizer,
+    pub vocab: usize,
+    pub context: usize,
+    pub max_seqs: usize,
+    /// Hash of config.json and the weight files' headers and sizes.
+    pub version: String,
+    pub created: u64,
+}
+
+pub struct Inner {
+    pub cfg: ServerConfig,
+    model: OnceLock<ServedModel>,
+    shutting_down: AtomicBool,
+    in_flight: AtomicUsize,
+    pub metrics: metrics::Metrics,
+    next_id: AtomicU64,
+}
+
+#[derive(Clone)]
+pub struct AppState(pub Arc<Inner>);
+
+/// Holds one admission slot; released on drop (also when a client disconnects).
+pub struct Admission(Arc<Inner>);
+
+impl Drop for Admission {
+    fn drop(&mut self) {
+        self.0.in_flight.fetch_sub(1, Ordering::SeqCst);
+    }
+}
+
+/// The request id of the current request (from `x-request-id` or generated).
+#[derive(Debug, Clone)]
+pub struct RequestIdValue(pub String);
+
+impl AppState {
+    pub fn new(cfg: ServerConfig) -> AppState {
+        AppState(Arc::new(Inner {
+            cfg,
+            model: OnceLock::new(),
+            shutting_down: AtomicBool::new(false),
+            in_flight: AtomicUsize::new(0),
+            metrics: metrics::Metrics::new(),
+            next_id: AtomicU64::new(0),
+        }))
+    }
+
+    /// Make the model available; `/ready` turns 200.
+    pub fn set_model(&self, model: ServedModel) {
+        if self.0.model.set(model).is_err() {
+            tracing::warn!("model was already set");
+        }
+    }
+
+    pub fn model(&self) -> Result<&ServedModel, ApiError> {
+        if self.0.shutting_down.load(Ordering::SeqCst) {
+            return Err(ApiError::new(ApiErrorKind::ShuttingDown, "the server is shutting down"));
+        }
+        self.0
+            .model
+            .get()
+            .ok_or_else(|| ApiError::new(ApiErrorKind::NotReady, "the model is still loading; retry shortly"))
+    }
+
+    pub fn begin_shutdown(&self) {
+        self.0.shutting_down.store(true, Ordering::SeqCst);
+    }
+
+    pub fn in_flight(&self) -> usize {
+        self.0.in_flight.load(Ordering::SeqCst)
+    }
+
+    /// Take an admission slot, or 429 when running + waiting requests are at capacity.
+    pub fn admit(&self, model: &ServedModel) -> Result<Admission, ApiError> {
+        let cap = model.max_seqs + self.0.cfg.max_waiting;
+        let prev = self.0.in_flight.fetch_add(1, Ordering::SeqCst);
+        let slot = Admission(self.0.clone());
+        if prev >= cap {
+            return Err(ApiError::new(
+                ApiErrorKind::Overloaded { retry_after: 1 },
+                format!("the server is at capacity ({cap} requests in flight); retry later"),
+            ));
+        }
+        Ok(slot)
+    }
+
+    fn new_request_id(&self) -> String {
+        let n = self.0.next_id.fetch_add(1, Ordering::Relaxed);
+        format!("{:08x}{n:08x}", rand::random::<u32>())
+    }
+}
+
+/// `/v1/*` needs a valid API key when keys are configured; every response echoes the
+/// request id.
+async fn middleware_fn(State(st): State<AppState>, mut req: Request, next: Next) -> Response {
+    let rid = req
+        .headers()
+        .get("x-request-id")
+        .and_then(|v| v.to_str().ok())
+        .filter(|v| !v.is_empty() && v.len() <= 128)
+        .map(str::to_string)
+        .unwrap_or_else(|| st.new_request_id());
+    req.extensions_mut().insert(RequestIdValue(rid.clone()));
+    let keys = &st.0.cfg.api_keys;
+    let mut resp = if req.uri().path().starts_with("/v1/") && !keys.is_empty() {
+        let given = req
+            .headers()
+            .get("authorization")
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.strip_prefix("Bearer "));
+        match given {
+            Some(k) if keys.iter().any(|x| x == k) => next.run(req).await,
+            Some(_) => ApiError::new(ApiErrorKind::Unauthorized, "incorrect API key provided").into_response(),
+            None => ApiError::new(
+                ApiErrorKind::Unauthorized,
+                "missing API key: send `Authorization: Bearer <key>`",
+            )
+            .into_response(),
+        }
+    } else {
+        next.run(req).await
+    };
+    if let Ok(v) = HeaderValue::from_str(&rid) {
+        resp.headers_mut().insert("x-request-id", v);
+    }
+    resp
+}
+
+async fn not_found(req: Request) -> ApiError {
+    ApiError::new(
+        ApiErrorKind::RouteNotFound,
+        format!("no route for {} {}", req.method(), req.uri().path()),
+    )
+}
+
+async fn health() -> StatusCode {
+    StatusCode::OK
+}
+
+async fn ready(State(st): State<AppState>) -> Response {
+    match st.model() {
+        Ok(_) => (StatusCode::OK, "ready").into_response(),
+        Err(e) => e.into_response(),
+    }
+}
+
+async fn metrics_route(State(st): State<AppState>) -> Response {
+    if let Some(m) = st.0.model.get() {
+        let engine = m.engine.clone();
+        if let Ok(Ok(stats)) = tokio::task::spawn_blocking(move || engine.stats()).await {
+            st.0.metrics.sync_engine(&stats);
+        }
+    }
+    ([("content-type", "text/plain; version=0.0.4")], st.0.metrics.render()).into_response()
+}
+
+/// The router. Tests call it directly, without a socket.
+pub fn app(state: AppState) -> Router {
+    Router::new()
+        .route("/v1/chat/completions", post(handlers::chat))
+        .route("/v1/completions", post(handlers::completions))
+        .route("/v1/models", get(handlers::models))
+        .route("/health", get(health))
+        .route("/ready", get(ready))
+        .route("/metrics", get(metrics_route))
+        .fallback(not_found)
+        .layer(middleware::from_fn_with_state(state.clone(), middleware_fn))
+        .with_state(state)
+}

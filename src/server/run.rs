@@ -1,0 +1,167 @@
+//! Running the server: bind, load the model in the background (so `/ready` answers 503
+//! meanwhile), serve, and on SIGTERM/SIGINT stop admitting (503), drain in-flight requests up to
+//! the shutdown timeout, then return.
+//!
+//! Owns: process-level lifecycle. Must not: handle individual requests.
+
+use std::io::Read;
+use std::path::Path;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use sha2::{Digest, Sha256};
+
+use super::{app, AppState, ServedModel, ServerConfig};
+use crate::backend::ExecutorOptions;
+use crate::engine::{Engine, EngineCore, SchedulerConfig};
+use crate::runtime::LoadedModel;
+
+#[derive(Debug, Clone)]
+pub struct ServeOptions {
+    pub model: String,
+    pub host: String,
+    pub port: u16,
+    pub executor: ExecutorOptions,
+    /// KV cache size in MiB (turned into a block count for the model's shape).
+    pub kv_cache_mib: usize,
+    pub scheduler: SchedulerConfig,
+    pub shutdown_timeout: Duration,
+    pub server: ServerConfig,
+}
+
+/// sha256 over config.json and each safetensors file's name, size and header: a model version
+/// that changes when the config or any weight layout changes, computed without reading weights.
+pub fn model_version(dir: &Path) -> String {
+    let mut h = Sha256::new();
+    h.update(std::fs::read(dir.join("config.json")).unwrap_or_default());
+    let mut files: Vec<_> = std::fs::read_dir(dir)
+        .map(|rd| {
+            rd.flatten()
+                .map(|e| e.path())
+                .filter(|p| p.extension().is_some_and(|x| x == "safetensors"))
+                .collect()
+        })
+        .unwrap_or_default();
+    files.sort();
+    for path in files {
+        h.update(
+            path.file_name()
+                .map(|n| n.as_encoded_bytes().to_vec())
+                .unwrap_or_default(),
+        );
+        if let Ok(mut f) = std::fs::File::open(&path) {
+            let len = f.metadata().map(|m| m.len()).unwrap_or(0);
+            h.update(len.to_le_bytes());
+            let mut n = [0u8; 8];
+            if f.read_exact(&mut n).is_ok() {
+                let mut header = vec![0u8; (u64::from_le_bytes(n) as usize).min(16 << 20)];
+                if f.read_exact(&mut header).is_ok() {
+                    h.update(&header);
+                }
+            }
+        }
+    }
+    h.finalize().iter().take(6).map(|b| format!("{b:02x}")).collect()
+}
+
+/// Load the model and start the engine (blocking; runs off the async runtime).
+fn load(opts: &ServeOptions) -> Result<(ServedModel, Engine), String> {
+    let model = LoadedModel::load(&opts.model).map_err(|e| e.to_string())?;
+    let c = &model.config;
+    let block_bytes =
+        2 * c.num_layers * c.num_kv_heads * c.head_dim * opts.executor.dtype.size_in_bytes() * opts.executor.block_size;
+    let mut exec_opts = opts.executor.clone();
+    // A request longer than the cache holds is rejected with a clear message by the engine.
+    exec_opts.num_blocks = ((opts.kv_cache_mib << 20) / block_bytes.max(1)).max(1);
+    let exec = model.executor(&exec_opts).map_err(|e| e.to_string())?;
+    tracing::info!(
+        "model loaded from {}: {} KV blocks of {} tokens ({} MiB)",
+        model.dir.display(),
+        exec_opts.num_blocks,
+        exec_opts.block_size,
+        opts.kv_cache_mib
+    );
+    let core = EngineCore::new(exec, model.tokenizer.clone(), model.eos_token_ids(), opts.scheduler);
+    let engine = Engine::spawn(core);
+    let served = ServedModel {
+        engine: engine.handle(),
+        tokenizer: model.tokenizer.clone(),
+        vocab: c.vocab_size,
+        context: c.max_position_embeddings,
+        max_seqs: opts.scheduler.max_seqs,
+        version: model_version(&model.dir),
+        created: SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs()),
+    };
+    Ok((served, engine))
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! { _ = ctrl_c => {}, _ = term => {} }
+}
+
+/// Serve until SIGTERM/SIGINT, then drain. Errors: bind failure or model load failure.
+pub async fn serve(opts: ServeOptions) -> Result<(), String> {
+    let state = AppState::new(opts.server.clone());
+    let addr = format!("{}:{}", opts.host, opts.port);
+    let listener = tokio::net::TcpListener::bind(&addr)
+        .await
+        .map_err(|e| format!("cannot listen on {addr}: {e}"))?;
+    tracing::info!("listening on http://{addr} (model loading)");
+    eprintln!("aisle: listening on http://{addr}");
+    let (fail_tx, mut fail_rx) = tokio::sync::mpsc::channel::<String>(1);
+    let loader_state = state.clone();
+    let load_opts = opts.clone();
+    let loader = tokio::task::spawn_blocking(move || match load(&load_opts) {
+        Ok((served, engine)) => {
+            loader_state.set_model(served);
+            eprintln!("aisle: model ready");
+            Some(engine)
+        }
+        Err(e) => {
+            let _ = fail_tx.blocking_send(e);
+            None
+        }
+    });
+    let drain_state = state.clone();
+    let timeout = opts.shutdown_timeout;
+    let (failed_tx, failed_rx) = tokio::sync::oneshot::channel::<String>();
+    let shutdown = async move {
+        tokio::select! {
+            _ = shutdown_signal() => {}
+            Some(e) = fail_rx.recv() => { let _ = failed_tx.send(e); }
+        }
+        drain_state.begin_shutdown();
+        let start = Instant::now();
+        while drain_state.in_flight() > 0 && start.elapsed() < timeout {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        eprintln!(
+            "aisle: shutting down ({} requests still in flight)",
+            drain_state.in_flight()
+        );
+    };
+    axum::serve(listener, app(state))
+        .with_graceful_shutdown(shutdown)
+        .await
+        .map_err(|e| e.to_string())?;
+    if let Ok(e) = failed_rx.await {
+        return Err(format!("model failed to load: {e}"));
+    }
+    if let Ok(Some(engine)) = loader.await {
+        drop(engine);
+    }
+    Ok(())
+}

@@ -125,6 +125,7 @@ fn prompt_ids(
         (_, Some(c)) => match &c.prompt {
             PromptInput::Text(t) => tok.encode(t, true),
             PromptInput::Texts(v) if v.len() == 1 => tok.encode(&v[0], true),
+            PromptInput::Texts(v) if v.is_empty() => Ok(Vec::new()),
             PromptInput::Texts(_) => {
                 return Err(ApiError::invalid("prompt", "only one prompt per request is supported"))
             }

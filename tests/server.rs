@@ -1,0 +1,471 @@
+//! The HTTP API in-process through `app(state)` (no socket): every endpoint, chunk order,
+//! stream/non-stream agreement, and every error class with its status and JSON shape.
+
+mod common;
+
+use std::time::Duration;
+
+use aisle::backend::{DeviceSpec, ExecutorOptions};
+use aisle::engine::{Engine, EngineCore, SchedulerConfig};
+use aisle::runtime::LoadedModel;
+use aisle::server::{app, AppState, ServedModel, ServerConfig};
+use axum::body::Body;
+use axum::http::{Request, StatusCode};
+use axum::Router;
+use candle_core::DType;
+use serde_json::{json, Value};
+use tower::ServiceExt;
+
+struct Server {
+    router: Router,
+    state: AppState,
+    _engine: Engine,
+}
+
+fn config() -> ServerConfig {
+    ServerConfig {
+        model_name: "shop".into(),
+        api_keys: vec![],
+        max_waiting: 8,
+        max_body_bytes: 1 << 16,
+        default_max_tokens: 16,
+    }
+}
+
+fn server_with(cfg: ServerConfig, max_seqs: usize) -> Server {
+    let model = LoadedModel::load_dir(&common::fixture("mistral")).unwrap();
+    let opts = ExecutorOptions {
+        device: DeviceSpec::Cpu,
+        dtype: DType::F32,
+        block_size: 4,
+        num_blocks: 256,
+    };
+    let sched = SchedulerConfig {
+        max_batched_tokens: 64,
+        max_seqs,
+    };
+    let core = EngineCore::new(
+        model.executor(&opts).unwrap(),
+        model.tokenizer.clone(),
+        model.eos_token_ids(),
+        sched,
+    );
+    let engine = Engine::spawn(core);
+    let state = AppState::new(cfg);
+    state.set_model(ServedModel {
+        engine: engine.handle(),
+        tokenizer: model.tokenizer.clone(),
+        vocab: model.config.vocab_size,
+        context: model.config.max_position_embeddings,
+        max_seqs,
+        version: "test".into(),
+        created: 0,
+    });
+    Server {
+        router: app(state.clone()),
+        state,
+        _engine: engine,
+    }
+}
+
+fn server() -> Server {
+    server_with(config(), 8)
+}
+
+/// Send a request; returns status, headers and the body text.
+async fn send(router: &Router, req: Request<Body>) -> (StatusCode, axum::http::HeaderMap, String) {
+    let resp = router.clone().oneshot(req).await.unwrap();
+    let (parts, body) = resp.into_parts();
+    let bytes = axum::body::to_bytes(body, 1 << 24).await.unwrap();
+    (parts.status, parts.headers, String::from_utf8(bytes.to_vec()).unwrap())
+}
+
+fn post(path: &str, body: Value) -> Request<Body> {
+    Request::post(path)
+        .header("content-type", "application/json")
+        .body(Body::from(body.to_string()))
+        .unwrap()
+}
+
+async fn json_of(router: &Router, req: Request<Body>) -> (StatusCode, Value) {
+    let (status, _, text) = send(router, req).await;
+    (status, serde_json::from_str(&text).unwrap_or(Value::Null))
+}
+
+/// The `data:` payloads of an SSE body.
+fn sse(text: &str) -> Vec<String> {
+    text.lines()
+        .filter_map(|l| l.strip_prefix("data: "))
+        .map(str::to_string)
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn health_ready_models_metrics() {
+    let s = server();
+    assert_eq!(
+        send(&s.router, Request::get("/health").body(Body::empty()).unwrap())
+            .await
+            .0,
+        StatusCode::OK
+    );
+    assert_eq!(
+        send(&s.router, Request::get("/ready").body(Body::empty()).unwrap())
+            .await
+            .0,
+        StatusCode::OK
+    );
+    let (st, models) = json_of(&s.router, Request::get("/v1/models").body(Body::empty()).unwrap()).await;
+    assert_eq!(st, StatusCode::OK);
+    assert_eq!(models["data"][0]["id"], "shop");
+    let (_, _, metrics) = send(&s.router, Request::get("/metrics").body(Body::empty()).unwrap()).await;
+    for name in [
+        "aisle:e2e_request_latency_seconds",
+        "aisle:time_to_first_token_seconds",
+        "aisle:num_requests_running",
+        "aisle:kv_cache_usage_perc",
+        "aisle:prefix_cache_hits_total",
+        "aisle:num_preemptions_total",
+    ] {
+        assert!(metrics.contains(name), "metrics lack {name}");
+    }
+    let not_loaded = app(AppState::new(config()));
+    let (st, body) = json_of(&not_loaded, Request::get("/ready").body(Body::empty()).unwrap()).await;
+    assert_eq!(
+        (st, body["error"]["type"].as_str()),
+        (StatusCode::SERVICE_UNAVAILABLE, Some("service_unavailable"))
+    );
+    let (st, _) = json_of(&not_loaded, post("/v1/completions", json!({"prompt": "x"}))).await;
+    assert_eq!(st, StatusCode::SERVICE_UNAVAILABLE);
+    s.state.begin_shutdown();
+    assert_eq!(
+        send(&s.router, Request::get("/ready").body(Body::empty()).unwrap())
+            .await
+            .0,
+        StatusCode::SERVICE_UNAVAILABLE
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn chat_and_completion_bodies() {
+    let s = server();
+    let (st, c) = json_of(
+        &s.router,
+        post(
+            "/v1/completions",
+            json!({"model": "shop", "prompt": "Is the café grinder in stock? Yes", "max_tokens": 40, "temperature": 0}),
+        ),
+    )
+    .await;
+    assert_eq!(st, StatusCode::OK, "{c}");
+    assert_eq!(c["object"], "text_completion");
+    assert_eq!(c["choices"][0]["text"], " — we have 12 units in the Zürich store.");
+    assert_eq!(c["choices"][0]["finish_reason"], "stop");
+    assert_eq!(
+        c["usage"]["total_tokens"],
+        c["usage"]["prompt_tokens"].as_u64().unwrap() + c["usage"]["completion_tokens"].as_u64().unwrap()
+    );
+    let req = json!({"messages": [{"role": "user", "content": [{"type": "text", "text": "Is the"}]}], "max_completion_tokens": 6,
+                     "temperature": 0, "logprobs": true, "top_logprobs": 3, "n": 2, "unknown_field": 1});
+    let (st, chat) = json_of(&s.router, post("/v1/chat/completions", req)).await;
+    assert_eq!(st, StatusCode::OK, "{chat}");
+    assert_eq!(chat["object"], "chat.completion");
+    assert_eq!(chat["choices"].as_array().unwrap().len(), 2);
+    assert_eq!(chat["choices"][0]["message"]["role"], "assistant");
+    assert_eq!(chat["choices"][0]["finish_reason"], "length");
+    let content = chat["choices"][0]["logprobs"]["content"].as_array().unwrap();
+    assert_eq!(content.len(), 6);
+    assert_eq!(content[0]["top_logprobs"].as_array().unwrap().len(), 3);
+    let joined: String = content.iter().map(|t| t["token"].as_str().unwrap()).collect();
+    assert_eq!(joined, chat["choices"][0]["message"]["content"].as_str().unwrap());
+    let (_, stop) = json_of(
+        &s.router,
+        post(
+            "/v1/completions",
+            json!({"prompt": "The cordless drill has a", "temperature": 0, "stop": ["att mo"]}),
+        ),
+    )
+    .await;
+    assert_eq!(stop["choices"][0]["text"], " 750 w");
+    let (_, lp) = json_of(
+        &s.router,
+        post(
+            "/v1/completions",
+            json!({"prompt": "The cordless drill has a", "temperature": 0, "max_tokens": 3, "logprobs": 2}),
+        ),
+    )
+    .await;
+    assert_eq!(lp["choices"][0]["logprobs"]["tokens"].as_array().unwrap().len(), 3);
+    assert_eq!(lp["choices"][0]["logprobs"]["text_offset"][0], 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn streams_follow_openai_chunk_order_and_match_non_streaming() {
+    let s = server();
+    for (path, body) in [
+        (
+            "/v1/chat/completions",
+            json!({"messages": [{"role": "user", "content": "Is the café"}], "max_tokens": 24, "seed": 5, "temperature": 0.9}),
+        ),
+        (
+            "/v1/completions",
+            json!({"prompt": "Emoji test: 🔨", "max_tokens": 24, "seed": 5, "temperature": 0.9}),
+        ),
+    ] {
+        let (_, full) = json_of(&s.router, post(path, body.clone())).await;
+        let mut streamed = body.clone();
+        streamed["stream"] = json!(true);
+        streamed["stream_options"] = json!({"include_usage": true});
+        let (st, headers, text) = send(&s.router, post(path, streamed)).await;
+        assert_eq!(st, StatusCode::OK);
+        assert!(headers["content-type"]
+            .to_str()
+            .unwrap()
+            .starts_with("text/event-stream"));
+        let data = sse(&text);
+        assert_eq!(data.last().unwrap(), "[DONE]");
+        let chunks: Vec<Value> = data[..data.len() - 1]
+            .iter()
+            .map(|d| serde_json::from_str(d).unwrap())
+            .collect();
+        let usage = chunks.last().unwrap();
+        assert_eq!(usage["choices"], json!([]), "usage chunk has empty choices");
+        // Same token counts; the streamed run also reuses the first run's prompt blocks.
+        for k in ["prompt_tokens", "completion_tokens", "total_tokens"] {
+            assert_eq!(usage["usage"][k], full["usage"][k]);
+        }
+        assert!(
+            usage["usage"]["prompt_tokens_details"]["cached_tokens"]
+                .as_u64()
+                .unwrap()
+                > 0
+        );
+        let finish = &chunks[chunks.len() - 2]["choices"][0];
+        assert_eq!(finish["finish_reason"], full["choices"][0]["finish_reason"]);
+        let is_chat = path.contains("chat");
+        if is_chat {
+            assert_eq!(
+                chunks[0]["choices"][0]["delta"]["role"], "assistant",
+                "role delta first"
+            );
+            assert_eq!(finish["delta"], json!({}));
+        }
+        let text_of = |c: &Value| {
+            let ch = &c["choices"][0];
+            if is_chat {
+                ch["delta"]["content"].as_str().unwrap_or("").to_string()
+            } else {
+                ch["text"].as_str().unwrap_or("").to_string()
+            }
+        };
+        let joined: String = chunks[..chunks.len() - 1].iter().map(text_of).collect();
+        let expected = if is_chat {
+            &full["choices"][0]["message"]["content"]
+        } else {
+            &full["choices"][0]["text"]
+        };
+        assert_eq!(
+            joined,
+            expected.as_str().unwrap(),
+            "{path}: same seed, same text streamed or not"
+        );
+        assert!(chunks.iter().all(|c| c["id"] == chunks[0]["id"]));
+    }
+}
+
+async fn error_of(router: &Router, req: Request<Body>) -> (StatusCode, Value) {
+    let (st, body) = json_of(router, req).await;
+    let e = &body["error"];
+    assert!(
+        e["message"].is_string() && e["type"].is_string(),
+        "OpenAI error shape: {body}"
+    );
+    (st, e.clone())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn validation_errors_are_400_with_param() {
+    let s = server();
+    let cases = [
+        (json!({"prompt": "x", "temperature": 3}), "temperature"),
+        (json!({"prompt": "x", "top_p": 0}), "top_p"),
+        (json!({"prompt": "x", "n": 0}), "n"),
+        (json!({"prompt": "x", "max_tokens": 0}), "max_tokens"),
+        (json!({"prompt": "x", "presence_penalty": -3}), "presence_penalty"),
+        (json!({"prompt": "x", "logit_bias": {"abc": 1}}), "logit_bias"),
+        (json!({"prompt": "x", "logit_bias": {"5": 101}}), "logit_bias"),
+        (json!({"prompt": "x", "stop": ["a", "b", "c", "d", "e"]}), "stop"),
+        (json!({"prompt": "x", "logprobs": 21}), "logprobs"),
+        (json!({"prompt": "x", "top_k": -2}), "top_k"),
+        (json!({"prompt": []}), "prompt"),
+        (json!({"prompt": [99999]}), "prompt"),
+    ];
+    for (body, param) in cases {
+        let (st, e) = error_of(&s.router, post("/v1/completions", body.clone())).await;
+        assert_eq!(
+            (st, e["param"].as_str()),
+            (StatusCode::BAD_REQUEST, Some(param)),
+            "{body}"
+        );
+        assert_eq!(e["type"], "invalid_request_error");
+    }
+    let chat_cases = [
+        (json!({"messages": []}), "messages"),
+        (
+            json!({"messages": [{"role": "user", "content": "x"}], "top_logprobs": 2}),
+            "top_logprobs",
+        ),
+        (
+            json!({"messages": [{"role": "user", "content": [{"type": "image_url"}]}]}),
+            "messages[0].content",
+        ),
+    ];
+    for (body, param) in chat_cases {
+        let (st, e) = error_of(&s.router, post("/v1/chat/completions", body.clone())).await;
+        assert_eq!(
+            (st, e["param"].as_str()),
+            (StatusCode::BAD_REQUEST, Some(param)),
+            "{body}"
+        );
+    }
+    let (st, e) = error_of(&s.router, post("/v1/completions", json!({"prompt": 5}))).await;
+    assert_eq!(st, StatusCode::BAD_REQUEST, "{e}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn request_level_errors_map_to_their_status() {
+    let s = server();
+    let raw = |ctype: &str, body: &str| {
+        Request::post("/v1/completions")
+            .header("content-type", ctype)
+            .body(Body::from(body.to_string()))
+            .unwrap()
+    };
+    let (st, e) = error_of(&s.router, raw("application/json", "{\"prompt\": ")).await;
+    assert_eq!(st, StatusCode::BAD_REQUEST);
+    assert!(e["message"].as_str().unwrap().contains("not valid JSON"));
+    let (st, e) = error_of(&s.router, raw("text/plain", "{}")).await;
+    assert_eq!(st, StatusCode::BAD_REQUEST);
+    assert!(e["message"].as_str().unwrap().contains("Content-Type"));
+    let huge = json!({"prompt": "x".repeat(70_000)}).to_string();
+    let (st, e) = error_of(&s.router, raw("application/json", &huge)).await;
+    assert_eq!(
+        (st, e["code"].as_str()),
+        (StatusCode::PAYLOAD_TOO_LARGE, Some("request_too_large"))
+    );
+    let long = "tent ".repeat(300);
+    let (st, e) = error_of(&s.router, post("/v1/completions", json!({"prompt": long}))).await;
+    assert_eq!(
+        (st, e["code"].as_str()),
+        (StatusCode::BAD_REQUEST, Some("context_length_exceeded"))
+    );
+    let (st, e) = error_of(
+        &s.router,
+        post("/v1/completions", json!({"prompt": "x", "max_tokens": 1000})),
+    )
+    .await;
+    assert_eq!(
+        (st, e["code"].as_str()),
+        (StatusCode::BAD_REQUEST, Some("context_length_exceeded"))
+    );
+    let (st, e) = error_of(
+        &s.router,
+        post(
+            "/v1/chat/completions",
+            json!({"model": "gpt-4", "messages": [{"role": "user", "content": "x"}]}),
+        ),
+    )
+    .await;
+    assert_eq!(
+        (st, e["code"].as_str()),
+        (StatusCode::NOT_FOUND, Some("model_not_found"))
+    );
+    let (st, _) = error_of(&s.router, Request::get("/v2/nothing").body(Body::empty()).unwrap()).await;
+    assert_eq!(st, StatusCode::NOT_FOUND);
+    let (_, headers, _) = send(
+        &s.router,
+        Request::get("/health")
+            .header("x-request-id", "req-42")
+            .body(Body::empty())
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(headers["x-request-id"], "req-42");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn api_keys_are_enforced_on_v1_routes() {
+    let s = server_with(
+        ServerConfig {
+            api_keys: vec!["k1".into(), "k2".into()],
+            ..config()
+        },
+        8,
+    );
+    let req = |key: Option<&str>| {
+        let mut r = Request::get("/v1/models");
+        if let Some(k) = key {
+            r = r.header("authorization", format!("Bearer {k}"));
+        }
+        r.body(Body::empty()).unwrap()
+    };
+    let (st, e) = error_of(&s.router, req(None)).await;
+    assert_eq!(
+        (st, e["code"].as_str()),
+        (StatusCode::UNAUTHORIZED, Some("invalid_api_key"))
+    );
+    assert_eq!(error_of(&s.router, req(Some("nope"))).await.0, StatusCode::UNAUTHORIZED);
+    assert_eq!(send(&s.router, req(Some("k2"))).await.0, StatusCode::OK);
+    assert_eq!(
+        send(&s.router, Request::get("/health").body(Body::empty()).unwrap())
+            .await
+            .0,
+        StatusCode::OK,
+        "health needs no key"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn full_queue_gets_429_and_a_dropped_stream_frees_its_blocks() {
+    let s = server_with(
+        ServerConfig {
+            max_waiting: 0,
+            ..config()
+        },
+        1,
+    );
+    let long = json!({"prompt": "The", "max_tokens": 200, "ignore_eos": true, "stream": true});
+    // Hold one streaming response open without reading it: capacity (1 running + 0 waiting) is used.
+    let resp = s.router.clone().oneshot(post("/v1/completions", long)).await.unwrap();
+    assert_eq!(resp.status(), StatusCode::OK);
+    let (st, headers, text) = send(&s.router, post("/v1/completions", json!({"prompt": "x"}))).await;
+    assert_eq!(st, StatusCode::TOO_MANY_REQUESTS, "{text}");
+    assert_eq!(headers["retry-after"], "1");
+    let body: Value = serde_json::from_str(&text).unwrap();
+    assert_eq!(body["error"]["type"], "rate_limit_error");
+    drop(resp); // the client goes away mid-stream
+    let model_stats = || {
+        let h = s.state.model().unwrap().engine.clone();
+        h.stats().unwrap()
+    };
+    let mut stats = model_stats();
+    for _ in 0..200 {
+        if stats.requests == 0 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+        stats = model_stats();
+    }
+    assert_eq!(
+        (stats.requests, stats.free_blocks),
+        (0, stats.total_blocks),
+        "cancelled and freed: {stats:?}"
+    );
+    assert_eq!(s.state.in_flight(), 0);
+    let (st, _, _) = send(
+        &s.router,
+        post("/v1/completions", json!({"prompt": "x", "max_tokens": 2})),
+    )
+    .await;
+    assert_eq!(st, StatusCode::OK, "capacity is back");
+}

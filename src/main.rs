@@ -73,6 +73,9 @@ struct ServeArgs {
     /// Log format: text or json (one JSON object per line).
     #[arg(long, default_value = "text")]
     log_format: String,
+    /// Testing aid: sleep this long after every engine step (simulates a slower device).
+    #[arg(long, default_value_t = 0, hide = true)]
+    step_delay_ms: u64,
 }
 
 #[derive(Args)]
@@ -353,6 +356,7 @@ fn run_serve(args: ServeArgs) -> Result<()> {
             max_seqs: args.max_seqs,
         },
         shutdown_timeout: std::time::Duration::from_secs(args.shutdown_timeout),
+        step_delay: std::time::Duration::from_millis(args.step_delay_ms),
         server: aisle::server::ServerConfig {
             model_name,
             api_keys,

@@ -469,3 +469,34 @@ async fn full_queue_gets_429_and_a_dropped_stream_frees_its_blocks() {
     .await;
     assert_eq!(st, StatusCode::OK, "capacity is back");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_non_streaming_client_that_leaves_cancels_its_request() {
+    let s = server();
+    let long = json!({"prompt": "The", "max_tokens": 240, "ignore_eos": true});
+    // The client gives up almost at once: the handler future is dropped mid-generation.
+    let call = s.router.clone().oneshot(post("/v1/completions", long));
+    assert!(
+        tokio::time::timeout(Duration::from_micros(200), call).await.is_err(),
+        "must still be running"
+    );
+    let engine = s.state.model().unwrap().engine.clone();
+    let mut stats = engine.stats().unwrap();
+    for _ in 0..200 {
+        if stats.requests == 0 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+        stats = engine.stats().unwrap();
+    }
+    assert_eq!(
+        (stats.requests, stats.free_blocks),
+        (0, stats.total_blocks),
+        "{stats:?}"
+    );
+    let metrics = s.state.0.metrics.render();
+    assert!(
+        !metrics.contains("aisle:request_success_total{finished_reason=\"length\"} 1"),
+        "it did not run to the end"
+    );
+}

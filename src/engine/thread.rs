@@ -40,10 +40,16 @@ pub struct EngineGone;
 
 impl Engine {
     pub fn spawn(core: EngineCore) -> Engine {
+        Engine::spawn_with_delay(core, Duration::ZERO)
+    }
+
+    /// Like `spawn`, sleeping `step_delay` after every step: simulates a slower device so
+    /// drain and cancellation can be tested with tiny models.
+    pub fn spawn_with_delay(core: EngineCore, step_delay: Duration) -> Engine {
         let (tx, rx) = channel::<Command>();
         let join = std::thread::Builder::new()
             .name("aisle-engine".into())
-            .spawn(move || run(core, rx))
+            .spawn(move || run(core, rx, step_delay))
             .ok();
         Engine {
             handle: EngineHandle {
@@ -87,7 +93,7 @@ fn apply(core: &mut EngineCore, cmd: Command) {
 }
 
 /// The loop: take commands, step while there is work, sleep on the channel when idle.
-fn run(mut core: EngineCore, rx: std::sync::mpsc::Receiver<Command>) {
+fn run(mut core: EngineCore, rx: std::sync::mpsc::Receiver<Command>, step_delay: Duration) {
     loop {
         if !core.has_work() {
             match rx.recv() {
@@ -98,7 +104,11 @@ fn run(mut core: EngineCore, rx: std::sync::mpsc::Receiver<Command>) {
         while let Ok(cmd) = rx.try_recv() {
             apply(&mut core, cmd);
         }
-        if core.step().is_none() && core.has_work() {
+        let stepped = core.step().is_some();
+        if stepped && !step_delay.is_zero() {
+            std::thread::sleep(step_delay);
+        }
+        if !stepped && core.has_work() {
             // Work exists but none can run this instant (e.g. all deadlines pending).
             match rx.recv_timeout(Duration::from_millis(1)) {
                 Ok(cmd) => apply(&mut core, cmd),

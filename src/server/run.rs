@@ -26,6 +26,8 @@ pub struct ServeOptions {
     pub scheduler: SchedulerConfig,
     pub shutdown_timeout: Duration,
     pub server: ServerConfig,
+    /// Sleep after each engine step (testing aid: simulates a slower device).
+    pub step_delay: Duration,
 }
 
 /// sha256 over config.json and each safetensors file's name, size and header: a model version
@@ -81,7 +83,7 @@ fn load(opts: &ServeOptions) -> Result<(ServedModel, Engine), String> {
         opts.kv_cache_mib
     );
     let core = EngineCore::new(exec, model.tokenizer.clone(), model.eos_token_ids(), opts.scheduler);
-    let engine = Engine::spawn(core);
+    let engine = Engine::spawn_with_delay(core, opts.step_delay);
     let served = ServedModel {
         engine: engine.handle(),
         tokenizer: model.tokenizer.clone(),

@@ -1,0 +1,14 @@
+#!/usr/bin/env bash
+# End-to-end tests against a real `aisle serve` on loopback: the official `openai` Python SDK
+# (chat and completions, streaming and not, usage, stop, seed, logprobs, error classes), a
+# bounded load test (64 streaming clients, half disconnecting early) and SIGTERM draining.
+# Installs its pinned Python packages into target/e2e-venv (PyPI only); needs no GPU.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+venv=target/e2e-venv
+if [ ! -x "$venv/bin/python" ]; then
+  python3 -m venv "$venv"
+fi
+"$venv/bin/pip" install --quiet --disable-pip-version-check -r scripts/requirements-e2e.txt
+cargo build --release --locked --quiet
+"$venv/bin/python" tests/e2e_openai.py target/release/aisle tests/fixtures/mistral

@@ -1,0 +1,225 @@
+#!/usr/bin/env python3
+"""End-to-end tests of `aisle serve` with the official openai SDK, over loopback only.
+
+Usage: e2e_openai.py AISLE_BINARY MODEL_DIR  (run by scripts/test_e2e.sh)
+Prints one line per check and a final 'N passed, N failed' line; exits non-zero on failure.
+"""
+import asyncio
+import os
+import re
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+
+import openai
+from openai import AsyncOpenAI, OpenAI
+
+BIN, MODEL = sys.argv[1], sys.argv[2]
+KEY = "sk-aisle-test"
+results = []
+
+
+def check(name, fn):
+    try:
+        fn()
+        results.append((name, None))
+        print(f"ok   {name}", flush=True)
+    except Exception as e:  # noqa: BLE001 - report every failure
+        results.append((name, e))
+        print(f"FAIL {name}: {type(e).__name__}: {e}", flush=True)
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class Server:
+    def __init__(self, *extra):
+        self.port = free_port()
+        args = [BIN, "serve", "--model", MODEL, "--port", str(self.port), "--served-model-name", "shop",
+                "--api-key", KEY, "--block-size", "4", "--kv-cache-mb", "16", *extra]
+        self.proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+        self.base = f"http://127.0.0.1:{self.port}"
+        deadline = time.time() + 60
+        while time.time() < deadline:
+            try:
+                with urllib.request.urlopen(self.base + "/ready", timeout=1) as r:
+                    if r.status == 200:
+                        return
+            except Exception:  # noqa: BLE001 - not up yet
+                time.sleep(0.05)
+        raise RuntimeError("server did not become ready")
+
+    def client(self, key=KEY):
+        return OpenAI(base_url=self.base + "/v1", api_key=key, max_retries=0, timeout=60)
+
+    def metric(self, name):
+        with urllib.request.urlopen(self.base + "/metrics", timeout=5) as r:
+            text = r.read().decode()
+        m = re.search(rf"^{re.escape(name)} (\S+)$", text, re.M)
+        return float(m.group(1)) if m else None
+
+    def stop(self):
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+        return self.proc.wait(timeout=60)
+
+
+def api_checks(srv):
+    c = srv.client()
+    msgs = [{"role": "user", "content": "Is the café grinder in stock?"}]
+
+    def chat_basic():
+        r = c.chat.completions.create(model="shop", messages=msgs, max_tokens=12, temperature=0,
+                                      extra_body={"ignore_eos": True})
+        assert r.object == "chat.completion" and r.choices[0].message.role == "assistant"
+        assert r.usage.completion_tokens == 12 and r.usage.total_tokens == r.usage.prompt_tokens + 12
+        assert r.choices[0].finish_reason == "length"
+
+    def chat_stream_equals_non_stream():
+        kw = dict(model="shop", messages=msgs, max_tokens=20, temperature=0.9, seed=3)
+        full = c.chat.completions.create(**kw).choices[0].message.content
+        again = c.chat.completions.create(**kw).choices[0].message.content
+        assert full == again, "same seed, same text"
+        text, usage = "", None
+        for chunk in c.chat.completions.create(stream=True, stream_options={"include_usage": True}, **kw):
+            if chunk.usage:
+                usage = chunk.usage
+            for ch in chunk.choices:
+                text += ch.delta.content or ""
+        assert text == full, (text, full)
+        assert usage is not None and usage.completion_tokens > 0
+
+    def completions_stream_and_stop():
+        kw = dict(model="shop", prompt="Emoji test: 🔨", max_tokens=16, temperature=0.8, seed=9)
+        full = c.completions.create(**kw).choices[0].text
+        streamed = "".join(ch.choices[0].text for ch in c.completions.create(stream=True, **kw) if ch.choices)
+        assert streamed == full, (streamed, full)
+        r = c.completions.create(model="shop", prompt="The cordless drill has a", temperature=0, stop=["att mo"])
+        assert r.choices[0].text == " 750 w" and r.choices[0].finish_reason == "stop", r.choices[0]
+
+    def logprobs():
+        r = c.chat.completions.create(model="shop", messages=msgs, max_tokens=4, temperature=0, logprobs=True, top_logprobs=2)
+        content = r.choices[0].logprobs.content
+        assert len(content) == 4 and all(len(t.top_logprobs) == 2 and t.logprob <= 0 for t in content)
+
+    def error_classes():
+        for exc, call in [
+            (openai.BadRequestError, lambda: c.completions.create(model="shop", prompt="x", temperature=5)),
+            (openai.AuthenticationError, lambda: srv.client("wrong").models.list()),
+            (openai.NotFoundError, lambda: c.chat.completions.create(model="gpt-4", messages=msgs)),
+        ]:
+            try:
+                call()
+                raise AssertionError(f"expected {exc.__name__}")
+            except exc:
+                pass
+
+    def rate_limit():
+        # Capacity is max-seqs 4 + max-waiting 2: hold 6 streams open, the 7th gets 429.
+        held = [c.completions.create(model="shop", prompt="The", max_tokens=200, stream=True,
+                                     extra_body={"ignore_eos": True}) for _ in range(6)]
+        try:
+            c.completions.create(model="shop", prompt="x", max_tokens=2)
+            raise AssertionError("expected RateLimitError")
+        except openai.RateLimitError as e:
+            assert e.response.headers.get("retry-after") == "1"
+        finally:
+            for s in held:
+                s.close()
+
+    for name, fn in [("chat basic + usage", chat_basic), ("chat stream == non-stream, same seed", chat_stream_equals_non_stream),
+                     ("completions stream == non-stream, stop", completions_stream_and_stop), ("logprobs", logprobs),
+                     ("error classes", error_classes), ("429 RateLimitError", rate_limit)]:
+        check(name, fn)
+
+
+def load_test(srv):
+    async def one(client, i):
+        stream = await client.chat.completions.create(
+            model="shop", messages=[{"role": "user", "content": f"Is the tent number {i} in stock?"}],
+            max_tokens=24, temperature=0.7, seed=i, stream=True)
+        n = 0
+        async for _ in stream:
+            n += 1
+            if i % 2 == 0 and n == 2:
+                await stream.close()  # disconnect early
+                return "closed"
+        return "done"
+
+    async def run():
+        client = AsyncOpenAI(base_url=srv.base + "/v1", api_key=KEY, max_retries=0, timeout=120)
+        return await asyncio.gather(*(one(client, i) for i in range(64)), return_exceptions=True)
+
+    def body():
+        outcomes = asyncio.run(run())
+        errors = [o for o in outcomes if isinstance(o, Exception)]
+        assert not errors, f"{len(errors)} failures, e.g. {errors[0]!r}"
+        assert outcomes.count("closed") == 32 and outcomes.count("done") == 32
+        deadline = time.time() + 10
+        while time.time() < deadline and (srv.metric("aisle:num_requests_running") or srv.metric("aisle:kv_cache_usage_perc")):
+            time.sleep(0.05)
+        assert srv.metric("aisle:num_requests_running") == 0
+        assert srv.metric("aisle:kv_cache_usage_perc") == 0, "all blocks free"
+        assert (srv.metric('aisle:request_failure_total{reason="internal"}') or 0) == 0
+
+    check("load: 64 streaming clients, half disconnect, no 5xx, blocks free", body)
+
+
+def sigterm_test():
+    # 20 ms per step: 40 tokens take ~0.8 s, so the requests are still generating at SIGTERM.
+    srv = Server("--max-seqs", "8", "--shutdown-timeout", "30", "--step-delay-ms", "20")
+    c = srv.client()
+    # Streams read one chunk at a time stay in flight until consumed: deterministic drain.
+    streams = [c.completions.create(model="shop", prompt="The", max_tokens=40, stream=True,
+                                    extra_body={"ignore_eos": True}) for _ in range(3)]
+    iters = [iter(s) for s in streams]
+    for it in iters:
+        next(it)
+    srv.proc.send_signal(signal.SIGTERM)
+    time.sleep(0.2)
+
+    def body():
+        try:
+            c.completions.create(model="shop", prompt="x", max_tokens=2)
+            raise AssertionError("expected 503 after SIGTERM")
+        except openai.APIStatusError as e:
+            assert e.status_code == 503, e.status_code
+        reasons = []
+        for it in iters:
+            last = None
+            for chunk in it:
+                if chunk.choices and chunk.choices[0].finish_reason:
+                    last = chunk.choices[0].finish_reason
+            reasons.append(last)
+        assert reasons == ["length"] * 3, reasons
+        assert srv.proc.wait(timeout=60) == 0
+
+    check("SIGTERM: in-flight complete, new get 503, exit 0", body)
+
+
+def main():
+    srv = Server("--max-seqs", "4", "--max-waiting", "2")
+    try:
+        api_checks(srv)
+    finally:
+        srv.stop()
+    srv = Server("--max-seqs", "32", "--max-waiting", "64")
+    try:
+        load_test(srv)
+    finally:
+        code = srv.stop()
+        check("server exits 0 on SIGTERM", lambda: (_ for _ in ()).throw(AssertionError(code)) if code != 0 else None)
+    sigterm_test()
+    failed = [n for n, e in results if e]
+    print(f"e2e: {len(results) - len(failed)} passed, {len(failed)} failed")
+    sys.exit(1 if failed else 0)
+
+
+if __name__ == "__main__":
+    main()

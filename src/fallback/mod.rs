@@ -1,0 +1,16 @@
+//! Remote-model fallback and routing: the local model answers what it can, remote
+//! OpenAI-compatible backends the rest.
+//!
+//! Reading order: `config` (the TOML file) → `router` (where a request goes, and why) →
+//! `retry` (backoff timing) → `breaker` (per-remote circuit breaker).
+//! Status: these building blocks are tested; wiring them into `aisle serve` (remote client,
+//! response re-emission, cascade, cost metrics) is the next step of the fallback issue.
+
+pub mod breaker;
+pub mod config;
+pub mod remote;
+pub mod retry;
+pub mod router;
+
+pub use config::{ConfigFileError, Price, RemoteConfig, RoutingConfig};
+pub use router::{decide, Reason, Route, RouteInput, UnknownModel};

@@ -73,6 +73,18 @@ struct ServeArgs {
     /// Log format: text or json (one JSON object per line).
     #[arg(long, default_value = "text")]
     log_format: String,
+    /// Routing config (TOML): local model, remote backends, aliases, routing rules.
+    #[arg(long)]
+    config: Option<std::path::PathBuf>,
+    /// Simple fallback without a config file: an OpenAI-compatible base URL (up to /v1).
+    #[arg(long)]
+    fallback_url: Option<String>,
+    /// Model name to request from --fallback-url.
+    #[arg(long, default_value = "gpt-4o-mini")]
+    fallback_model: String,
+    /// Environment variable holding the --fallback-url API key.
+    #[arg(long)]
+    fallback_api_key_env: Option<String>,
     /// Testing aid: sleep this long after every engine step (simulates a slower device).
     #[arg(long, default_value_t = 0, hide = true)]
     step_delay_ms: u64,
@@ -81,8 +93,9 @@ struct ServeArgs {
 #[derive(Args)]
 struct ModelArgs {
     /// Model directory (Hugging Face layout) or `org/name` already in the local HF cache.
+    /// (`serve --config` may name it instead.)
     #[arg(long)]
-    model: String,
+    model: Option<String>,
     /// Run dtype: f32, bf16 or f16.
     #[arg(long, default_value = "f32")]
     dtype: RunDType,
@@ -183,9 +196,17 @@ fn main() {
     }
 }
 
+impl ModelArgs {
+    fn spec(&self) -> Result<&str> {
+        self.model
+            .as_deref()
+            .context("give --model DIR (a model directory or a cached org/name)")
+    }
+}
+
 fn load(args: &ModelArgs) -> Result<(LoadedModel, DeviceSpec)> {
     let device: DeviceSpec = args.device.parse()?;
-    let model = LoadedModel::load(&args.model)?;
+    let model = LoadedModel::load(args.spec()?)?;
     Ok((model, device))
 }
 
@@ -335,13 +356,24 @@ fn run_serve(args: ServeArgs) -> Result<()> {
                 .map(str::to_string),
         );
     }
-    let model_name = args.served_model_name.clone().unwrap_or_else(|| {
-        let p = std::path::Path::new(&args.model.model);
-        p.file_name()
-            .map_or(args.model.model.clone(), |n| n.to_string_lossy().into_owned())
-    });
+    let routing = routing_config(&args)?;
+    let spec = match (&args.model.model, &routing) {
+        (Some(m), _) => m.clone(),
+        (None, Some(r)) => r.local.model.clone(),
+        (None, None) => args.model.spec()?.to_string(),
+    };
+    let model_name = args
+        .served_model_name
+        .clone()
+        .or_else(|| routing.as_ref().and_then(|r| r.local.name.clone()))
+        .unwrap_or_else(|| {
+            let p = std::path::Path::new(&spec);
+            p.file_name().map_or(spec.clone(), |n| n.to_string_lossy().into_owned())
+        });
+    let local_price = routing.as_ref().map(|r| r.local.price).unwrap_or_default();
     let opts = aisle::server::ServeOptions {
-        model: args.model.model.clone(),
+        model: spec,
+        routing,
         host: args.host.clone(),
         port: args.port,
         executor: ExecutorOptions {
@@ -363,6 +395,7 @@ fn run_serve(args: ServeArgs) -> Result<()> {
             max_waiting: args.max_waiting,
             max_body_bytes: args.max_body_bytes,
             default_max_tokens: args.default_max_tokens,
+            local_price,
         },
     };
     let rt = tokio::runtime::Builder::new_multi_thread()
@@ -370,6 +403,44 @@ fn run_serve(args: ServeArgs) -> Result<()> {
         .enable_all()
         .build()?;
     rt.block_on(aisle::server::serve(opts)).map_err(anyhow::Error::msg)
+}
+
+/// `--config FILE`, or a one-remote config from `--fallback-url`.
+fn routing_config(args: &ServeArgs) -> Result<Option<aisle::fallback::RoutingConfig>> {
+    use aisle::fallback::config::{LocalConfig, RoutingRules};
+    if let Some(path) = &args.config {
+        return Ok(Some(aisle::fallback::RoutingConfig::load(path)?));
+    }
+    let Some(url) = &args.fallback_url else { return Ok(None) };
+    let remote = aisle::fallback::RemoteConfig {
+        name: "fallback".into(),
+        base_url: url.clone(),
+        api_key_env: args.fallback_api_key_env.clone(),
+        model: args.fallback_model.clone(),
+        price: Default::default(),
+        connect_timeout_ms: 2_000,
+        first_byte_timeout_ms: 15_000,
+        total_timeout_ms: 120_000,
+        max_retries: 2,
+        breaker_failures: 5,
+        breaker_cooldown_ms: 30_000,
+    };
+    Ok(Some(aisle::fallback::RoutingConfig {
+        local: LocalConfig {
+            model: args.model.spec()?.to_string(),
+            name: None,
+            price: Default::default(),
+        },
+        remotes: vec![remote],
+        aliases: Default::default(),
+        rules: RoutingRules {
+            fallback: Some("fallback".into()),
+            context_overflow: true,
+            on_local_error: true,
+            ..Default::default()
+        },
+        complex_patterns: Vec::new(),
+    }))
 }
 
 fn run_inspect(args: ModelArgs) -> Result<()> {

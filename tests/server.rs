@@ -29,6 +29,7 @@ fn config() -> ServerConfig {
         max_waiting: 8,
         max_body_bytes: 1 << 16,
         default_max_tokens: 16,
+        local_price: Default::default(),
     }
 }
 

@@ -14,3 +14,25 @@ pub mod router;
 
 pub use config::{ConfigFileError, Price, RemoteConfig, RoutingConfig};
 pub use router::{decide, Reason, Route, RouteInput, UnknownModel};
+
+/// The configured remotes, built once at start-up.
+pub struct Backends {
+    pub cfg: RoutingConfig,
+    pub remotes: Vec<remote::RemoteBackend>,
+}
+
+impl Backends {
+    pub fn new(cfg: RoutingConfig) -> Result<Backends, String> {
+        let remotes = cfg
+            .remotes
+            .iter()
+            .cloned()
+            .map(remote::RemoteBackend::new)
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(Backends { cfg, remotes })
+    }
+
+    pub fn remote(&self, name: &str) -> Option<&remote::RemoteBackend> {
+        self.remotes.iter().find(|r| r.cfg.name == name)
+    }
+}

@@ -28,6 +28,10 @@ pub enum ApiErrorKind {
     NotReady,
     ShuttingDown,
     Internal,
+    /// Every route failed: the remote answered badly or not at all.
+    RemoteFailed,
+    /// The remote's circuit breaker is open.
+    RemoteUnavailable,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -80,6 +84,12 @@ impl ApiError {
             Overloaded { .. } => (StatusCode::TOO_MANY_REQUESTS, "rate_limit_error", Some("queue_full")),
             NotReady | ShuttingDown => (StatusCode::SERVICE_UNAVAILABLE, "service_unavailable", None),
             Internal => (StatusCode::INTERNAL_SERVER_ERROR, "server_error", None),
+            RemoteFailed => (StatusCode::BAD_GATEWAY, "server_error", Some("upstream_error")),
+            RemoteUnavailable => (
+                StatusCode::SERVICE_UNAVAILABLE,
+                "service_unavailable",
+                Some("upstream_unavailable"),
+            ),
         }
     }
 
@@ -94,6 +104,7 @@ impl ApiError {
             Overloaded { .. } => "overloaded",
             NotReady | ShuttingDown => "unavailable",
             Internal => "internal",
+            RemoteFailed | RemoteUnavailable => "remote",
         }
     }
 

@@ -14,10 +14,19 @@ use axum::response::{IntoResponse, Response};
 use axum::{Extension, Json};
 use serde_json::json;
 
-use super::api::{ChatRequest, CompletionRequest, PromptInput};
+use super::api::{ChatRequest, CompletionRequest, MessageContent, PromptInput};
 use super::errors::{ApiError, ApiErrorKind};
+use super::proxy::proxy;
 use super::responses::{self, Endpoint, Prepared};
 use super::{AppState, RequestIdValue, ServedModel};
+use crate::fallback::{decide, Reason, Route, RouteInput};
+use serde_json::Value;
+
+/// Where a validated request runs.
+enum Plan {
+    Local(Prepared),
+    Remote(String, Reason),
+}
 
 pub async fn chat(
     State(st): State<AppState>,
@@ -49,15 +58,37 @@ pub async fn models(State(st): State<AppState>) -> Response {
     }
 }
 
+fn reject(st: &AppState, rid: &str, e: ApiError) -> Response {
+    st.0.metrics.failures.with_label_values(&[e.reason()]).inc();
+    tracing::info!(target: "aisle::request", request_id = %rid, status = e.parts().0.as_u16(), error = %e.message, "rejected");
+    e.into_response()
+}
+
+fn local_route(mut resp: Response) -> Response {
+    resp.headers_mut()
+        .insert("x-aisle-route", axum::http::HeaderValue::from_static("local"));
+    resp
+}
+
 async fn handle(st: AppState, rid: RequestIdValue, headers: HeaderMap, body: Body, kind: Endpoint) -> Response {
     let t0 = Instant::now();
-    match prepare(&st, &headers, body, kind).await {
-        Ok(p) if p.stream => responses::stream(st, rid.0, p, t0),
-        Ok(p) => responses::complete(st, rid.0, p, t0).await,
-        Err(e) => {
-            st.0.metrics.failures.with_label_values(&[e.reason()]).inc();
-            tracing::info!(target: "aisle::request", request_id = %rid.0, status = e.parts().0.as_u16(), error = %e.message, "rejected");
-            e.into_response()
+    let raw: Value = match read_json(&headers, body, st.0.cfg.max_body_bytes).await {
+        Ok(v) => v,
+        Err(e) => return reject(&st, &rid.0, e),
+    };
+    match plan(&st, raw.clone(), kind) {
+        Err(e) => reject(&st, &rid.0, e),
+        Ok(Plan::Remote(name, reason)) => proxy(&st, &rid.0, kind, raw, &name, reason, t0).await,
+        Ok(Plan::Local(p)) if p.stream => local_route(responses::stream(st, rid.0, p, t0)),
+        Ok(Plan::Local(p)) => {
+            let resp = responses::complete(st.clone(), rid.0.clone(), p, t0).await;
+            let on_error = st.0.routing.as_ref().filter(|r| r.cfg.rules.on_local_error);
+            match on_error.and_then(|r| r.cfg.rules.fallback.clone()) {
+                Some(fb) if resp.status().is_server_error() => {
+                    proxy(&st, &rid.0, kind, raw, &fb, Reason::LocalError, t0).await
+                }
+                _ => local_route(resp),
+            }
         }
     }
 }
@@ -149,12 +180,36 @@ fn prompt_ids(
     Ok(ids)
 }
 
-async fn prepare(st: &AppState, headers: &HeaderMap, body: Body, kind: Endpoint) -> Result<Prepared, ApiError> {
+/// The text a complexity rule reads: the last user message, or the prompt.
+fn route_text(chat: Option<&ChatRequest>, completion: Option<&CompletionRequest>) -> String {
+    if let Some(c) = chat {
+        let last = c.messages.iter().rev().find(|m| m.role == "user");
+        return match last.and_then(|m| m.content.as_ref()) {
+            Some(MessageContent::Text(t)) => t.clone(),
+            Some(MessageContent::Parts(p)) => p.iter().filter_map(|x| x.text.clone()).collect::<Vec<_>>().join(" "),
+            None => String::new(),
+        };
+    }
+    match completion.map(|c| &c.prompt) {
+        Some(PromptInput::Text(t)) => t.clone(),
+        Some(PromptInput::Texts(v)) => v.join(" "),
+        _ => String::new(),
+    }
+}
+
+fn plan(st: &AppState, raw: Value, kind: Endpoint) -> Result<Plan, ApiError> {
     let model = st.model()?;
-    let limit = st.0.cfg.max_body_bytes;
+    let data_err =
+        |e: serde_json::Error| ApiError::new(ApiErrorKind::Invalid { param: None }, format!("invalid request: {e}"));
     let (chat, completion) = match kind {
-        Endpoint::Chat => (Some(read_json::<ChatRequest>(headers, body, limit).await?), None),
-        Endpoint::Completion => (None, Some(read_json::<CompletionRequest>(headers, body, limit).await?)),
+        Endpoint::Chat => (
+            Some(serde_json::from_value::<ChatRequest>(raw).map_err(data_err)?),
+            None,
+        ),
+        Endpoint::Completion => (
+            None,
+            Some(serde_json::from_value::<CompletionRequest>(raw).map_err(data_err)?),
+        ),
     };
     let common = chat
         .as_ref()
@@ -162,13 +217,33 @@ async fn prepare(st: &AppState, headers: &HeaderMap, body: Body, kind: Endpoint)
         .or(completion.as_ref().map(|c| &c.common))
         .cloned()
         .unwrap_or_default();
-    check_model(st, &common.model)?;
+    let routing = st.0.routing.as_ref();
+    if routing.is_none() {
+        check_model(st, &common.model)?;
+    }
     let prompt = prompt_ids(model, chat.as_ref(), completion.as_ref())?;
     let (max_tokens, logprobs) = match (&chat, &completion) {
         (Some(c), _) => (c.max_completion_tokens.or(common.max_tokens), c.logprobs()?),
         (_, Some(c)) => (common.max_tokens, c.logprobs()?),
         _ => (None, None),
     };
+    if let Some(r) = routing {
+        let text = route_text(chat.as_ref(), completion.as_ref());
+        let input = RouteInput {
+            model: common.model.as_deref(),
+            prompt_tokens: prompt.len(),
+            max_tokens: max_tokens.unwrap_or(1).max(1) as usize,
+            context: model.context,
+            text: &text,
+            queue_full: st.queue_full(model),
+            predicted_wait_ms: st.predicted_wait_ms(model),
+        };
+        match decide(&r.cfg, &st.0.cfg.model_name, &input) {
+            Err(e) => return Err(ApiError::new(ApiErrorKind::ModelNotFound, e.to_string())),
+            Ok(Route::Remote { name, reason }) => return Ok(Plan::Remote(name, reason)),
+            Ok(Route::Local { .. }) => {}
+        }
+    }
     let room = model.context.saturating_sub(prompt.len());
     let asked = max_tokens.unwrap_or(1).max(1) as usize;
     if room == 0 || (max_tokens.is_some() && asked > room) {
@@ -185,13 +260,19 @@ async fn prepare(st: &AppState, headers: &HeaderMap, body: Body, kind: Endpoint)
     let default_max = st.0.cfg.default_max_tokens.min(room);
     let mut req = common.to_request(max_tokens, logprobs, model.vocab, default_max)?;
     req.prompt = prompt;
-    let admission = st.admit(model)?;
-    Ok(Prepared {
+    let admission = match st.admit(model) {
+        Ok(a) => a,
+        Err(e) => match routing.and_then(|r| r.cfg.rules.fallback.clone()) {
+            Some(fb) => return Ok(Plan::Remote(fb, Reason::Overload)),
+            None => return Err(e),
+        },
+    };
+    Ok(Plan::Local(Prepared {
         kind,
         req,
         stream: common.streaming(),
         include_usage: common.include_usage(),
         logprobs: logprobs.is_some(),
         admission,
-    })
+    }))
 }

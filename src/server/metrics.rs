@@ -8,7 +8,8 @@
 use std::sync::Mutex;
 
 use prometheus::{
-    Encoder, Gauge, Histogram, HistogramOpts, IntCounter, IntCounterVec, IntGauge, Opts, Registry, TextEncoder,
+    CounterVec, Encoder, Gauge, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge,
+    IntGaugeVec, Opts, Registry, TextEncoder,
 };
 
 use crate::engine::EngineStats;
@@ -31,6 +32,10 @@ pub struct Metrics {
     cache_queries: IntCounter,
     cache_hits: IntCounter,
     preemptions: IntCounter,
+    pub fallback: IntCounterVec,
+    pub remote_latency: HistogramVec,
+    pub circuit_state: IntGaugeVec,
+    pub cost: CounterVec,
     /// Engine counters already copied into the counters above.
     synced: Mutex<EngineStats>,
 }
@@ -98,6 +103,30 @@ impl Metrics {
                 "Prompt tokens found in the prefix cache",
             ),
             preemptions: counter("aisle:num_preemptions_total", "Sequences preempted"),
+            fallback: IntCounterVec::new(
+                Opts::new("aisle:fallback_total", "Requests sent to a remote, by routing reason"),
+                &["reason"],
+            )
+            .expect("valid metric definition"),
+            remote_latency: HistogramVec::new(
+                HistogramOpts::new("aisle:remote_request_latency_seconds", "Latency of remote requests")
+                    .buckets(SECONDS.to_vec()),
+                &["remote"],
+            )
+            .expect("valid metric definition"),
+            circuit_state: IntGaugeVec::new(
+                Opts::new(
+                    "aisle:remote_circuit_state",
+                    "Circuit breaker per remote: 0 closed, 1 open, 2 half-open",
+                ),
+                &["remote"],
+            )
+            .expect("valid metric definition"),
+            cost: CounterVec::new(
+                Opts::new("aisle:cost_usd_total", "Cost of answered requests in USD, by route"),
+                &["route"],
+            )
+            .expect("valid metric definition"),
             synced: Mutex::new(EngineStats::default()),
         };
         m.register_all();
@@ -122,6 +151,10 @@ impl Metrics {
             Box::new(self.cache_queries.clone()),
             Box::new(self.cache_hits.clone()),
             Box::new(self.preemptions.clone()),
+            Box::new(self.fallback.clone()),
+            Box::new(self.remote_latency.clone()),
+            Box::new(self.circuit_state.clone()),
+            Box::new(self.cost.clone()),
         ];
         for c in collectors {
             if let Err(e) = self.registry.register(c) {

@@ -10,6 +10,7 @@ pub mod api;
 pub mod errors;
 mod handlers;
 pub mod metrics;
+mod proxy;
 mod responses;
 mod run;
 
@@ -24,6 +25,7 @@ use axum::routing::{get, post};
 use axum::Router;
 
 use crate::engine::EngineHandle;
+use crate::fallback::Backends;
 use crate::tokenizer::TextTokenizer;
 pub use errors::{ApiError, ApiErrorKind};
 pub use run::{serve, ServeOptions};
@@ -39,6 +41,8 @@ pub struct ServerConfig {
     pub max_body_bytes: usize,
     /// `max_tokens` when a request gives none (clipped to the context).
     pub default_max_tokens: usize,
+    /// Price of the local model, for `usage.cost_usd` and the cost counter.
+    pub local_price: crate::fallback::Price,
 }
 
 /// The loaded model as handlers need it.
@@ -60,6 +64,10 @@ pub struct Inner {
     in_flight: AtomicUsize,
     pub metrics: metrics::Metrics,
     next_id: AtomicU64,
+    /// Remote backends and routing rules, when configured.
+    pub routing: Option<Backends>,
+    /// Moving average of local end-to-end latency in ms (for the predicted queue wait).
+    ewma_latency_ms: AtomicU64,
 }
 
 #[derive(Clone)]
@@ -80,6 +88,10 @@ pub struct RequestIdValue(pub String);
 
 impl AppState {
     pub fn new(cfg: ServerConfig) -> AppState {
+        AppState::with_routing(cfg, None)
+    }
+
+    pub fn with_routing(cfg: ServerConfig, routing: Option<Backends>) -> AppState {
         AppState(Arc::new(Inner {
             cfg,
             model: OnceLock::new(),
@@ -87,7 +99,27 @@ impl AppState {
             in_flight: AtomicUsize::new(0),
             metrics: metrics::Metrics::new(),
             next_id: AtomicU64::new(0),
+            routing,
+            ewma_latency_ms: AtomicU64::new(0),
         }))
+    }
+
+    /// Would a new local request be refused admission right now?
+    pub fn queue_full(&self, model: &ServedModel) -> bool {
+        self.in_flight() >= model.max_seqs + self.0.cfg.max_waiting
+    }
+
+    /// Predicted wait before a new local request starts: requests beyond the running slots,
+    /// times the average request latency, spread over those slots.
+    pub fn predicted_wait_ms(&self, model: &ServedModel) -> u64 {
+        let ahead = (self.in_flight() + 1).saturating_sub(model.max_seqs) as u64;
+        ahead * self.0.ewma_latency_ms.load(Ordering::Relaxed) / model.max_seqs.max(1) as u64
+    }
+
+    pub fn record_latency(&self, ms: f64) {
+        let old = self.0.ewma_latency_ms.load(Ordering::Relaxed) as f64;
+        let new = if old == 0.0 { ms } else { 0.8 * old + 0.2 * ms };
+        self.0.ewma_latency_ms.store(new as u64, Ordering::Relaxed);
     }
 
     /// Make the model available; `/ready` turns 200.
@@ -194,6 +226,14 @@ async fn metrics_route(State(st): State<AppState>) -> Response {
         let engine = m.engine.clone();
         if let Ok(Ok(stats)) = tokio::task::spawn_blocking(move || engine.stats()).await {
             st.0.metrics.sync_engine(&stats);
+        }
+    }
+    if let Some(r) = &st.0.routing {
+        for b in &r.remotes {
+            st.0.metrics
+                .circuit_state
+                .with_label_values(&[b.cfg.name.as_str()])
+                .set(b.breaker_code());
         }
     }
     ([("content-type", "text/plain; version=0.0.4")], st.0.metrics.render()).into_response()

@@ -47,6 +47,7 @@ struct Meta {
     kind: Endpoint,
     logprobs: bool,
     tok: TextTokenizer,
+    price: crate::fallback::Price,
 }
 
 /// Timings of one request, observed into metrics and logged when it ends.
@@ -63,10 +64,11 @@ fn finish_str(r: Option<FinishReason>) -> Value {
     r.map_or(Value::Null, |r| Value::from(r.as_str()))
 }
 
-fn usage_json(u: &Usage) -> Value {
+fn usage_json(u: &Usage, price: &crate::fallback::Price) -> Value {
     json!({"prompt_tokens": u.prompt_tokens, "completion_tokens": u.completion_tokens,
            "total_tokens": u.prompt_tokens + u.completion_tokens,
-           "prompt_tokens_details": {"cached_tokens": u.cached_tokens}})
+           "prompt_tokens_details": {"cached_tokens": u.cached_tokens},
+           "cost_usd": price.cost(u.prompt_tokens, u.completion_tokens)})
 }
 
 impl Tracker {
@@ -106,6 +108,9 @@ impl Tracker {
             .and_then(|c| c.finish_reason)
             .map_or("none", |r| r.as_str());
         m.success.with_label_values(&[reason]).inc();
+        let cost = self.st.0.cfg.local_price.cost(u.prompt_tokens, u.completion_tokens);
+        m.cost.with_label_values(&["local"]).inc_by(cost);
+        self.st.record_latency(total * 1e3);
         let version = self.st.0.model.get().map(|m| m.version.as_str()).unwrap_or("");
         tracing::info!(
             target: "aisle::request",
@@ -113,7 +118,7 @@ impl Tracker {
             prompt_tokens = u.prompt_tokens, completion_tokens = u.completion_tokens,
             cached_tokens = u.cached_tokens, queue_time_ms = queue.map(|q| q * 1e3),
             ttft_ms = self.first.map(|f| (f - self.t0).as_secs_f64() * 1e3), latency_ms = total * 1e3,
-            finish_reason = reason, status, "request"
+            finish_reason = reason, status, cost_usd = cost, "request"
         );
     }
 }
@@ -133,6 +138,7 @@ impl Meta {
             kind,
             logprobs,
             tok: model.tokenizer.clone(),
+            price: st.0.cfg.local_price,
         })
     }
 
@@ -200,7 +206,7 @@ impl Meta {
             .map(|(i, c)| self.choice_json(i, c))
             .collect();
         json!({"id": self.id, "object": self.object, "created": self.created, "model": self.model,
-               "choices": choices, "usage": usage_json(&out.usage)})
+               "choices": choices, "usage": usage_json(&out.usage, &self.price)})
     }
 
     /// One streamed chunk for choice `i`.
@@ -320,7 +326,7 @@ impl Streaming {
                 if self.include_usage {
                     let mut c = m.chunk(Value::Null);
                     c["choices"] = json!([]);
-                    c["usage"] = usage_json(usage);
+                    c["usage"] = usage_json(usage, &m.price);
                     self.pending.push_back(c.to_string());
                 }
                 self.pending.push_back("[DONE]".to_string());

@@ -18,6 +18,8 @@ use crate::runtime::LoadedModel;
 #[derive(Debug, Clone)]
 pub struct ServeOptions {
     pub model: String,
+    /// Remote backends and routing rules (`--config` or `--fallback-url`).
+    pub routing: Option<crate::fallback::RoutingConfig>,
     pub host: String,
     pub port: u16,
     pub executor: ExecutorOptions,
@@ -116,7 +118,11 @@ async fn shutdown_signal() {
 
 /// Serve until SIGTERM/SIGINT, then drain. Errors: bind failure or model load failure.
 pub async fn serve(opts: ServeOptions) -> Result<(), String> {
-    let state = AppState::new(opts.server.clone());
+    let backends = match opts.routing.clone() {
+        Some(cfg) => Some(crate::fallback::Backends::new(cfg)?),
+        None => None,
+    };
+    let state = AppState::with_routing(opts.server.clone(), backends);
     let addr = format!("{}:{}", opts.host, opts.port);
     let listener = tokio::net::TcpListener::bind(&addr)
         .await

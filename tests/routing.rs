@@ -1,0 +1,294 @@
+//! Routing and fallback in `aisle serve`: requested alias, complexity, context overflow and
+//! overload go to the remote (JSON and SSE), responses keep Aisle's shape with
+//! `x-aisle-route`, costs are reported, and a dead remote gives a clear 502/503, never a hang.
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use aisle::backend::{DeviceSpec, ExecutorOptions};
+use aisle::engine::{Engine, EngineCore, SchedulerConfig};
+use aisle::fallback::{Backends, RoutingConfig};
+use aisle::runtime::LoadedModel;
+use aisle::server::{app, AppState, ServedModel, ServerConfig};
+use axum::body::Body;
+use axum::http::{Request, StatusCode};
+use axum::response::IntoResponse;
+use axum::routing::post;
+use axum::{Json, Router};
+use candle_core::DType;
+use serde_json::{json, Value};
+use tower::ServiceExt;
+
+/// A fake OpenAI-compatible remote that says which model it was asked for.
+async fn fake_remote() -> String {
+    async fn handler(Json(body): Json<Value>) -> axum::response::Response {
+        let model = body["model"].as_str().unwrap_or("").to_string();
+        let usage = json!({"prompt_tokens": 1000, "completion_tokens": 2000, "total_tokens": 3000});
+        if body["stream"].as_bool().unwrap_or(false) {
+            let chunk = |c: Value| format!("data: {}\n\n", c);
+            let mut s = chunk(json!({"id": "x", "object": "chat.completion.chunk", "model": model,
+                                    "choices": [{"index": 0, "delta": {"role": "assistant", "content": ""}, "finish_reason": null}]}));
+            s += &chunk(json!({"id": "x", "object": "chat.completion.chunk", "model": model,
+                               "choices": [{"index": 0, "delta": {"content": "from remote"}, "finish_reason": null}]}));
+            s += &chunk(json!({"id": "x", "object": "chat.completion.chunk", "model": model,
+                               "choices": [{"index": 0, "delta": {}, "finish_reason": "stop"}]}));
+            s += &chunk(
+                json!({"id": "x", "object": "chat.completion.chunk", "model": model, "choices": [], "usage": usage}),
+            );
+            s += "data: [DONE]\n\n";
+            return ([("content-type", "text/event-stream")], s).into_response();
+        }
+        Json(json!({"id": "x", "object": "chat.completion", "created": 1, "model": model,
+                    "choices": [{"index": 0, "message": {"role": "assistant", "content": "from remote"}, "finish_reason": "stop"}],
+                    "usage": usage}))
+        .into_response()
+    }
+    let app = Router::new()
+        .route("/v1/chat/completions", post(handler))
+        .route("/v1/completions", post(handler));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move { axum::serve(listener, app).await.ok() });
+    format!("http://{addr}/v1")
+}
+
+fn routing(base_url: &str) -> RoutingConfig {
+    let text = format!(
+        r#"
+[local]
+model = "unused"
+name = "shop"
+price = {{ prompt_per_1m = 1.0, completion_per_1m = 2.0 }}
+
+[[remote]]
+name = "big"
+base_url = "{base_url}"
+model = "big-model"
+price = {{ prompt_per_1m = 10.0, completion_per_1m = 20.0 }}
+connect_timeout_ms = 300
+first_byte_timeout_ms = 2000
+max_retries = 0
+breaker_failures = 2
+
+[aliases]
+smart = "big"
+
+[routing]
+fallback = "big"
+
+[routing.complex]
+keywords = ["compare"]
+"#
+    );
+    RoutingConfig::parse(&text, "test.toml").unwrap()
+}
+
+struct Local {
+    router: Router,
+    _engine: Engine,
+}
+
+fn local(base_url: &str, max_seqs: usize, max_waiting: usize) -> Local {
+    let model = LoadedModel::load_dir(&common::fixture("mistral")).unwrap();
+    let opts = ExecutorOptions {
+        device: DeviceSpec::Cpu,
+        dtype: DType::F32,
+        block_size: 4,
+        num_blocks: 256,
+    };
+    let core = EngineCore::new(
+        model.executor(&opts).unwrap(),
+        model.tokenizer.clone(),
+        model.eos_token_ids(),
+        SchedulerConfig {
+            max_batched_tokens: 64,
+            max_seqs,
+        },
+    );
+    let engine = Engine::spawn(core);
+    let cfg = ServerConfig {
+        model_name: "shop".into(),
+        api_keys: vec![],
+        max_waiting,
+        max_body_bytes: 1 << 16,
+        default_max_tokens: 8,
+        local_price: aisle::fallback::Price {
+            prompt_per_1m: 1.0,
+            completion_per_1m: 2.0,
+        },
+    };
+    let state = AppState::with_routing(cfg, Some(Backends::new(routing(base_url)).unwrap()));
+    state.set_model(ServedModel {
+        engine: engine.handle(),
+        tokenizer: model.tokenizer.clone(),
+        vocab: model.config.vocab_size,
+        context: model.config.max_position_embeddings,
+        max_seqs,
+        version: "t".into(),
+        created: 0,
+    });
+    Local {
+        router: app(state),
+        _engine: engine,
+    }
+}
+
+fn post_json(path: &str, body: Value) -> Request<Body> {
+    Request::post(path)
+        .header("content-type", "application/json")
+        .body(Body::from(body.to_string()))
+        .unwrap()
+}
+
+async fn call(router: &Router, req: Request<Body>) -> (StatusCode, String, String) {
+    let resp = router.clone().oneshot(req).await.unwrap();
+    let route = resp
+        .headers()
+        .get("x-aisle-route")
+        .map(|v| v.to_str().unwrap().to_string())
+        .unwrap_or_default();
+    let status = resp.status();
+    let bytes = axum::body::to_bytes(resp.into_body(), 1 << 20).await.unwrap();
+    (status, route, String::from_utf8(bytes.to_vec()).unwrap())
+}
+
+fn chat(model: &str, text: &str, extra: Value) -> Value {
+    let mut b = json!({"model": model, "messages": [{"role": "user", "content": text}], "max_tokens": 4});
+    b.as_object_mut().unwrap().extend(extra.as_object().unwrap().clone());
+    b
+}
+
+async fn metric(router: &Router, needle: &str) -> bool {
+    let (_, _, text) = call(router, Request::get("/metrics").body(Body::empty()).unwrap()).await;
+    text.contains(needle)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn each_reason_routes_to_the_remote_in_both_modes() {
+    let base = fake_remote().await;
+    let l = local(&base, 8, 8);
+    let cases = [
+        ("smart", "what is the wattage?", json!({}), "requested"),
+        ("shop", "Compare the drills please", json!({}), "complex"),
+        (
+            "shop",
+            "what is the wattage?",
+            json!({"max_tokens": 250}),
+            "context_overflow",
+        ),
+    ];
+    for (model, text, extra, reason) in cases {
+        for stream in [false, true] {
+            let mut body = chat(model, text, extra.clone());
+            body["stream"] = json!(stream);
+            let (st, route, text_out) = call(&l.router, post_json("/v1/chat/completions", body)).await;
+            assert_eq!(
+                (st, route.as_str()),
+                (StatusCode::OK, "remote:big"),
+                "{reason} stream={stream}: {text_out}"
+            );
+            if stream {
+                assert!(
+                    text_out.contains("from remote") && text_out.trim_end().ends_with("data: [DONE]"),
+                    "{text_out}"
+                );
+                assert!(
+                    text_out.contains("\"id\":\"chatcmpl-"),
+                    "ids rewritten to Aisle's: {text_out}"
+                );
+                assert!(
+                    text_out.contains("\"cost_usd\":0.05"),
+                    "cost on the usage chunk: {text_out}"
+                );
+            } else {
+                let v: Value = serde_json::from_str(&text_out).unwrap();
+                assert_eq!(v["model"], "big-model", "the model field tells the route");
+                assert!(v["id"].as_str().unwrap().starts_with("chatcmpl-"));
+                assert_eq!(v["usage"]["cost_usd"], json!(0.05), "1000 × $10/1M + 2000 × $20/1M");
+            }
+        }
+        assert!(
+            metric(&l.router, &format!("aisle:fallback_total{{reason=\"{reason}\"}}")).await,
+            "{reason} counted"
+        );
+    }
+    let (st, route, text_out) = call(
+        &l.router,
+        post_json("/v1/chat/completions", chat("shop", "what is the wattage?", json!({}))),
+    )
+    .await;
+    assert_eq!((st, route.as_str()), (StatusCode::OK, "local"), "{text_out}");
+    let v: Value = serde_json::from_str(&text_out).unwrap();
+    assert!(
+        v["usage"]["cost_usd"].as_f64().unwrap() > 0.0,
+        "local requests are priced too"
+    );
+    let (st, _, _) = call(
+        &l.router,
+        post_json("/v1/chat/completions", chat("nope", "x", json!({}))),
+    )
+    .await;
+    assert_eq!(st, StatusCode::NOT_FOUND);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn overload_goes_remote_instead_of_429() {
+    let base = fake_remote().await;
+    let l = local(&base, 1, 0);
+    let long = json!({"model": "shop", "prompt": "The", "max_tokens": 200, "ignore_eos": true, "stream": true});
+    let held = l
+        .router
+        .clone()
+        .oneshot(post_json("/v1/completions", long))
+        .await
+        .unwrap();
+    assert_eq!(held.headers()["x-aisle-route"], "local");
+    let (st, route, body) = call(
+        &l.router,
+        post_json("/v1/chat/completions", chat("shop", "price?", json!({}))),
+    )
+    .await;
+    assert_eq!((st, route.as_str()), (StatusCode::OK, "remote:big"), "{body}");
+    assert!(metric(&l.router, "aisle:fallback_total{reason=\"overload\"} 1").await);
+    drop(held);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dead_remote_gives_a_clear_error_fast_then_opens_the_circuit() {
+    let dead = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = l.local_addr().unwrap().port();
+        drop(l);
+        format!("http://127.0.0.1:{port}/v1")
+    };
+    let l = local(&dead, 8, 8);
+    for _ in 0..2 {
+        let start = Instant::now();
+        let (st, route, body) = call(
+            &l.router,
+            post_json("/v1/chat/completions", chat("smart", "x", json!({}))),
+        )
+        .await;
+        assert_eq!((st, route.as_str()), (StatusCode::BAD_GATEWAY, "remote:big"), "{body}");
+        assert!(
+            body.contains("\"upstream_error\"") && body.contains("cannot connect"),
+            "{body}"
+        );
+        assert!(
+            start.elapsed() < Duration::from_secs(3),
+            "bounded by the connect timeout"
+        );
+    }
+    let (st, _, body) = call(
+        &l.router,
+        post_json("/v1/chat/completions", chat("smart", "x", json!({"stream": true}))),
+    )
+    .await;
+    assert_eq!(
+        st,
+        StatusCode::SERVICE_UNAVAILABLE,
+        "circuit open after 2 failures: {body}"
+    );
+    assert!(metric(&l.router, "aisle:remote_circuit_state{remote=\"big\"} 1").await);
+}

@@ -53,7 +53,11 @@ async fn fake_remote() -> String {
     format!("http://{addr}/v1")
 }
 
-fn routing(base_url: &str) -> RoutingConfig {
+fn routing(base_url: &str, cascade: Option<f64>) -> RoutingConfig {
+    let cascade = match cascade {
+        Some(t) => format!("[routing.cascade]\nenabled = true\nmin_mean_logprob = {t:.1}\nstream_decide_tokens = 3\n"),
+        None => String::new(),
+    };
     let text = format!(
         r#"
 [local]
@@ -79,7 +83,8 @@ fallback = "big"
 
 [routing.complex]
 keywords = ["compare"]
-"#
+
+{cascade}"#
     );
     RoutingConfig::parse(&text, "test.toml").unwrap()
 }
@@ -90,6 +95,10 @@ struct Local {
 }
 
 fn local(base_url: &str, max_seqs: usize, max_waiting: usize) -> Local {
+    local_with(base_url, max_seqs, max_waiting, None)
+}
+
+fn local_with(base_url: &str, max_seqs: usize, max_waiting: usize, cascade: Option<f64>) -> Local {
     let model = LoadedModel::load_dir(&common::fixture("mistral")).unwrap();
     let opts = ExecutorOptions {
         device: DeviceSpec::Cpu,
@@ -118,7 +127,7 @@ fn local(base_url: &str, max_seqs: usize, max_waiting: usize) -> Local {
             completion_per_1m: 2.0,
         },
     };
-    let state = AppState::with_routing(cfg, Some(Backends::new(routing(base_url)).unwrap()));
+    let state = AppState::with_routing(cfg, Some(Backends::new(routing(base_url, cascade)).unwrap()));
     state.set_model(ServedModel {
         engine: engine.handle(),
         tokenizer: model.tokenizer.clone(),
@@ -291,4 +300,46 @@ async fn a_dead_remote_gives_a_clear_error_fast_then_opens_the_circuit() {
         "circuit open after 2 failures: {body}"
     );
     assert!(metric(&l.router, "aisle:remote_circuit_state{remote=\"big\"} 1").await);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn confidence_cascade_discards_unsure_local_answers() {
+    let base = fake_remote().await;
+    // Every token logprob is < 0, so a threshold of 0 finds every local answer unsure.
+    let unsure = local_with(&base, 8, 8, Some(0.0));
+    for stream in [false, true] {
+        let body = chat("shop", "what is the wattage?", json!({"stream": stream}));
+        let (st, route, text) = call(&unsure.router, post_json("/v1/chat/completions", body)).await;
+        assert_eq!(
+            (st, route.as_str()),
+            (StatusCode::OK, "remote:big"),
+            "stream={stream}: {text}"
+        );
+        assert!(text.contains("from remote"));
+        if stream {
+            let local_role_chunks = text.matches("\"role\":\"assistant\"").count();
+            assert_eq!(
+                local_role_chunks, 1,
+                "only the remote's role chunk: nothing local was sent: {text}"
+            );
+        }
+    }
+    assert!(metric(&unsure.router, "aisle:fallback_total{reason=\"low_confidence\"} 2").await);
+    // A threshold of -100 trusts the local model; the client did not ask for logprobs and gets none.
+    let sure = local_with(&base, 8, 8, Some(-100.0));
+    let (st, route, text) = call(
+        &sure.router,
+        post_json("/v1/chat/completions", chat("shop", "price?", json!({}))),
+    )
+    .await;
+    assert_eq!((st, route.as_str()), (StatusCode::OK, "local"), "{text}");
+    let v: Value = serde_json::from_str(&text).unwrap();
+    assert_eq!(v["choices"][0]["logprobs"], Value::Null);
+    let streamed = chat("shop", "price?", json!({"stream": true}));
+    let (st, route, text) = call(&sure.router, post_json("/v1/chat/completions", streamed)).await;
+    assert_eq!((st, route.as_str()), (StatusCode::OK, "local"));
+    assert!(
+        text.trim_end().ends_with("data: [DONE]") && !text.contains("\"logprobs\":{"),
+        "{text}"
+    );
 }

@@ -79,15 +79,30 @@ async fn handle(st: AppState, rid: RequestIdValue, headers: HeaderMap, body: Bod
     match plan(&st, raw.clone(), kind) {
         Err(e) => reject(&st, &rid.0, e),
         Ok(Plan::Remote(name, reason)) => proxy(&st, &rid.0, kind, raw, &name, reason, t0).await,
-        Ok(Plan::Local(p)) if p.stream => local_route(responses::stream(st, rid.0, p, t0)),
         Ok(Plan::Local(p)) => {
-            let resp = responses::complete(st.clone(), rid.0.clone(), p, t0).await;
-            let on_error = st.0.routing.as_ref().filter(|r| r.cfg.rules.on_local_error);
-            match on_error.and_then(|r| r.cfg.rules.fallback.clone()) {
-                Some(fb) if resp.status().is_server_error() => {
+            let streaming = p.stream;
+            let outcome = match streaming {
+                true => responses::stream(st.clone(), rid.0.clone(), p, t0).await,
+                false => responses::complete(st.clone(), rid.0.clone(), p, t0).await,
+            };
+            let fallback =
+                st.0.routing
+                    .as_ref()
+                    .and_then(|r| r.cfg.rules.fallback.clone().map(|f| (r, f)));
+            match (outcome, fallback) {
+                (Err(low), Some((_, fb))) => {
+                    tracing::info!(target: "aisle::request", request_id = %rid.0, mean_logprob = low.mean_logprob, "low confidence");
+                    proxy(&st, &rid.0, kind, raw, &fb, Reason::LowConfidence, t0).await
+                }
+                (Ok(resp), Some((r, fb)))
+                    if !streaming && resp.status().is_server_error() && r.cfg.rules.on_local_error =>
+                {
                     proxy(&st, &rid.0, kind, raw, &fb, Reason::LocalError, t0).await
                 }
-                _ => local_route(resp),
+                (Ok(resp), _) => local_route(resp),
+                (Err(_), None) => {
+                    local_route(ApiError::new(ApiErrorKind::Internal, "cascade without a fallback").into_response())
+                }
             }
         }
     }
@@ -227,6 +242,7 @@ fn plan(st: &AppState, raw: Value, kind: Endpoint) -> Result<Plan, ApiError> {
         (_, Some(c)) => (common.max_tokens, c.logprobs()?),
         _ => (None, None),
     };
+    let mut cascade = None;
     if let Some(r) = routing {
         let text = route_text(chat.as_ref(), completion.as_ref());
         let input = RouteInput {
@@ -241,7 +257,11 @@ fn plan(st: &AppState, raw: Value, kind: Endpoint) -> Result<Plan, ApiError> {
         match decide(&r.cfg, &st.0.cfg.model_name, &input) {
             Err(e) => return Err(ApiError::new(ApiErrorKind::ModelNotFound, e.to_string())),
             Ok(Route::Remote { name, reason }) => return Ok(Plan::Remote(name, reason)),
-            Ok(Route::Local { .. }) => {}
+            Ok(Route::Local { cascade: true }) => {
+                let c = &r.cfg.rules.cascade;
+                cascade = Some((c.min_mean_logprob, c.stream_decide_tokens));
+            }
+            Ok(Route::Local { cascade: false }) => {}
         }
     }
     let room = model.context.saturating_sub(prompt.len());
@@ -260,6 +280,10 @@ fn plan(st: &AppState, raw: Value, kind: Endpoint) -> Result<Plan, ApiError> {
     let default_max = st.0.cfg.default_max_tokens.min(room);
     let mut req = common.to_request(max_tokens, logprobs, model.vocab, default_max)?;
     req.prompt = prompt;
+    if cascade.is_some() {
+        // The cascade needs each token's logprob even when the client did not ask for them.
+        req.sampling.logprobs.get_or_insert(0);
+    }
     let admission = match st.admit(model) {
         Ok(a) => a,
         Err(e) => match routing.and_then(|r| r.cfg.rules.fallback.clone()) {
@@ -268,6 +292,7 @@ fn plan(st: &AppState, raw: Value, kind: Endpoint) -> Result<Plan, ApiError> {
         },
     };
     Ok(Plan::Local(Prepared {
+        cascade,
         kind,
         req,
         stream: common.streaming(),

@@ -30,6 +30,8 @@ pub enum Endpoint {
 
 /// A validated request, ready to submit.
 pub struct Prepared {
+    /// Confidence cascade: (minimum mean token logprob, tokens to judge a stream on).
+    pub cascade: Option<(f64, usize)>,
     pub kind: Endpoint,
     pub req: GenerationRequest,
     pub stream: bool,
@@ -48,6 +50,18 @@ struct Meta {
     logprobs: bool,
     tok: TextTokenizer,
     price: crate::fallback::Price,
+}
+
+/// The local answer was not confident enough; the caller asks a remote instead.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct LowConfidence {
+    pub mean_logprob: f64,
+}
+
+/// Mean of the logprobs, or `None` without any.
+fn mean(lps: impl Iterator<Item = f32>) -> Option<f64> {
+    let (sum, n) = lps.fold((0.0f64, 0usize), |(s, n), x| (s + x as f64, n + 1));
+    (n > 0).then(|| sum / n as f64)
 }
 
 /// Timings of one request, observed into metrics and logged when it ends.
@@ -254,7 +268,8 @@ fn engine_error(message: String) -> ApiError {
 
 /// Run to completion and answer with one JSON body. If the client disconnects, this future is
 /// dropped with the `RequestStream`, which cancels the request.
-pub async fn complete(st: AppState, rid: String, p: Prepared, t0: Instant) -> Response {
+pub async fn complete(st: AppState, rid: String, p: Prepared, t0: Instant) -> Result<Response, LowConfidence> {
+    let cascade = p.cascade;
     let result = async {
         let meta = Meta::new(&st, &rid, p.kind, p.logprobs)?;
         let mut events = submit(&st, p.req)?;
@@ -271,16 +286,23 @@ pub async fn complete(st: AppState, rid: String, p: Prepared, t0: Instant) -> Re
             tracker.on_event(&e);
             out.apply(e).map_err(engine_error)?;
         }
+        if let Some((threshold, _)) = cascade {
+            let m = mean(out.choices.iter().flat_map(|c| c.logprobs.iter().map(|l| l.logprob)));
+            if let Some(m) = m.filter(|&m| m < threshold) {
+                return Ok(Err(LowConfidence { mean_logprob: m }));
+            }
+        }
         tracker.done(&out, 200);
-        Ok::<Value, ApiError>(meta.body(&out))
+        Ok::<_, ApiError>(Ok(meta.body(&out)))
     }
     .await;
     drop(p.admission);
     match result {
-        Ok(body) => Json(body).into_response(),
+        Ok(Ok(body)) => Ok(Json(body).into_response()),
+        Ok(Err(low)) => Err(low),
         Err(e) => {
             st.0.metrics.failures.with_label_values(&[e.reason()]).inc();
-            e.into_response()
+            Ok(e.into_response())
         }
     }
 }
@@ -378,8 +400,38 @@ fn sse_stream(s: Streaming) -> impl Stream<Item = Result<SseEvent, Infallible>> 
     })
 }
 
+/// With a cascade, hold the first tokens back and judge them: low confidence drops the local
+/// request (cancelling it) before anything was sent.
+async fn judge_first_tokens(s: &mut Streaming, threshold: f64, n: usize) -> Result<(), LowConfidence> {
+    let mut held = Vec::new();
+    let mut lps = Vec::new();
+    while let Some(e) = s.events.next().await {
+        if let Event::Token {
+            choice: 0,
+            logprobs: Some(lp),
+            ..
+        } = &e
+        {
+            lps.push(lp.logprob);
+        }
+        let end = matches!(e, Event::Done(_) | Event::Error(_));
+        held.push(e);
+        if end || lps.len() >= n {
+            break;
+        }
+    }
+    if let Some(m) = mean(lps.into_iter()).filter(|&m| m < threshold) {
+        return Err(LowConfidence { mean_logprob: m });
+    }
+    for e in held {
+        s.translate(e);
+    }
+    Ok(())
+}
+
 /// Answer with an SSE stream. Dropping the stream (client gone) cancels the request.
-pub fn stream(st: AppState, rid: String, p: Prepared, t0: Instant) -> Response {
+pub async fn stream(st: AppState, rid: String, p: Prepared, t0: Instant) -> Result<Response, LowConfidence> {
+    let cascade = p.cascade;
     let setup = || -> Result<Streaming, ApiError> {
         let meta = Meta::new(&st, &rid, p.kind, p.logprobs)?;
         let n = p.req.n;
@@ -411,11 +463,13 @@ pub fn stream(st: AppState, rid: String, p: Prepared, t0: Instant) -> Response {
             _admission: p.admission,
         })
     };
-    match setup() {
-        Ok(s) => {
-            debug_assert!(s.n >= 1);
-            Sse::new(sse_stream(s)).into_response()
-        }
-        Err(e) => e.into_response(),
+    let mut s = match setup() {
+        Ok(s) => s,
+        Err(e) => return Ok(e.into_response()),
+    };
+    if let Some((threshold, n)) = cascade {
+        judge_first_tokens(&mut s, threshold, n.max(1)).await?;
     }
+    debug_assert!(s.n >= 1);
+    Ok(Sse::new(sse_stream(s)).into_response())
 }

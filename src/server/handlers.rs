@@ -24,7 +24,7 @@ use serde_json::Value;
 
 /// Where a validated request runs.
 enum Plan {
-    Local(Prepared),
+    Local(Box<Prepared>),
     Remote(String, Reason),
 }
 
@@ -82,8 +82,8 @@ async fn handle(st: AppState, rid: RequestIdValue, headers: HeaderMap, body: Bod
         Ok(Plan::Local(p)) => {
             let streaming = p.stream;
             let outcome = match streaming {
-                true => responses::stream(st.clone(), rid.0.clone(), p, t0).await,
-                false => responses::complete(st.clone(), rid.0.clone(), p, t0).await,
+                true => responses::stream(st.clone(), rid.0.clone(), *p, t0).await,
+                false => responses::complete(st.clone(), rid.0.clone(), *p, t0).await,
             };
             let fallback =
                 st.0.routing
@@ -291,7 +291,7 @@ fn plan(st: &AppState, raw: Value, kind: Endpoint) -> Result<Plan, ApiError> {
             None => return Err(e),
         },
     };
-    Ok(Plan::Local(Prepared {
+    Ok(Plan::Local(Box::new(Prepared {
         cascade,
         kind,
         req,
@@ -299,5 +299,5 @@ fn plan(st: &AppState, raw: Value, kind: Endpoint) -> Result<Plan, ApiError> {
         include_usage: common.include_usage(),
         logprobs: logprobs.is_some(),
         admission,
-    }))
+    })))
 }

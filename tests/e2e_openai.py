@@ -5,6 +5,7 @@ Usage: e2e_openai.py AISLE_BINARY MODEL_DIR  (run by scripts/test_e2e.sh)
 Prints one line per check and a final 'N passed, N failed' line; exits non-zero on failure.
 """
 import asyncio
+import json
 import os
 import re
 import signal
@@ -39,11 +40,13 @@ def free_port():
 
 
 class Server:
-    def __init__(self, *extra):
+    def __init__(self, *extra, model=MODEL, name="shop", env=None):
         self.port = free_port()
-        args = [BIN, "serve", "--model", MODEL, "--port", str(self.port), "--served-model-name", "shop",
-                "--api-key", KEY, "--block-size", "4", "--kv-cache-mb", "16", *extra]
-        self.proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+        args = [BIN, "serve", "--port", str(self.port), "--api-key", KEY, "--block-size", "4", "--kv-cache-mb", "16", *extra]
+        if model:
+            args += ["--model", model, "--served-model-name", name]
+        self.proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+                                     env={**os.environ, **(env or {})})
         self.base = f"http://127.0.0.1:{self.port}"
         deadline = time.time() + 60
         while time.time() < deadline:
@@ -203,6 +206,89 @@ def sigterm_test():
     check("SIGTERM: in-flight complete, new get 503, exit 0", body)
 
 
+def shape(v):
+    """The key structure of a JSON value (what a client's parser depends on)."""
+    if isinstance(v, dict):
+        return {k: shape(x) for k, x in v.items() if k != "cost_usd"}
+    if isinstance(v, list):
+        return [shape(v[0])] if v else []
+    return type(v).__name__ if v is not None else None
+
+
+def routing_test():
+    remote = Server("--max-seqs", "16", model=os.path.join(os.path.dirname(MODEL), "llama"), name="big-model")
+    cfg = os.path.join(os.environ.get("TMPDIR", "/tmp"), f"aisle-e2e-{os.getpid()}.toml")
+    with open(cfg, "w") as f:
+        f.write(f"""
+[local]
+model = "{MODEL}"
+name = "shop"
+price = {{ prompt_per_1m = 0.02, completion_per_1m = 0.04 }}
+
+[[remote]]
+name = "big"
+base_url = "{remote.base}/v1"
+api_key_env = "AISLE_E2E_REMOTE_KEY"
+model = "big-model"
+price = {{ prompt_per_1m = 0.15, completion_per_1m = 0.60 }}
+max_retries = 1
+
+[aliases]
+smart = "big"
+
+[routing]
+fallback = "big"
+""")
+    local = Server("--config", cfg, "--max-seqs", "2", "--max-waiting", "0", "--step-delay-ms", "5",
+                   model=None, env={"AISLE_E2E_REMOTE_KEY": KEY})
+    c = local.client()
+    msgs = [{"role": "user", "content": "Is the café grinder in stock?"}]
+
+    def same_shapes():
+        kw = dict(messages=msgs, max_tokens=6, temperature=0, extra_body={"ignore_eos": True})
+        loc = c.chat.completions.with_raw_response.create(model="shop", **kw)
+        rem = c.chat.completions.with_raw_response.create(model="smart", **kw)
+        assert loc.headers["x-aisle-route"] == "local" and rem.headers["x-aisle-route"] == "remote:big"
+        lj, rj = loc.parse().model_dump(), rem.parse().model_dump()
+        assert rj["model"] == "big-model" and lj["model"] == "shop"
+        assert shape(lj) == shape(rj), (shape(lj), shape(rj))
+        assert rj["usage"]["cost_usd"] > 0 and lj["usage"]["cost_usd"] > 0
+        ls = [ch.model_dump() for ch in c.chat.completions.create(model="shop", stream=True, **kw)]
+        rs = [ch.model_dump() for ch in c.chat.completions.create(model="smart", stream=True, **kw)]
+        # Different models give different numbers of content chunks; compare the kinds of chunk
+        # and the first (role) and last (finish) ones.
+        kinds = lambda chunks: {json.dumps(shape(x), sort_keys=True) for x in chunks}
+        assert kinds(ls) == kinds(rs), (kinds(ls) ^ kinds(rs))
+        assert shape(ls[0]) == shape(rs[0]) and shape(ls[-1]) == shape(rs[-1])
+        assert ls[-1]["choices"][0]["finish_reason"] == rs[-1]["choices"][0]["finish_reason"] == "length"
+        assert len({x["id"] for x in rs}) == 1 and rs[0]["id"].startswith("chatcmpl-")
+
+    def burst_loses_nothing():
+        async def one(client, i):
+            r = await client.chat.completions.with_raw_response.create(
+                model="shop", messages=msgs, max_tokens=12, temperature=0, extra_body={"ignore_eos": True})
+            body = r.parse()
+            assert body.choices[0].finish_reason == "length" and body.choices[0].message.content
+            return r.headers["x-aisle-route"]
+
+        async def run():
+            client = AsyncOpenAI(base_url=local.base + "/v1", api_key=KEY, max_retries=0, timeout=60)
+            return await asyncio.gather(*(one(client, i) for i in range(24)), return_exceptions=True)
+
+        routes = asyncio.run(run())
+        errors = [r for r in routes if isinstance(r, Exception)]
+        assert not errors, f"{len(errors)} lost: {errors[0]!r}"
+        assert routes.count("local") >= 1 and routes.count("remote:big") >= 1, routes
+
+    try:
+        check("routing: local and remote give identical response shapes", same_shapes)
+        check("routing: a burst overflowing the local queue loses no request", burst_loses_nothing)
+    finally:
+        local.stop()
+        remote.stop()
+        os.remove(cfg)
+
+
 def main():
     srv = Server("--max-seqs", "4", "--max-waiting", "2")
     try:
@@ -216,6 +302,7 @@ def main():
         code = srv.stop()
         check("server exits 0 on SIGTERM", lambda: (_ for _ in ()).throw(AssertionError(code)) if code != 0 else None)
     sigterm_test()
+    routing_test()
     failed = [n for n, e in results if e]
     print(f"e2e: {len(results) - len(failed)} passed, {len(failed)} failed")
     sys.exit(1 if failed else 0)

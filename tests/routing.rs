@@ -53,7 +53,7 @@ async fn fake_remote() -> String {
     format!("http://{addr}/v1")
 }
 
-fn routing(base_url: &str, cascade: Option<f64>) -> RoutingConfig {
+fn routing(base_url: &str, cascade: Option<f64>, routing_extra: &str) -> RoutingConfig {
     let cascade = match cascade {
         Some(t) => format!("[routing.cascade]\nenabled = true\nmin_mean_logprob = {t:.1}\nstream_decide_tokens = 3\n"),
         None => String::new(),
@@ -80,6 +80,7 @@ smart = "big"
 
 [routing]
 fallback = "big"
+{routing_extra}
 
 [routing.complex]
 keywords = ["compare"]
@@ -99,6 +100,17 @@ fn local(base_url: &str, max_seqs: usize, max_waiting: usize) -> Local {
 }
 
 fn local_with(base_url: &str, max_seqs: usize, max_waiting: usize, cascade: Option<f64>) -> Local {
+    local_full(base_url, max_seqs, max_waiting, cascade, "", Duration::ZERO)
+}
+
+fn local_full(
+    base_url: &str,
+    max_seqs: usize,
+    max_waiting: usize,
+    cascade: Option<f64>,
+    extra: &str,
+    step: Duration,
+) -> Local {
     let model = LoadedModel::load_dir(&common::fixture("mistral")).unwrap();
     let opts = ExecutorOptions {
         device: DeviceSpec::Cpu,
@@ -115,7 +127,7 @@ fn local_with(base_url: &str, max_seqs: usize, max_waiting: usize, cascade: Opti
             max_seqs,
         },
     );
-    let engine = Engine::spawn(core);
+    let engine = Engine::spawn_with_delay(core, step);
     let cfg = ServerConfig {
         model_name: "shop".into(),
         api_keys: vec![],
@@ -127,7 +139,7 @@ fn local_with(base_url: &str, max_seqs: usize, max_waiting: usize, cascade: Opti
             completion_per_1m: 2.0,
         },
     };
-    let state = AppState::with_routing(cfg, Some(Backends::new(routing(base_url, cascade)).unwrap()));
+    let state = AppState::with_routing(cfg, Some(Backends::new(routing(base_url, cascade, extra)).unwrap()));
     state.set_model(ServedModel {
         engine: engine.handle(),
         tokenizer: model.tokenizer.clone(),
@@ -342,4 +354,27 @@ async fn confidence_cascade_discards_unsure_local_answers() {
         text.trim_end().ends_with("data: [DONE]") && !text.contains("\"logprobs\":{"),
         "{text}"
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_local_deadline_before_any_answer_goes_remote() {
+    let base = fake_remote().await;
+    for stream in [false, true] {
+        // One slot, 100 ms per step, local deadline 150 ms: A holds the slot; B waits and its
+        // deadline passes before it ever runs, so B is answered by the remote.
+        let l = local_full(&base, 1, 4, None, "local_timeout_ms = 150", Duration::from_millis(100));
+        let a = json!({"model": "shop", "prompt": "The", "max_tokens": 100, "ignore_eos": true, "stream": true});
+        let held = l.router.clone().oneshot(post_json("/v1/completions", a)).await.unwrap();
+        assert_eq!(held.headers()["x-aisle-route"], "local");
+        let b = chat("shop", "price?", json!({"stream": stream}));
+        let (st, route, text) = call(&l.router, post_json("/v1/chat/completions", b)).await;
+        assert_eq!(
+            (st, route.as_str()),
+            (StatusCode::OK, "remote:big"),
+            "stream={stream}: {text}"
+        );
+        assert!(text.contains("from remote"));
+        assert!(metric(&l.router, "aisle:fallback_total{reason=\"local_error\"} 1").await);
+        drop(held);
+    }
 }

@@ -158,7 +158,12 @@ impl EngineCore {
     }
 
     /// Queue a request; an invalid one gets `Event::Error` and is dropped.
-    pub fn add(&mut self, id: RequestId, mut req: GenerationRequest, sink: EventSink) {
+    pub fn add(&mut self, id: RequestId, req: GenerationRequest, sink: EventSink) {
+        self.add_at(id, req, sink, Instant::now());
+    }
+
+    /// `add` for a request that arrived at `arrival` (its deadline counts from then).
+    pub fn add_at(&mut self, id: RequestId, mut req: GenerationRequest, sink: EventSink, arrival: Instant) {
         if let Err(e) = self.validate(&mut req) {
             let _ = sink.send(Event::Error(e.to_string()));
             return;
@@ -181,7 +186,7 @@ impl EngineCore {
                 finished: false,
             });
         }
-        let deadline = req.timeout.map(|t| Instant::now() + t);
+        let deadline = req.timeout.map(|t| arrival + t);
         let state = RequestState {
             req,
             sink,

@@ -16,7 +16,8 @@ use super::core::{EngineCore, EngineStats, EventSink};
 use super::request::{Event, FinishReason, GenerationRequest, RequestId, RequestOutput};
 
 enum Command {
-    Add(RequestId, Box<GenerationRequest>, EventSink),
+    /// With the client's submit time: deadlines count from there.
+    Add(RequestId, Box<GenerationRequest>, EventSink, std::time::Instant),
     Abort(RequestId),
     Stats(Sender<EngineStats>),
 }
@@ -84,7 +85,7 @@ fn dead_handle() -> EngineHandle {
 
 fn apply(core: &mut EngineCore, cmd: Command) {
     match cmd {
-        Command::Add(id, req, sink) => core.add(id, *req, sink),
+        Command::Add(id, req, sink, arrival) => core.add_at(id, *req, sink, arrival),
         Command::Abort(id) => core.abort(id, FinishReason::Cancelled),
         Command::Stats(reply) => {
             let _ = reply.send(core.stats());
@@ -126,7 +127,7 @@ impl EngineHandle {
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
         let (sink, rx) = unbounded_channel();
         self.tx
-            .send(Command::Add(id, Box::new(req), sink))
+            .send(Command::Add(id, Box::new(req), sink, std::time::Instant::now()))
             .map_err(|_| EngineGone)?;
         Ok(RequestStream {
             id,

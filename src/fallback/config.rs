@@ -137,6 +137,9 @@ pub struct RoutingRules {
     pub context_overflow: bool,
     #[serde(default = "yes")]
     pub on_local_error: bool,
+    /// Deadline for local requests; one that expires before answering goes remote
+    /// (`local_error`).
+    pub local_timeout_ms: Option<u64>,
     #[serde(default)]
     pub cascade: CascadeConfig,
     #[serde(default)]

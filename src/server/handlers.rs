@@ -17,7 +17,7 @@ use serde_json::json;
 use super::api::{ChatRequest, CompletionRequest, MessageContent, PromptInput};
 use super::errors::{ApiError, ApiErrorKind};
 use super::proxy::proxy;
-use super::responses::{self, Endpoint, Prepared};
+use super::responses::{self, Endpoint, Prepared, Reroute};
 use super::{AppState, RequestIdValue, ServedModel};
 use crate::fallback::{decide, Reason, Route, RouteInput};
 use serde_json::Value;
@@ -90,19 +90,18 @@ async fn handle(st: AppState, rid: RequestIdValue, headers: HeaderMap, body: Bod
                     .as_ref()
                     .and_then(|r| r.cfg.rules.fallback.clone().map(|f| (r, f)));
             match (outcome, fallback) {
-                (Err(low), Some((_, fb))) => {
-                    tracing::info!(target: "aisle::request", request_id = %rid.0, mean_logprob = low.mean_logprob, "low confidence");
-                    proxy(&st, &rid.0, kind, raw, &fb, Reason::LowConfidence, t0).await
-                }
-                (Ok(resp), Some((r, fb)))
-                    if !streaming && resp.status().is_server_error() && r.cfg.rules.on_local_error =>
-                {
-                    proxy(&st, &rid.0, kind, raw, &fb, Reason::LocalError, t0).await
+                (Err(why), Some((_, fb))) => {
+                    let reason = match &why {
+                        Reroute::LowConfidence(_) => Reason::LowConfidence,
+                        Reroute::Failed(_) => Reason::LocalError,
+                    };
+                    tracing::info!(target: "aisle::request", request_id = %rid.0, ?why, "rerouting");
+                    proxy(&st, &rid.0, kind, raw, &fb, reason, t0).await
                 }
                 (Ok(resp), _) => local_route(resp),
-                (Err(_), None) => {
-                    local_route(ApiError::new(ApiErrorKind::Internal, "cascade without a fallback").into_response())
-                }
+                (Err(why), None) => local_route(
+                    ApiError::new(ApiErrorKind::Internal, format!("local route gave up: {why:?}")).into_response(),
+                ),
             }
         }
     }
@@ -284,6 +283,10 @@ fn plan(st: &AppState, raw: Value, kind: Endpoint) -> Result<Plan, ApiError> {
         // The cascade needs each token's logprob even when the client did not ask for them.
         req.sampling.logprobs.get_or_insert(0);
     }
+    let reroute = routing.filter(|r| r.cfg.rules.on_local_error && r.cfg.rules.fallback.is_some());
+    req.timeout = reroute
+        .and_then(|r| r.cfg.rules.local_timeout_ms)
+        .map(std::time::Duration::from_millis);
     let admission = match st.admit(model) {
         Ok(a) => a,
         Err(e) => match routing.and_then(|r| r.cfg.rules.fallback.clone()) {
@@ -293,6 +296,7 @@ fn plan(st: &AppState, raw: Value, kind: Endpoint) -> Result<Plan, ApiError> {
     };
     Ok(Plan::Local(Box::new(Prepared {
         cascade,
+        can_reroute: reroute.is_some(),
         kind,
         req,
         stream: common.streaming(),

@@ -32,6 +32,8 @@ pub enum Endpoint {
 pub struct Prepared {
     /// Confidence cascade: (minimum mean token logprob, tokens to judge a stream on).
     pub cascade: Option<(f64, usize)>,
+    /// A local failure or deadline before any answer may be rerouted to a remote.
+    pub can_reroute: bool,
     pub kind: Endpoint,
     pub req: GenerationRequest,
     pub stream: bool,
@@ -52,10 +54,13 @@ struct Meta {
     price: crate::fallback::Price,
 }
 
-/// The local answer was not confident enough; the caller asks a remote instead.
-#[derive(Debug, Clone, Copy, PartialEq)]
-pub struct LowConfidence {
-    pub mean_logprob: f64,
+/// The local route gave up before answering; the caller asks a remote instead.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Reroute {
+    /// The answer's mean token logprob was below the cascade threshold.
+    LowConfidence(f64),
+    /// The local request failed or hit its deadline.
+    Failed(String),
 }
 
 /// Mean of the logprobs, or `None` without any.
@@ -268,8 +273,8 @@ fn engine_error(message: String) -> ApiError {
 
 /// Run to completion and answer with one JSON body. If the client disconnects, this future is
 /// dropped with the `RequestStream`, which cancels the request.
-pub async fn complete(st: AppState, rid: String, p: Prepared, t0: Instant) -> Result<Response, LowConfidence> {
-    let cascade = p.cascade;
+pub async fn complete(st: AppState, rid: String, p: Prepared, t0: Instant) -> Result<Response, Reroute> {
+    let (cascade, can_reroute) = (p.cascade, p.can_reroute);
     let result = async {
         let meta = Meta::new(&st, &rid, p.kind, p.logprobs)?;
         let mut events = submit(&st, p.req)?;
@@ -284,12 +289,22 @@ pub async fn complete(st: AppState, rid: String, p: Prepared, t0: Instant) -> Re
         let mut out = RequestOutput::default();
         while let Some(e) = events.next().await {
             tracker.on_event(&e);
+            if let (Event::Error(msg), true) = (&e, can_reroute) {
+                return Ok(Err(Reroute::Failed(msg.clone())));
+            }
             out.apply(e).map_err(engine_error)?;
+        }
+        let timed_out = out
+            .choices
+            .iter()
+            .any(|c| c.finish_reason == Some(FinishReason::Timeout));
+        if can_reroute && timed_out {
+            return Ok(Err(Reroute::Failed("the local deadline expired".into())));
         }
         if let Some((threshold, _)) = cascade {
             let m = mean(out.choices.iter().flat_map(|c| c.logprobs.iter().map(|l| l.logprob)));
             if let Some(m) = m.filter(|&m| m < threshold) {
-                return Ok(Err(LowConfidence { mean_logprob: m }));
+                return Ok(Err(Reroute::LowConfidence(m)));
             }
         }
         tracker.done(&out, 200);
@@ -400,28 +415,41 @@ fn sse_stream(s: Streaming) -> impl Stream<Item = Result<SseEvent, Infallible>> 
     })
 }
 
-/// With a cascade, hold the first tokens back and judge them: low confidence drops the local
-/// request (cancelling it) before anything was sent.
-async fn judge_first_tokens(s: &mut Streaming, threshold: f64, n: usize) -> Result<(), LowConfidence> {
-    let mut held = Vec::new();
-    let mut lps = Vec::new();
+/// Hold the start of a local stream back until it can no longer be rerouted: with a cascade,
+/// judge the first N tokens; with a fallback, wait for the first token so a failure or
+/// deadline before it can still go remote. Nothing has been sent while this runs.
+async fn hold_start(s: &mut Streaming, cascade: Option<(f64, usize)>, can_reroute: bool) -> Result<(), Reroute> {
+    let need = match (cascade, can_reroute) {
+        (Some((_, n)), _) => n.max(1),
+        (None, true) => 1,
+        (None, false) => return Ok(()),
+    };
+    let (mut held, mut lps, mut tokens) = (Vec::new(), Vec::new(), 0);
     while let Some(e) = s.events.next().await {
-        if let Event::Token {
-            choice: 0,
-            logprobs: Some(lp),
-            ..
-        } = &e
-        {
-            lps.push(lp.logprob);
+        match &e {
+            Event::Token {
+                choice: 0, logprobs, ..
+            } => {
+                tokens += 1;
+                lps.extend(logprobs.as_ref().map(|l| l.logprob));
+            }
+            Event::Finished {
+                reason: FinishReason::Timeout | FinishReason::Error,
+                ..
+            } if can_reroute && tokens == 0 => {
+                return Err(Reroute::Failed("the local deadline expired".into()));
+            }
+            Event::Error(msg) if can_reroute => return Err(Reroute::Failed(msg.clone())),
+            _ => {}
         }
         let end = matches!(e, Event::Done(_) | Event::Error(_));
         held.push(e);
-        if end || lps.len() >= n {
+        if end || tokens >= need {
             break;
         }
     }
-    if let Some(m) = mean(lps.into_iter()).filter(|&m| m < threshold) {
-        return Err(LowConfidence { mean_logprob: m });
+    if let Some(m) = cascade.and_then(|(t, _)| mean(lps.into_iter()).filter(|&m| m < t)) {
+        return Err(Reroute::LowConfidence(m));
     }
     for e in held {
         s.translate(e);
@@ -430,8 +458,8 @@ async fn judge_first_tokens(s: &mut Streaming, threshold: f64, n: usize) -> Resu
 }
 
 /// Answer with an SSE stream. Dropping the stream (client gone) cancels the request.
-pub async fn stream(st: AppState, rid: String, p: Prepared, t0: Instant) -> Result<Response, LowConfidence> {
-    let cascade = p.cascade;
+pub async fn stream(st: AppState, rid: String, p: Prepared, t0: Instant) -> Result<Response, Reroute> {
+    let (cascade, can_reroute) = (p.cascade, p.can_reroute);
     let setup = || -> Result<Streaming, ApiError> {
         let meta = Meta::new(&st, &rid, p.kind, p.logprobs)?;
         let n = p.req.n;
@@ -467,9 +495,7 @@ pub async fn stream(st: AppState, rid: String, p: Prepared, t0: Instant) -> Resu
         Ok(s) => s,
         Err(e) => return Ok(e.into_response()),
     };
-    if let Some((threshold, n)) = cascade {
-        judge_first_tokens(&mut s, threshold, n.max(1)).await?;
-    }
+    hold_start(&mut s, cascade, can_reroute).await?;
     debug_assert!(s.n >= 1);
     Ok(Sse::new(sse_stream(s)).into_response())
 }

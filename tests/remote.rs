@@ -52,6 +52,20 @@ async fn fault(State(hits): State<Hits>, Path(mode): Path<String>, Json(body): J
         "e500" => (StatusCode::INTERNAL_SERVER_ERROR, "boom").into_response(),
         "e429" if n == 0 => (StatusCode::TOO_MANY_REQUESTS, [("retry-after", "0.3")], "slow down").into_response(),
         "e429" => Json(ok_body(&model)).into_response(),
+        "trickle" => {
+            // One chunk, then silence far beyond the client's total timeout.
+            let c = json!({"choices": [{"index": 0, "delta": {"content": "hi"}}]}).to_string();
+            let parts = futures_util::stream::iter([0, 1]).then(move |i| {
+                let chunk = format!("data: {c}\n\n");
+                async move {
+                    if i == 1 {
+                        tokio::time::sleep(Duration::from_secs(30)).await;
+                    }
+                    Ok::<_, std::io::Error>(bytes::Bytes::from(chunk))
+                }
+            });
+            ([("content-type", "text/event-stream")], Body::from_stream(parts)).into_response()
+        }
         "fail2" if n < 2 => (StatusCode::SERVICE_UNAVAILABLE, "warming up").into_response(),
         "fail2" => Json(ok_body(&model)).into_response(),
         "bad" => ([("content-type", "application/json")], "{not json").into_response(),
@@ -197,4 +211,20 @@ async fn breaker_opens_rejects_fast_and_closes_after_a_good_probe() {
     let probe = b.complete("chat/completions", &req()).await.unwrap();
     assert_eq!(probe["model"], "big-model");
     assert_eq!(b.breaker_code(), 0, "a successful probe closes the circuit");
+}
+
+#[tokio::test]
+async fn a_stalled_stream_ends_at_the_total_timeout() {
+    let (base, _) = fault_server().await;
+    let mut cfg = backend(&base, "trickle", 0, 5).cfg.clone();
+    cfg.total_timeout_ms = 600;
+    let b = RemoteBackend::new(cfg).unwrap();
+    let start = Instant::now();
+    let items: Vec<_> = b.stream("chat/completions", &req()).await.unwrap().collect().await;
+    assert!(items[0].is_ok());
+    assert!(
+        matches!(items.last().unwrap(), Err(RemoteError::Timeout { stage: "total", .. })),
+        "{items:?}"
+    );
+    assert!(start.elapsed() < Duration::from_secs(3), "bounded, not hung");
 }

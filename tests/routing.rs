@@ -265,13 +265,17 @@ async fn overload_goes_remote_instead_of_429() {
         .await
         .unwrap();
     assert_eq!(held.headers()["x-aisle-route"], "local");
-    let (st, route, body) = call(
-        &l.router,
-        post_json("/v1/chat/completions", chat("shop", "price?", json!({}))),
-    )
-    .await;
-    assert_eq!((st, route.as_str()), (StatusCode::OK, "remote:big"), "{body}");
-    assert!(metric(&l.router, "aisle:fallback_total{reason=\"overload\"} 1").await);
+    for stream in [false, true] {
+        let body = chat("shop", "price?", json!({"stream": stream}));
+        let (st, route, text) = call(&l.router, post_json("/v1/chat/completions", body)).await;
+        assert_eq!(
+            (st, route.as_str()),
+            (StatusCode::OK, "remote:big"),
+            "stream={stream}: {text}"
+        );
+        assert!(text.contains("from remote"));
+    }
+    assert!(metric(&l.router, "aisle:fallback_total{reason=\"overload\"} 2").await);
     drop(held);
 }
 

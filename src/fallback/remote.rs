@@ -241,14 +241,17 @@ impl RemoteBackend {
     pub async fn stream(&self, path: &str, body: &Value) -> Result<ChunkStream, RemoteError> {
         let mut body = body.clone();
         body["stream"] = Value::Bool(true);
+        let deadline = Instant::now() + Duration::from_millis(self.cfg.total_timeout_ms);
         let resp = self.send_with_retries(path, &body).await?;
         self.record(true);
-        Ok(Box::pin(sse_chunks(self.cfg.name.clone(), resp.bytes_stream())))
+        let total = (deadline, self.cfg.total_timeout_ms);
+        Ok(Box::pin(sse_chunks(self.cfg.name.clone(), resp.bytes_stream(), total)))
     }
 }
 
-/// Turn a byte stream into parsed SSE `data:` JSON payloads.
-fn sse_chunks<S>(name: String, bytes: S) -> impl Stream<Item = Result<Value, RemoteError>> + Send
+/// Turn a byte stream into parsed SSE `data:` JSON payloads, ending with a timeout error if
+/// the stream outlives `total` (its deadline and the configured milliseconds).
+fn sse_chunks<S>(name: String, bytes: S, total: (Instant, u64)) -> impl Stream<Item = Result<Value, RemoteError>> + Send
 where
     S: Stream<Item = reqwest::Result<bytes::Bytes>> + Send + Unpin + 'static,
 {
@@ -265,7 +268,7 @@ where
             done: false,
             name,
         },
-        |mut st| async move {
+        move |mut st| async move {
             loop {
                 if st.done {
                     return None;
@@ -291,7 +294,16 @@ where
                     st.done = item.is_err();
                     return Some((item, st));
                 }
-                match st.bytes.next().await {
+                let Ok(next) = tokio::time::timeout_at(total.0.into(), st.bytes.next()).await else {
+                    st.done = true;
+                    let err = RemoteError::Timeout {
+                        name: st.name.clone(),
+                        stage: "total",
+                        ms: total.1,
+                    };
+                    return Some((Err(err), st));
+                };
+                match next {
                     Some(Ok(b)) => st.buf.push_str(&String::from_utf8_lossy(&b).replace("\r\n", "\n")),
                     Some(Err(e)) => {
                         st.done = true;

@@ -91,6 +91,17 @@ fn usage_json(u: &Usage, price: &crate::fallback::Price) -> Value {
 }
 
 impl Tracker {
+    fn new(st: &AppState, rid: &str, t0: Instant) -> Tracker {
+        Tracker {
+            st: st.clone(),
+            rid: rid.to_string(),
+            t0,
+            started: None,
+            first: None,
+            last: None,
+        }
+    }
+
     fn on_event(&mut self, e: &Event) {
         let now = Instant::now();
         match e {
@@ -278,14 +289,7 @@ pub async fn complete(st: AppState, rid: String, p: Prepared, t0: Instant) -> Re
     let result = async {
         let meta = Meta::new(&st, &rid, p.kind, p.logprobs)?;
         let mut events = submit(&st, p.req)?;
-        let mut tracker = Tracker {
-            st: st.clone(),
-            rid: rid.clone(),
-            t0,
-            started: None,
-            first: None,
-            last: None,
-        };
+        let mut tracker = Tracker::new(&st, &rid, t0);
         let mut out = RequestOutput::default();
         while let Some(e) = events.next().await {
             tracker.on_event(&e);
@@ -474,14 +478,7 @@ pub async fn stream(st: AppState, rid: String, p: Prepared, t0: Instant) -> Resu
         Ok(Streaming {
             meta,
             events,
-            tracker: Tracker {
-                st: st.clone(),
-                rid: rid.clone(),
-                t0,
-                started: None,
-                first: None,
-                last: None,
-            },
+            tracker: Tracker::new(&st, &rid, t0),
             out: RequestOutput::default(),
             pending,
             include_usage: p.include_usage,

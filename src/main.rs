@@ -61,12 +61,8 @@ struct ServeArgs {
     /// KV cache size in MiB.
     #[arg(long, default_value_t = 512)]
     kv_cache_mb: usize,
-    #[arg(long, default_value_t = 16)]
-    block_size: usize,
-    #[arg(long, default_value_t = 512)]
-    max_batched_tokens: usize,
-    #[arg(long, default_value_t = 64)]
-    max_seqs: usize,
+    #[command(flatten)]
+    engine: EngineArgs,
     /// Seconds to let in-flight requests finish after SIGTERM/SIGINT.
     #[arg(long, default_value_t = 30)]
     shutdown_timeout: u64,
@@ -145,6 +141,13 @@ struct GenerateArgs {
     /// Keep generating past end-of-sequence tokens.
     #[arg(long)]
     ignore_eos: bool,
+    #[command(flatten)]
+    engine: EngineArgs,
+}
+
+/// Engine sizing shared by `generate` and `serve`.
+#[derive(Args)]
+struct EngineArgs {
     /// KV cache block size in tokens.
     #[arg(long, default_value_t = 16)]
     block_size: usize,
@@ -154,6 +157,15 @@ struct GenerateArgs {
     /// Most sequences decoding at once.
     #[arg(long, default_value_t = 64)]
     max_seqs: usize,
+}
+
+impl EngineArgs {
+    fn scheduler(&self) -> SchedulerConfig {
+        SchedulerConfig {
+            max_batched_tokens: self.max_batched_tokens,
+            max_seqs: self.max_seqs,
+        }
+    }
 }
 
 fn init_logging(default: &str, json: bool) {
@@ -272,13 +284,10 @@ fn run_generate(args: GenerateArgs) -> Result<()> {
     let opts = ExecutorOptions {
         device,
         dtype: args.model.dtype.0,
-        block_size: args.block_size,
-        num_blocks: tokens.div_ceil(args.block_size) + encoded.len(),
+        block_size: args.engine.block_size,
+        num_blocks: tokens.div_ceil(args.engine.block_size) + encoded.len(),
     };
-    let sched = SchedulerConfig {
-        max_batched_tokens: args.max_batched_tokens,
-        max_seqs: args.max_seqs,
-    };
+    let sched = args.engine.scheduler();
     let core = EngineCore::new(
         model.executor(&opts)?,
         model.tokenizer.clone(),
@@ -379,14 +388,11 @@ fn run_serve(args: ServeArgs) -> Result<()> {
         executor: ExecutorOptions {
             device: args.model.device.parse()?,
             dtype: args.model.dtype.0,
-            block_size: args.block_size,
+            block_size: args.engine.block_size,
             num_blocks: 0,
         },
         kv_cache_mib: args.kv_cache_mb,
-        scheduler: SchedulerConfig {
-            max_batched_tokens: args.max_batched_tokens,
-            max_seqs: args.max_seqs,
-        },
+        scheduler: args.engine.scheduler(),
         shutdown_timeout: std::time::Duration::from_secs(args.shutdown_timeout),
         step_delay: std::time::Duration::from_millis(args.step_delay_ms),
         server: aisle::server::ServerConfig {

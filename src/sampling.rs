@@ -151,9 +151,21 @@ impl Sampler {
         row
     }
 
+    /// Whether bias or penalties change the logits (otherwise they are used in place).
+    fn processes(&self) -> bool {
+        let p = &self.params;
+        !p.logit_bias.is_empty()
+            || p.repetition_penalty != 1.0
+            || p.presence_penalty != 0.0
+            || p.frequency_penalty != 0.0
+    }
+
     /// Pick the next token; with `logprobs` requested also return them.
     pub fn sample(&mut self, logits: &[f32], prompt: &[u32], output: &[u32]) -> (u32, Option<TokenLogprobs>) {
-        let row = self.process(logits, prompt, output);
+        let row = match self.processes() {
+            true => std::borrow::Cow::Owned(self.process(logits, prompt, output)),
+            false => std::borrow::Cow::Borrowed(logits),
+        };
         let token = if self.params.temperature <= 0.0 || self.params.top_k == 1 {
             argmax(&row)
         } else {

@@ -6,17 +6,14 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-use aisle::backend::{DeviceSpec, ExecutorOptions};
-use aisle::engine::{Engine, EngineCore, SchedulerConfig};
+use aisle::engine::Engine;
 use aisle::fallback::{Backends, RoutingConfig};
-use aisle::runtime::LoadedModel;
-use aisle::server::{app, AppState, ServedModel, ServerConfig};
+use aisle::server::{app, AppState, ServerConfig};
 use axum::body::Body;
 use axum::http::{Request, StatusCode};
 use axum::response::IntoResponse;
 use axum::routing::post;
 use axum::{Json, Router};
-use candle_core::DType;
 use serde_json::{json, Value};
 use tower::ServiceExt;
 
@@ -111,23 +108,7 @@ fn local_full(
     extra: &str,
     step: Duration,
 ) -> Local {
-    let model = LoadedModel::load_dir(&common::fixture("mistral")).unwrap();
-    let opts = ExecutorOptions {
-        device: DeviceSpec::Cpu,
-        dtype: DType::F32,
-        block_size: 4,
-        num_blocks: 256,
-    };
-    let core = EngineCore::new(
-        model.executor(&opts).unwrap(),
-        model.tokenizer.clone(),
-        model.eos_token_ids(),
-        SchedulerConfig {
-            max_batched_tokens: 64,
-            max_seqs,
-        },
-    );
-    let engine = Engine::spawn_with_delay(core, step);
+    let (served, engine) = common::served_mistral(max_seqs, step);
     let cfg = ServerConfig {
         model_name: "shop".into(),
         api_keys: vec![],
@@ -140,15 +121,7 @@ fn local_full(
         },
     };
     let state = AppState::with_routing(cfg, Some(Backends::new(routing(base_url, cascade, extra)).unwrap()));
-    state.set_model(ServedModel {
-        engine: engine.handle(),
-        tokenizer: model.tokenizer.clone(),
-        vocab: model.config.vocab_size,
-        context: model.config.max_position_embeddings,
-        max_seqs,
-        version: "t".into(),
-        created: 0,
-    });
+    state.set_model(served);
     Local {
         router: app(state),
         _engine: engine,

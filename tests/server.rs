@@ -5,14 +5,11 @@ mod common;
 
 use std::time::Duration;
 
-use aisle::backend::{DeviceSpec, ExecutorOptions};
-use aisle::engine::{Engine, EngineCore, SchedulerConfig};
-use aisle::runtime::LoadedModel;
-use aisle::server::{app, AppState, ServedModel, ServerConfig};
+use aisle::engine::Engine;
+use aisle::server::{app, AppState, ServerConfig};
 use axum::body::Body;
 use axum::http::{Request, StatusCode};
 use axum::Router;
-use candle_core::DType;
 use serde_json::{json, Value};
 use tower::ServiceExt;
 
@@ -34,34 +31,9 @@ fn config() -> ServerConfig {
 }
 
 fn server_with(cfg: ServerConfig, max_seqs: usize) -> Server {
-    let model = LoadedModel::load_dir(&common::fixture("mistral")).unwrap();
-    let opts = ExecutorOptions {
-        device: DeviceSpec::Cpu,
-        dtype: DType::F32,
-        block_size: 4,
-        num_blocks: 256,
-    };
-    let sched = SchedulerConfig {
-        max_batched_tokens: 64,
-        max_seqs,
-    };
-    let core = EngineCore::new(
-        model.executor(&opts).unwrap(),
-        model.tokenizer.clone(),
-        model.eos_token_ids(),
-        sched,
-    );
-    let engine = Engine::spawn(core);
+    let (served, engine) = common::served_mistral(max_seqs, Duration::ZERO);
     let state = AppState::new(cfg);
-    state.set_model(ServedModel {
-        engine: engine.handle(),
-        tokenizer: model.tokenizer.clone(),
-        vocab: model.config.vocab_size,
-        context: model.config.max_position_embeddings,
-        max_seqs,
-        version: "test".into(),
-        created: 0,
-    });
+    state.set_model(served);
     Server {
         router: app(state.clone()),
         state,

@@ -64,13 +64,7 @@ impl Golden {
 }
 
 pub fn executor(model: &LoadedModel, dtype: DType, num_blocks: usize) -> Box<dyn Executor> {
-    let opts = ExecutorOptions {
-        device: DeviceSpec::Cpu,
-        dtype,
-        block_size: 4,
-        num_blocks,
-    };
-    model.executor(&opts).expect("executor")
+    executor_with(model, dtype, 4, num_blocks)
 }
 
 pub fn max_abs_diff(a: &[f32], b: &[f32]) -> f32 {
@@ -104,4 +98,43 @@ pub fn greedy_steps(
         logits.push(exec.execute(&b).expect("decode").row(0).to_vec());
     }
     (tokens, logits)
+}
+
+/// An engine thread on the `mistral` fixture and the `ServedModel` a test server needs
+/// (4-token blocks, 256 of them, a 64-token step budget).
+pub fn served_mistral(
+    max_seqs: usize,
+    step_delay: std::time::Duration,
+) -> (aisle::server::ServedModel, aisle::engine::Engine) {
+    let model = LoadedModel::load_dir(&fixture("mistral")).expect("fixture");
+    let core = aisle::engine::EngineCore::new(
+        executor_with(&model, DType::F32, 4, 256),
+        model.tokenizer.clone(),
+        model.eos_token_ids(),
+        aisle::engine::SchedulerConfig {
+            max_batched_tokens: 64,
+            max_seqs,
+        },
+    );
+    let engine = aisle::engine::Engine::spawn_with_delay(core, step_delay);
+    let served = aisle::server::ServedModel {
+        engine: engine.handle(),
+        tokenizer: model.tokenizer.clone(),
+        vocab: model.config.vocab_size,
+        context: model.config.max_position_embeddings,
+        max_seqs,
+        version: "test".into(),
+        created: 0,
+    };
+    (served, engine)
+}
+
+pub fn executor_with(model: &LoadedModel, dtype: DType, block_size: usize, num_blocks: usize) -> Box<dyn Executor> {
+    let opts = ExecutorOptions {
+        device: DeviceSpec::Cpu,
+        dtype,
+        block_size,
+        num_blocks,
+    };
+    model.executor(&opts).expect("executor")
 }

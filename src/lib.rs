@@ -9,6 +9,7 @@ pub mod batch;
 pub mod chat_template;
 pub mod config;
 pub mod engine;
+pub mod eval;
 pub mod fallback;
 pub mod model;
 pub mod model_dir;

@@ -9,6 +9,8 @@ use std::io::Write;
 use anyhow::{Context, Result};
 use clap::{Args, Parser, Subcommand};
 
+mod cli;
+
 use aisle::backend::{compiled_backends, DeviceSpec, ExecutorOptions};
 use aisle::chat_template::ChatMessage;
 use aisle::engine::{Engine, EngineCore, Event, GenerationRequest, RequestOutput, SchedulerConfig};
@@ -30,6 +32,9 @@ enum Command {
     Inspect(ModelArgs),
     /// Serve the model over an OpenAI-compatible HTTP API.
     Serve(Box<ServeArgs>),
+    /// Score a dataset of chat requests (key-fact accuracy, latency, tokens/s), in-process or
+    /// against a running server.
+    Eval(Box<cli::eval::EvalArgs>),
 }
 
 #[derive(Args)]
@@ -87,17 +92,17 @@ struct ServeArgs {
 }
 
 #[derive(Args)]
-struct ModelArgs {
-    /// Model directory (Hugging Face layout) or `org/name` already in the local HF cache.
-    /// (`serve --config` may name it instead.)
+pub(crate) struct ModelArgs {
+    /// Model directory (Hugging Face layout) or `org/name` already in the local HF cache
+    /// (default: the shipped models/shop-tiny; `serve --config` may name it instead).
     #[arg(long)]
-    model: Option<String>,
+    pub(crate) model: Option<String>,
     /// Run dtype: f32, bf16 or f16.
     #[arg(long, default_value = "f32")]
-    dtype: RunDType,
+    pub(crate) dtype: RunDType,
     /// Device: cpu, cuda[:N] or neuron (non-CPU backends need their Cargo feature).
     #[arg(long, default_value = "cpu")]
-    device: String,
+    pub(crate) device: String,
 }
 
 #[derive(Args)]
@@ -147,7 +152,7 @@ struct GenerateArgs {
 
 /// Engine sizing shared by `generate` and `serve`.
 #[derive(Args)]
-struct EngineArgs {
+pub(crate) struct EngineArgs {
     /// KV cache block size in tokens.
     #[arg(long, default_value_t = 16)]
     block_size: usize,
@@ -160,7 +165,7 @@ struct EngineArgs {
 }
 
 impl EngineArgs {
-    fn scheduler(&self) -> SchedulerConfig {
+    pub(crate) fn scheduler(&self) -> SchedulerConfig {
         SchedulerConfig {
             max_batched_tokens: self.max_batched_tokens,
             max_seqs: self.max_seqs,
@@ -191,6 +196,10 @@ fn main() {
             init_logging("warn", false);
             run_inspect(args)
         }
+        Command::Eval(args) => {
+            init_logging("warn", false);
+            cli::eval::run(*args)
+        }
         Command::Serve(args) => {
             init_logging("warn,aisle=info", args.log_format == "json");
             run_serve(*args)
@@ -208,17 +217,30 @@ fn main() {
     }
 }
 
+/// The shipped default model: `models/shop-tiny` under the working directory, else in the
+/// source tree this binary was built from.
+const DEFAULT_MODEL: &str = "models/shop-tiny";
+
 impl ModelArgs {
-    fn spec(&self) -> Result<&str> {
-        self.model
-            .as_deref()
-            .context("give --model DIR (a model directory or a cached org/name)")
+    /// `--model`, else the default model directory.
+    pub(crate) fn spec(&self) -> Result<String> {
+        if let Some(m) = &self.model {
+            return Ok(m.clone());
+        }
+        let built_in = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join(DEFAULT_MODEL);
+        [std::path::PathBuf::from(DEFAULT_MODEL), built_in]
+            .into_iter()
+            .find(|p| p.join("config.json").is_file())
+            .map(|p| p.display().to_string())
+            .with_context(|| {
+                format!("no --model given and the default {DEFAULT_MODEL} was not found; give --model DIR")
+            })
     }
 }
 
 fn load(args: &ModelArgs) -> Result<(LoadedModel, DeviceSpec)> {
     let device: DeviceSpec = args.device.parse()?;
-    let model = LoadedModel::load(args.spec()?)?;
+    let model = LoadedModel::load(&args.spec()?)?;
     Ok((model, device))
 }
 
@@ -369,7 +391,7 @@ fn run_serve(args: ServeArgs) -> Result<()> {
     let spec = match (&args.model.model, &routing) {
         (Some(m), _) => m.clone(),
         (None, Some(r)) => r.local.model.clone(),
-        (None, None) => args.model.spec()?.to_string(),
+        (None, None) => args.model.spec()?,
     };
     let model_name = args
         .served_model_name
@@ -433,7 +455,7 @@ fn routing_config(args: &ServeArgs) -> Result<Option<aisle::fallback::RoutingCon
     };
     Ok(Some(aisle::fallback::RoutingConfig {
         local: LocalConfig {
-            model: args.model.spec()?.to_string(),
+            model: args.model.spec()?,
             name: None,
             price: Default::default(),
         },

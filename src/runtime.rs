@@ -88,6 +88,14 @@ impl LoadedModel {
         ids
     }
 
+    /// KV cache blocks that fit in `mib` MiB for this model at `opts`' dtype and block size
+    /// (at least one).
+    pub fn kv_blocks_for_mib(&self, opts: &ExecutorOptions, mib: usize) -> usize {
+        let c = &self.config;
+        let block_bytes = 2 * c.num_layers * c.num_kv_heads * c.head_dim * opts.dtype.size_in_bytes() * opts.block_size;
+        ((mib << 20) / block_bytes.max(1)).max(1)
+    }
+
     pub fn executor(&self, opts: &ExecutorOptions) -> Result<Box<dyn Executor>, BackendError> {
         create_executor(&self.weights, &self.config, opts)
     }

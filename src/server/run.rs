@@ -71,11 +71,9 @@ pub fn model_version(dir: &Path) -> String {
 fn load(opts: &ServeOptions) -> Result<(ServedModel, Engine), String> {
     let model = LoadedModel::load(&opts.model).map_err(|e| e.to_string())?;
     let c = &model.config;
-    let block_bytes =
-        2 * c.num_layers * c.num_kv_heads * c.head_dim * opts.executor.dtype.size_in_bytes() * opts.executor.block_size;
     let mut exec_opts = opts.executor.clone();
     // A request longer than the cache holds is rejected with a clear message by the engine.
-    exec_opts.num_blocks = ((opts.kv_cache_mib << 20) / block_bytes.max(1)).max(1);
+    exec_opts.num_blocks = model.kv_blocks_for_mib(&opts.executor, opts.kv_cache_mib);
     let exec = model.executor(&exec_opts).map_err(|e| e.to_string())?;
     tracing::info!(
         "model loaded from {}: {} KV blocks of {} tokens ({} MiB)",

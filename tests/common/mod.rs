@@ -107,12 +107,24 @@ pub fn served_mistral(
     step_delay: std::time::Duration,
 ) -> (aisle::server::ServedModel, aisle::engine::Engine) {
     let model = LoadedModel::load_dir(&fixture("mistral")).expect("fixture");
+    served(&model, 4, 256, 64, max_seqs, step_delay)
+}
+
+/// An engine thread on `model` and the `ServedModel` a test server needs.
+pub fn served(
+    model: &LoadedModel,
+    block_size: usize,
+    num_blocks: usize,
+    max_batched_tokens: usize,
+    max_seqs: usize,
+    step_delay: std::time::Duration,
+) -> (aisle::server::ServedModel, aisle::engine::Engine) {
     let core = aisle::engine::EngineCore::new(
-        executor_with(&model, DType::F32, 4, 256),
+        executor_with(model, DType::F32, block_size, num_blocks),
         model.tokenizer.clone(),
         model.eos_token_ids(),
         aisle::engine::SchedulerConfig {
-            max_batched_tokens: 64,
+            max_batched_tokens,
             max_seqs,
         },
     );

@@ -1,0 +1,140 @@
+//! `aisle eval`: run a JSON Lines dataset through the engine in-process or against a running
+//! server (`--url`), then print accuracy, latency percentiles and throughput as a table or JSON.
+//!
+//! Owns: the command's flags, building the in-process engine and writing the outputs.
+//! Must not: score or time requests itself (`aisle::eval` does).
+
+use std::io::Write;
+use std::path::PathBuf;
+
+use anyhow::{Context, Result};
+use clap::Args;
+
+use aisle::backend::ExecutorOptions;
+use aisle::engine::{Engine, EngineCore};
+use aisle::eval::{self, Report, RunOptions, Target};
+use aisle::runtime::LoadedModel;
+
+use crate::{EngineArgs, ModelArgs};
+
+#[derive(Args)]
+pub struct EvalArgs {
+    #[command(flatten)]
+    model: ModelArgs,
+    /// JSON Lines dataset (default: the model directory's eval/heldout.jsonl).
+    #[arg(long)]
+    dataset: Option<PathBuf>,
+    /// Evaluate a running OpenAI-compatible server at this base URL instead of in-process.
+    #[arg(long)]
+    url: Option<String>,
+    /// With --url: the model name to request (default: the first one the server lists).
+    #[arg(long)]
+    served_model_name: Option<String>,
+    /// With --url: bearer token for the server.
+    #[arg(long, env = "AISLE_API_KEY")]
+    api_key: Option<String>,
+    /// Requests in flight at once.
+    #[arg(long, default_value_t = 16)]
+    concurrency: usize,
+    #[arg(long, default_value_t = 64)]
+    max_tokens: usize,
+    /// Only the first N items.
+    #[arg(long)]
+    limit: Option<usize>,
+    /// Print the report as JSON (stdout) instead of a table.
+    #[arg(long)]
+    json: bool,
+    /// Write every item's output and scores here as JSON Lines.
+    #[arg(long)]
+    results: Option<PathBuf>,
+    /// Exit with status 1 when key-fact accuracy is below this fraction (e.g. 0.9).
+    #[arg(long)]
+    min_accuracy: Option<f64>,
+    /// KV cache size in MiB (in-process).
+    #[arg(long, default_value_t = 128)]
+    kv_cache_mb: usize,
+    #[command(flatten)]
+    engine: EngineArgs,
+}
+
+fn local_engine(args: &EvalArgs, model: &LoadedModel) -> Result<Engine> {
+    let mut opts = ExecutorOptions {
+        device: args.model.device.parse()?,
+        dtype: args.model.dtype.0,
+        block_size: args.engine.block_size,
+        num_blocks: 0,
+    };
+    opts.num_blocks = model.kv_blocks_for_mib(&opts, args.kv_cache_mb);
+    let core = EngineCore::new(
+        model.executor(&opts)?,
+        model.tokenizer.clone(),
+        model.eos_token_ids(),
+        args.engine.scheduler(),
+    );
+    Ok(Engine::spawn(core))
+}
+
+pub fn run(args: EvalArgs) -> Result<()> {
+    let model_dir = args.model.spec()?;
+    let dataset = match &args.dataset {
+        Some(d) => d.clone(),
+        None => PathBuf::from(&model_dir).join("eval").join("heldout.jsonl"),
+    };
+    let mut items = eval::load(&dataset)?;
+    items.truncate(args.limit.unwrap_or(items.len()));
+    let opts = RunOptions {
+        concurrency: args.concurrency,
+        max_tokens: args.max_tokens,
+        progress: true,
+    };
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+    let (results, wall, target_name) = match &args.url {
+        Some(url) => {
+            let target = rt.block_on(Target::http(url, args.served_model_name.clone(), args.api_key.clone()))?;
+            let (results, wall) = rt.block_on(eval::run(&target, &items, &opts));
+            (results, wall, url.clone())
+        }
+        None => {
+            let model = LoadedModel::load(&model_dir)?;
+            let engine = local_engine(&args, &model)?;
+            let target = Target::Local {
+                engine: engine.handle(),
+                tokenizer: model.tokenizer.clone(),
+            };
+            let (results, wall) = rt.block_on(eval::run(&target, &items, &opts));
+            drop(target); // its handle keeps the engine thread alive
+            engine.shutdown();
+            (results, wall, format!("in-process {}", model.dir.display()))
+        }
+    };
+    let report = Report::new(
+        dataset.display().to_string(),
+        target_name,
+        opts.concurrency,
+        &items,
+        &results,
+        wall,
+    );
+    if let Some(path) = &args.results {
+        let mut f = std::fs::File::create(path).with_context(|| format!("creating {}", path.display()))?;
+        for r in &results {
+            writeln!(f, "{}", serde_json::to_string(r)?)?;
+        }
+    }
+    let mut stdout = std::io::stdout().lock();
+    if args.json {
+        writeln!(stdout, "{}", serde_json::to_string_pretty(&report)?)?;
+    } else {
+        stdout.write_all(report.table().as_bytes())?;
+    }
+    if let Some(floor) = args.min_accuracy {
+        if report.key_fact_accuracy < floor {
+            anyhow::bail!(
+                "key-fact accuracy {:.1}% is below --min-accuracy {:.1}%",
+                100.0 * report.key_fact_accuracy,
+                100.0 * floor
+            );
+        }
+    }
+    Ok(())
+}

@@ -289,7 +289,47 @@ fallback = "big"
         os.remove(cfg)
 
 
+def run_eval(*args):
+    """`aisle eval --json` with per-item results; returns (report, [result rows])."""
+    out = os.path.join("target", f"e2e-eval-{len(results)}.jsonl")
+    proc = subprocess.run([BIN, "eval", "--limit", "80", "--json", "--results", out, *args],
+                          capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr
+    with open(out) as f:
+        rows = [json.loads(line) for line in f]
+    return json.loads(proc.stdout), rows
+
+
+def shop_model_test():
+    """The README's main job: `serve` with no --model serves the shipped shopping model."""
+    srv = Server(model=None)
+    catalog = json.load(open("models/shop-tiny/catalog.json"))["products"]
+
+    def answers_a_catalog_question():
+        p = catalog[42]
+        r = srv.client().chat.completions.create(
+            model="shop-tiny", messages=[{"role": "user", "content": f"How much is the {p['name']}?"}],
+            max_tokens=48, temperature=0)
+        text = r.choices[0].message.content
+        assert f"${p['price']}" in text, text
+
+    def eval_over_http_equals_in_process():
+        local, local_rows = run_eval()
+        remote, remote_rows = run_eval("--url", srv.base, "--api-key", KEY)
+        assert remote["errors"] == 0, remote
+        assert local["key_fact_accuracy"] == remote["key_fact_accuracy"], (local, remote)
+        assert [r["output"] for r in local_rows] == [r["output"] for r in remote_rows]
+        assert local["key_fact_accuracy"] >= 0.85, local
+
+    try:
+        check("shop model: serve without --model answers a catalog price", answers_a_catalog_question)
+        check("shop model: aisle eval over HTTP equals in-process", eval_over_http_equals_in_process)
+    finally:
+        srv.stop()
+
+
 def main():
+    shop_model_test()
     srv = Server("--max-seqs", "4", "--max-waiting", "2")
     try:
         api_checks(srv)

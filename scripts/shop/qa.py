@@ -56,18 +56,23 @@ COMMON = {  # fact -> (train, heldout)
     ),
     "warranty": (
         ["How long is the warranty on {n}?", "What warranty does {n} have?", "Does {n} come with a warranty?",
-         "warranty for {n}?"],
+         "warranty for {n}?", "Is there a guarantee with {n}?", "How many years is {n} covered for?"],
         ["How many years of warranty do I get with {n}?", "What's the guarantee on {n}?"],
     ),
 }
 COMPARE = {  # fact -> (train, heldout); {a} and {b} are product references
     "cheaper": (
-        ["Which is cheaper, {a} or {b}?", "Which costs less: {a} or {b}?", "{a} or {b}, which is cheaper?"],
+        ["Which is cheaper, {a} or {b}?", "Which costs less: {a} or {b}?", "{a} or {b}, which is cheaper?",
+         "Which one is less expensive, {a} or {b}?", "Which is cheaper between {a} and {b}?",
+         "Of {a} and {b}, which costs less?", "Compare the prices of {a} and {b}.",
+         "I want the cheaper one: {a} or {b}?"],
         ["Between {a} and {b}, which one is less expensive?", "Is {a} or {b} cheaper?"],
     ),
     "rating": (
         ["Which has the better rating, {a} or {b}?", "Which is rated higher: {a} or {b}?",
-         "{a} or {b}, which has better reviews?"],
+         "{a} or {b}, which has better reviews?", "Which do customers rate higher, {a} or {b}?",
+         "Which is better rated between {a} and {b}?", "Of {a} and {b}, which has the higher rating?",
+         "Compare the ratings of {a} and {b}.", "Does {a} or {b} have better reviews?"],
         ["Between {a} and {b}, which one do customers rate higher?", "Is {a} or {b} better rated?"],
     ),
 }
@@ -267,7 +272,7 @@ def main():
     known = {p["brand"] for p in products}
     train_unknown = unknown_brands(random.Random(args.seed + 2), 600, known)
     held_unknown = unknown_brands(random.Random(args.seed + 3), 60, known | set(train_unknown))
-    train = corpus(products, rng, args.per_fact, n_compare=len(products) * 16, n_unknown=len(products) * 10,
+    train = corpus(products, rng, args.per_fact, n_compare=len(products) * 24, n_unknown=len(products) * 10,
                    unknown=train_unknown)
     write_jsonl(args.corpus, train)
     held = heldout(products, random.Random(args.seed + 1), n_compare=40, n_unknown=60, unknown=held_unknown)

@@ -99,7 +99,7 @@ def main():
     ap.add_argument("--epochs", type=float, default=12)
     ap.add_argument("--batch", type=int, default=64)
     ap.add_argument("--lr", type=float, default=3e-3)
-    ap.add_argument("--eval-every", type=int, default=1000)
+    ap.add_argument("--eval-every", type=int, default=2000)
     ap.add_argument("--bf16", action="store_true", help="bf16 autocast for matmuls (AMX); weights stay f32")
     ap.add_argument("--max-steps", type=int, default=0, help="stop early (for timing trials)")
     args = ap.parse_args()

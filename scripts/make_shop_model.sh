@@ -2,7 +2,7 @@
 # Regenerate the shipped shopping model from nothing but this repository:
 #   catalog -> QA corpus + held-out eval set -> byte-level BPE tokenizer -> training (CPU)
 # then score it with `aisle eval` in-process. Deterministic for a given SEED on this machine
-# class (torch on 2 threads); takes about 40 minutes of training on the 2-core CI machine.
+# class (torch on 2 threads); training takes about 47 minutes on the 2-core CI machine.
 #
 #   scripts/make_shop_model.sh [OUT_DIR]      (default: models/shop-tiny)
 set -euo pipefail

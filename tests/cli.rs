@@ -4,18 +4,7 @@
 
 mod common;
 
-use std::process::Command;
-
-use common::{fixture, Golden, FAMILIES};
-
-fn aisle(args: &[&str]) -> (bool, String, String) {
-    let out = Command::new(env!("CARGO_BIN_EXE_aisle"))
-        .args(args)
-        .output()
-        .expect("run aisle");
-    let text = |b: Vec<u8>| String::from_utf8(b).expect("utf-8 output");
-    (out.status.success(), text(out.stdout), text(out.stderr))
-}
+use common::{aisle, fixture, Golden, FAMILIES};
 
 #[test]
 fn generate_streams_transformers_greedy_text() {

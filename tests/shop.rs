@@ -6,7 +6,6 @@
 mod common;
 
 use std::path::PathBuf;
-use std::process::Command;
 use std::time::Duration;
 
 use serde_json::Value;
@@ -14,6 +13,7 @@ use serde_json::Value;
 use aisle::eval::{self, RunOptions, Target};
 use aisle::runtime::LoadedModel;
 use aisle::server::{app, AppState, ServerConfig};
+use common::aisle;
 
 /// Floor on held-out key-fact accuracy for the CI slice (the full set measures higher; see the
 /// model card). A broken kernel or cache drops far below it.
@@ -26,16 +26,6 @@ fn shop_dir() -> PathBuf {
 
 fn heldout() -> PathBuf {
     shop_dir().join("eval/heldout.jsonl")
-}
-
-fn aisle(args: &[&str]) -> (bool, String, String) {
-    let out = Command::new(env!("CARGO_BIN_EXE_aisle"))
-        .args(args)
-        .current_dir(env!("CARGO_MANIFEST_DIR"))
-        .output()
-        .expect("run aisle");
-    let text = |b: Vec<u8>| String::from_utf8(b).expect("utf-8 output");
-    (out.status.success(), text(out.stdout), text(out.stderr))
 }
 
 fn catalog() -> Vec<Value> {

@@ -150,3 +150,14 @@ pub fn executor_with(model: &LoadedModel, dtype: DType, block_size: usize, num_b
     };
     model.executor(&opts).expect("executor")
 }
+
+/// Run the `aisle` binary from the repository root: (success, stdout, stderr).
+pub fn aisle(args: &[&str]) -> (bool, String, String) {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_aisle"))
+        .args(args)
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .output()
+        .expect("run aisle");
+    let text = |b: Vec<u8>| String::from_utf8(b).expect("utf-8 output");
+    (out.status.success(), text(out.stdout), text(out.stderr))
+}

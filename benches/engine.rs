@@ -36,6 +36,7 @@ fn prefilled(model: &LoadedModel, dtype: DType, seqs: usize) -> EngineCore {
         dtype,
         block_size: 16,
         num_blocks: seqs * (CONTEXT + 64) / 16 + 8,
+        ..Default::default()
     };
     let sched = SchedulerConfig {
         max_batched_tokens: 2048,

@@ -1,12 +1,15 @@
-//! Forward-pass throughput through the executor seam: prefill (one prompt) and decode steps
-//! at several batch sizes, on a committed fixture model. The SmolLM2-135M-shaped benchmark
-//! suite (prefill 128/512, decode at 1/8/32 sequences, per dtype) builds on this harness.
+//! The model benchmark suite through the executor seam, per weight format (f32, bf16, q8_0,
+//! q4_k): `prefill` (one 128- or 512-token prompt, tokens/s) and `decode` (one token for each
+//! of 1, 8 or 32 sequences at a 128-token context, aggregate tokens/s).
 //!
-//! Run: `cargo bench --bench forward` (set AISLE_BENCH_MODEL=DIR to use another model).
+//! Model: `AISLE_BENCH_MODEL=DIR`, default `target/bench-models/smollm2-135m` (made by
+//! `scripts/make_bench_model.py`), falling back to the tiny `tests/fixtures/llama3`.
+//! `AISLE_BENCH_FORMATS=f32,q8_0` limits the formats. Run: `cargo bench --bench forward`.
 
 use std::path::PathBuf;
+use std::time::Duration;
 
-use aisle::backend::{DeviceSpec, Executor, ExecutorOptions};
+use aisle::backend::{DeviceSpec, Executor, ExecutorOptions, Quantize};
 use aisle::batch::{Batch, LogitsWanted};
 use aisle::runtime::LoadedModel;
 use candle_core::DType;
@@ -14,53 +17,93 @@ use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Through
 
 const BLOCK: usize = 16;
 const CTX: usize = 128;
+const FORMATS: [(&str, DType, Option<Quantize>); 4] = [
+    ("f32", DType::F32, None),
+    ("bf16", DType::BF16, None),
+    ("q8_0", DType::F32, Some(Quantize::Q8_0)),
+    ("q4_k", DType::F32, Some(Quantize::Q4K)),
+];
 
 fn model_dir() -> PathBuf {
-    std::env::var_os("AISLE_BENCH_MODEL")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/llama3"))
+    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
+    let smol = root.join("target/bench-models/smollm2-135m");
+    match std::env::var_os("AISLE_BENCH_MODEL") {
+        Some(dir) => PathBuf::from(dir),
+        None if smol.join("model.safetensors").exists() => smol,
+        None => root.join("tests/fixtures/llama3"),
+    }
 }
 
-fn executor(model: &LoadedModel, dtype: DType, seqs: usize) -> Box<dyn Executor> {
+fn formats() -> Vec<(&'static str, DType, Option<Quantize>)> {
+    let wanted = std::env::var("AISLE_BENCH_FORMATS").unwrap_or_default();
+    FORMATS
+        .into_iter()
+        .filter(|(name, ..)| wanted.is_empty() || wanted.split(',').any(|w| w == *name))
+        .collect()
+}
+
+/// An executor with room for `seqs` sequences of `ctx` tokens.
+fn executor(
+    model: &LoadedModel,
+    dtype: DType,
+    quantize: Option<Quantize>,
+    seqs: usize,
+    ctx: usize,
+) -> Box<dyn Executor> {
     let opts = ExecutorOptions {
         device: DeviceSpec::Cpu,
         dtype,
         block_size: BLOCK,
-        num_blocks: seqs * CTX.div_ceil(BLOCK) + 1,
+        num_blocks: seqs * ctx.div_ceil(BLOCK) + 1,
+        quantize,
+        ..Default::default()
     };
     model.executor(&opts).expect("executor")
 }
 
-fn table(seq: usize) -> Vec<u32> {
-    let per = CTX.div_ceil(BLOCK);
+fn table(seq: usize, ctx: usize) -> Vec<u32> {
+    let per = ctx.div_ceil(BLOCK);
     (0..per).map(|k| (seq * per + k) as u32).collect()
 }
 
 fn bench_prefill(c: &mut Criterion, model: &LoadedModel) {
     let mut g = c.benchmark_group("prefill");
-    let len = CTX.min(model.config.max_position_embeddings) - 1;
-    let prompt: Vec<u32> = (0..len).map(|i| (i * 7 % model.config.vocab_size) as u32).collect();
-    for (name, dtype) in [("f32", DType::F32), ("bf16", DType::BF16)] {
-        let mut exec = executor(model, dtype, 1);
-        let mut batch = Batch::default();
-        batch.push(&prompt, 0, table(0), LogitsWanted::Last);
-        g.throughput(Throughput::Elements(len as u64));
-        g.bench_function(BenchmarkId::new(name, len), |b| {
-            b.iter(|| exec.execute(&batch).expect("prefill"))
-        });
+    g.sample_size(10).warm_up_time(Duration::from_millis(500));
+    g.measurement_time(Duration::from_secs(4));
+    for (name, dtype, quantize) in formats() {
+        for len in [128usize, 512] {
+            let len = len.min(model.config.max_position_embeddings);
+            let mut exec = executor(model, dtype, quantize, 1, len);
+            let prompt: Vec<u32> = (0..len).map(|i| (i * 7 % model.config.vocab_size) as u32).collect();
+            let mut batch = Batch::default();
+            batch.push(&prompt, 0, table(0, len), LogitsWanted::Last);
+            g.throughput(Throughput::Elements(len as u64));
+            g.bench_function(BenchmarkId::new(name, len), |b| {
+                b.iter(|| exec.execute(&batch).expect("prefill"))
+            });
+        }
     }
     g.finish();
 }
 
 fn bench_decode(c: &mut Criterion, model: &LoadedModel) {
     let mut g = c.benchmark_group("decode");
-    for (name, dtype) in [("f32", DType::F32), ("bf16", DType::BF16)] {
+    g.sample_size(10).warm_up_time(Duration::from_millis(500));
+    g.measurement_time(Duration::from_secs(3));
+    for (name, dtype, quantize) in formats() {
         for seqs in [1usize, 8, 32] {
-            let mut exec = executor(model, dtype, seqs);
-            // One decode token per sequence at position CTX - 1 (a 128-token context).
+            let mut exec = executor(model, dtype, quantize, seqs, CTX);
+            // Fill every sequence's cache with a real 127-token prefill, then time one decode
+            // token per sequence at position 127 (a 128-token context).
+            for s in 0..seqs {
+                let prompt: Vec<u32> = (0..CTX - 1).map(|i| ((i * 31 + s * 7) % 300 + 4) as u32).collect();
+                let mut batch = Batch::default();
+                batch.push(&prompt, 0, table(s, CTX), LogitsWanted::Last);
+                exec.execute(&batch).expect("prefill");
+            }
             let mut batch = Batch::default();
             for s in 0..seqs {
-                batch.push(&[(s % 100) as u32 + 1], CTX - 1, table(s), LogitsWanted::Last);
+                batch.push(&[(s % 100) as u32 + 1], CTX - 1, table(s, CTX), LogitsWanted::Last);
             }
             g.throughput(Throughput::Elements(seqs as u64));
             g.bench_function(BenchmarkId::new(name, seqs), |b| {
@@ -77,9 +120,5 @@ fn benches(c: &mut Criterion) {
     bench_decode(c, &model);
 }
 
-criterion_group! {
-    name = forward;
-    config = Criterion::default().sample_size(20).measurement_time(std::time::Duration::from_secs(3));
-    targets = benches
-}
+criterion_group!(forward, benches);
 criterion_main!(forward);

@@ -100,9 +100,16 @@ pub(crate) struct ModelArgs {
     /// Run dtype: f32, bf16 or f16.
     #[arg(long, default_value = "f32")]
     pub(crate) dtype: RunDType,
-    /// Device: cpu, cuda[:N] or neuron (non-CPU backends need their Cargo feature).
+    /// Device: cpu, cpu-reference (the candle forward pass), cuda[:N] or neuron (non-CPU
+    /// backends need their Cargo feature).
     #[arg(long, default_value = "cpu")]
     pub(crate) device: String,
+    /// Quantize the weights at load time: q8_0 or q4_k (activations stay f32).
+    #[arg(long)]
+    pub(crate) quantize: Option<aisle::backend::Quantize>,
+    /// CPU threads (0: AISLE_THREADS, else one per available core).
+    #[arg(long, default_value_t = 0)]
+    pub(crate) threads: usize,
 }
 
 #[derive(Args)]
@@ -308,6 +315,8 @@ fn run_generate(args: GenerateArgs) -> Result<()> {
         dtype: args.model.dtype.0,
         block_size: args.engine.block_size,
         num_blocks: tokens.div_ceil(args.engine.block_size) + encoded.len(),
+        quantize: args.model.quantize,
+        threads: args.model.threads,
     };
     let sched = args.engine.scheduler();
     let core = EngineCore::new(
@@ -412,6 +421,8 @@ fn run_serve(args: ServeArgs) -> Result<()> {
             dtype: args.model.dtype.0,
             block_size: args.engine.block_size,
             num_blocks: 0,
+            quantize: args.model.quantize,
+            threads: args.model.threads,
         },
         kv_cache_mib: args.kv_cache_mb,
         scheduler: args.engine.scheduler(),

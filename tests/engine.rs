@@ -25,6 +25,7 @@ fn core(model: &LoadedModel, num_blocks: usize, budget: usize, max_seqs: usize) 
         dtype: DType::F32,
         block_size: BS,
         num_blocks,
+        ..Default::default()
     };
     let sched = SchedulerConfig {
         max_batched_tokens: budget,

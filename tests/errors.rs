@@ -34,6 +34,7 @@ fn load_error(dir: &Path) -> String {
         dtype: DType::F32,
         block_size: 4,
         num_blocks: 8,
+        ..Default::default()
     };
     match model.executor(&opts) {
         Ok(_) => panic!("{} loaded although it is broken", dir.display()),

@@ -5,6 +5,7 @@
 //! compiled-in backend).
 //! Must not: schedule, sample, or know about requests.
 
+pub mod cpu;
 mod cpu_kv;
 mod dynamic;
 
@@ -22,7 +23,7 @@ use crate::weights::Weights;
 
 #[derive(Debug, thiserror::Error)]
 pub enum BackendError {
-    #[error("unknown device `{0}` (expected cpu, cuda, cuda:N or neuron)")]
+    #[error("unknown device `{0}` (expected cpu, cpu-reference, cuda, cuda:N or neuron)")]
     UnknownDevice(String),
     #[error("the `{backend}` backend is not compiled into this binary; compiled-in backends: {compiled}. Rebuild with `cargo build --release --features {backend}`")]
     NotCompiled { backend: &'static str, compiled: String },
@@ -30,6 +31,8 @@ pub enum BackendError {
     Batch(#[from] BatchError),
     #[error(transparent)]
     Model(#[from] ModelError),
+    #[error(transparent)]
+    Cpu(#[from] cpu::CpuError),
     #[error("forward pass failed: {0}")]
     Forward(#[from] candle_core::Error),
 }
@@ -37,7 +40,11 @@ pub enum BackendError {
 /// The device a model runs on, as given on the command line.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum DeviceSpec {
+    /// The native CPU backend (packed weights, our kernels).
     Cpu,
+    /// The candle-tensor forward pass on CPU: the reference the native backend is checked
+    /// against, and what the GPU path runs.
+    CpuReference,
     Cuda(usize),
     Neuron,
 }
@@ -48,6 +55,7 @@ impl FromStr for DeviceSpec {
     fn from_str(s: &str) -> Result<Self, Self::Err> {
         match s {
             "cpu" => Ok(DeviceSpec::Cpu),
+            "cpu-reference" => Ok(DeviceSpec::CpuReference),
             "cuda" => Ok(DeviceSpec::Cuda(0)),
             "neuron" => Ok(DeviceSpec::Neuron),
             _ => s
@@ -64,13 +72,52 @@ pub fn compiled_backends() -> Vec<&'static str> {
     vec!["cpu"]
 }
 
+/// In-situ weight quantization at load time (`--quantize`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Quantize {
+    /// ggml q8_0: blocks of 32 int8 with one scale (8.5 bits per weight).
+    Q8_0,
+    /// ggml q4_K: 256-weight super-blocks of 4-bit values with 6-bit scales and mins
+    /// (4.5 bits per weight); embeddings and lm_head stay q8_0.
+    Q4K,
+}
+
+impl FromStr for Quantize {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "q8_0" => Ok(Quantize::Q8_0),
+            "q4_k" | "q4_K" => Ok(Quantize::Q4K),
+            other => Err(format!("unknown quantization `{other}` (expected q8_0 or q4_k)")),
+        }
+    }
+}
+
 /// What an executor needs besides the weights.
 #[derive(Debug, Clone)]
 pub struct ExecutorOptions {
     pub device: DeviceSpec,
+    /// Activation / KV dtype (and weight dtype unless `quantize` is set).
     pub dtype: DType,
     pub block_size: usize,
     pub num_blocks: usize,
+    pub quantize: Option<Quantize>,
+    /// CPU threads (0: `AISLE_THREADS` or one per available core).
+    pub threads: usize,
+}
+
+impl Default for ExecutorOptions {
+    fn default() -> Self {
+        ExecutorOptions {
+            device: DeviceSpec::Cpu,
+            dtype: DType::F32,
+            block_size: 16,
+            num_blocks: 256,
+            quantize: None,
+            threads: 0,
+        }
+    }
 }
 
 /// Logits of one step: `rows` rows of `vocab` f32s, in `Batch::logit_rows` order.
@@ -105,7 +152,11 @@ pub fn create_executor(
     opts: &ExecutorOptions,
 ) -> Result<Box<dyn Executor>, BackendError> {
     match opts.device {
-        DeviceSpec::Cpu => Ok(Box::new(ModelExecutor::new(weights, cfg, opts, Device::Cpu)?)),
+        DeviceSpec::Cpu => cpu::create(weights, cfg, opts),
+        DeviceSpec::CpuReference if opts.quantize.is_some() => Err(BackendError::Cpu(cpu::CpuError::Unsupported(
+            "--quantize on the cpu-reference device (use --device cpu)".into(),
+        ))),
+        DeviceSpec::CpuReference => Ok(Box::new(ModelExecutor::new(weights, cfg, opts, Device::Cpu)?)),
         DeviceSpec::Cuda(_) => Err(not_compiled("cuda")),
         DeviceSpec::Neuron => Err(not_compiled("neuron")),
     }

@@ -63,6 +63,8 @@ fn local_engine(args: &EvalArgs, model: &LoadedModel) -> Result<Engine> {
         dtype: args.model.dtype.0,
         block_size: args.engine.block_size,
         num_blocks: 0,
+        quantize: args.model.quantize,
+        threads: args.model.threads,
     };
     opts.num_blocks = model.kv_blocks_for_mib(&opts, args.kv_cache_mb);
     let core = EngineCore::new(

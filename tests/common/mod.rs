@@ -147,6 +147,7 @@ pub fn executor_with(model: &LoadedModel, dtype: DType, block_size: usize, num_b
         dtype,
         block_size,
         num_blocks,
+        ..Default::default()
     };
     model.executor(&opts).expect("executor")
 }

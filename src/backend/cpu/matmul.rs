@@ -1,0 +1,392 @@
+//! Packed weight matrices and `y = x Wᵀ` over them for the CPU backend.
+//!
+//! Owns: the packed layouts (f32, bf16, q8_0 panels of 16 output columns; q4_k through
+//! candle's k-quant matmul), packing and quantising HF `(out, in)` matrices at load time, the
+//! driver that splits output panels across the thread team and walks register tiles, the
+//! portable scalar kernels, and row lookup (embeddings share the packed lm_head).
+//! Must not: allocate per call beyond the caller's `Scratch` growing, or know about layers.
+
+use candle_core::quantized::{GgmlDType, QMatMul, QTensor};
+use candle_core::{Device, Module, Tensor};
+
+use super::isa::Isa;
+use super::pool::{share, Pool};
+use super::quant::{self, Q8_BLOCK};
+use super::CpuError;
+
+/// How weights are stored.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Format {
+    F32,
+    Bf16,
+    Q8_0,
+    Q4K,
+}
+
+enum Data {
+    F32(Vec<f32>),                    // (panels, cols, 16)
+    Bf16(Vec<u16>),                   // (panels, cols/2, 16, 2)
+    Q8(Vec<u8>),                      // (panels, cols/32, Q8_BLOCK)
+    Q4K { mm: QMatMul, cols: usize }, // candle k-quants over rows padded to `cols`
+}
+
+/// A weight matrix of `rows` outputs × `cols` inputs, packed for the kernels.
+pub struct PackedMatrix {
+    rows: usize,
+    cols: usize,
+    panels: usize,
+    data: Data,
+}
+
+/// Per-call conversions of the activations, kept between calls so they only ever grow.
+#[derive(Default)]
+pub struct Scratch {
+    bf16: Vec<u32>, // (m, cols/2) bf16 pairs
+    q8: quant::Q8Acts,
+    padded: Vec<f32>, // (m, padded cols) for q4_k
+}
+
+/// Raw output pointer shared by the team; members write disjoint columns.
+#[derive(Clone, Copy)]
+struct OutPtr(*mut f32);
+unsafe impl Sync for OutPtr {}
+unsafe impl Send for OutPtr {}
+
+impl PackedMatrix {
+    /// Pack a row-major `(rows, cols)` f32 matrix in `format`.
+    pub fn pack(w: &[f32], rows: usize, cols: usize, format: Format) -> Result<PackedMatrix, CpuError> {
+        debug_assert_eq!(w.len(), rows * cols);
+        let panels = rows.div_ceil(16);
+        let data = match format {
+            Format::F32 => Data::F32(pack_f32(w, rows, cols)),
+            Format::Bf16 => Data::Bf16(pack_bf16(w, rows, cols)),
+            Format::Q8_0 => Data::Q8(quant::pack_q8(w, rows, cols)),
+            Format::Q4K => {
+                let padded = cols.next_multiple_of(256);
+                let mut p = vec![0f32; rows * padded];
+                for (dst, src) in p.chunks_mut(padded).zip(w.chunks(cols)) {
+                    dst[..cols].copy_from_slice(src);
+                }
+                let t = Tensor::from_vec(p, (rows, padded), &Device::Cpu)?;
+                let q = QTensor::quantize(&t, GgmlDType::Q4K)?;
+                Data::Q4K {
+                    mm: QMatMul::from_qtensor(q)?,
+                    cols: padded,
+                }
+            }
+        };
+        Ok(PackedMatrix {
+            rows,
+            cols,
+            panels,
+            data,
+        })
+    }
+
+    pub fn rows(&self) -> usize {
+        self.rows
+    }
+
+    pub fn cols(&self) -> usize {
+        self.cols
+    }
+
+    /// Bytes the packed weights occupy.
+    pub fn bytes(&self) -> usize {
+        match &self.data {
+            Data::F32(d) => d.len() * 4,
+            Data::Bf16(d) => d.len() * 2,
+            Data::Q8(d) => d.len(),
+            Data::Q4K { cols, .. } => self.rows * cols / 256 * 144,
+        }
+    }
+
+    /// Row `r` of the matrix as f32 (embedding lookup on a tied lm_head).
+    pub fn row(&self, r: usize, out: &mut [f32]) -> Result<(), CpuError> {
+        let (p, lane, k) = (r / 16, r % 16, self.cols);
+        match &self.data {
+            Data::F32(d) => out
+                .iter_mut()
+                .enumerate()
+                .for_each(|(i, o)| *o = d[(p * k + i) * 16 + lane]),
+            Data::Bf16(d) => {
+                let k2 = k.div_ceil(2);
+                for (i, o) in out.iter_mut().enumerate() {
+                    *o = half::bf16::from_bits(d[((p * k2 + i / 2) * 16 + lane) * 2 + i % 2]).to_f32();
+                }
+            }
+            Data::Q8(d) => quant::q8_row(d, k, p, lane, out),
+            Data::Q4K { .. } => return Err(CpuError::Unsupported("row lookup in a q4_k matrix".into())),
+        }
+        Ok(())
+    }
+
+    /// y = x Wᵀ (or y += x Wᵀ when `accumulate`). x: (m, cols) → y: (m, rows)
+    pub fn matmul(&self, x: &[f32], m: usize, y: &mut [f32], accumulate: bool, pool: &Pool, s: &mut Scratch) {
+        self.matmul_with(Isa::get(), x, m, y, accumulate, pool, s)
+    }
+
+    /// `matmul` with the kernels `isa` allows (tests compare the portable and vector kernels).
+    #[allow(clippy::too_many_arguments)]
+    pub fn matmul_with(
+        &self,
+        isa: Isa,
+        x: &[f32],
+        m: usize,
+        y: &mut [f32],
+        accumulate: bool,
+        pool: &Pool,
+        s: &mut Scratch,
+    ) {
+        assert!(
+            x.len() >= m * self.cols && y.len() >= m * self.rows,
+            "matmul buffers too small"
+        );
+        let out = OutPtr(y.as_mut_ptr());
+        match &self.data {
+            Data::F32(w) => self.drive(pool, m, 6, 4, |t| unsafe {
+                t.f32(isa, x, w, self.cols, out, accumulate)
+            }),
+            Data::Bf16(w) => {
+                let k2 = self.cols.div_ceil(2);
+                s.bf16.resize(m * k2, 0);
+                for (src, dst) in x.chunks(self.cols).zip(s.bf16.chunks_mut(k2)).take(m) {
+                    isa.to_bf16_pairs(src, dst);
+                }
+                let xb = &s.bf16;
+                self.drive(pool, m, 6, 4, |t| unsafe { t.bf16(isa, xb, w, k2, out, accumulate) })
+            }
+            Data::Q8(w) => {
+                s.q8.quantize(x, m, self.cols);
+                let a = &s.q8;
+                self.drive(pool, m, 4, 2, |t| unsafe { t.q8(isa, a, w, out, accumulate) })
+            }
+            Data::Q4K { mm, cols } => self.q4k(mm, *cols, x, m, y, accumulate, s),
+        }
+    }
+
+    /// Split output panels across the team (in groups of `nr`) and walk `mr × nr` tiles.
+    fn drive(&self, pool: &Pool, m: usize, mr: usize, nr: usize, tile: impl Fn(Tile) + Sync) {
+        const MC: usize = 48; // activation rows per pass over a panel group (kept in L2)
+        let groups = self.panels.div_ceil(nr);
+        let (rows, panels) = (self.rows, self.panels);
+        pool.run(|tid, n| {
+            let (g0, g1) = share(groups, tid, n);
+            let (p_lo, p_hi) = (g0 * nr, (g1 * nr).min(panels));
+            for mc in (0..m).step_by(MC) {
+                let m_hi = (mc + MC).min(m);
+                for p in (p_lo..p_hi).step_by(nr) {
+                    let np = nr.min(p_hi - p);
+                    let valid = (rows - (p + np - 1) * 16).min(16);
+                    let last_mask = if valid == 16 {
+                        0xFFFF
+                    } else {
+                        ((1u32 << valid) - 1) as u16
+                    };
+                    for i in (mc..m_hi).step_by(mr) {
+                        tile(Tile {
+                            i,
+                            mr: mr.min(m_hi - i),
+                            p,
+                            np,
+                            ldy: rows,
+                            last_mask,
+                        });
+                    }
+                }
+            }
+        })
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn q4k(&self, mm: &QMatMul, cols: usize, x: &[f32], m: usize, y: &mut [f32], accumulate: bool, s: &mut Scratch) {
+        s.padded.clear();
+        s.padded.resize(m * cols, 0.0);
+        for (dst, src) in s.padded.chunks_mut(cols).zip(x.chunks(self.cols)).take(m) {
+            dst[..self.cols].copy_from_slice(src);
+        }
+        let run = || -> candle_core::Result<Vec<f32>> {
+            let xt = Tensor::from_slice(&s.padded, (m, cols), &Device::Cpu)?;
+            mm.forward(&xt)?.flatten_all()?.to_vec1::<f32>()
+        };
+        match run() {
+            Ok(r) if accumulate => y.iter_mut().zip(&r).for_each(|(a, b)| *a += b),
+            Ok(r) => y[..r.len()].copy_from_slice(&r),
+            // Shapes are fixed at load time, so candle has no reason to fail here.
+            Err(e) => tracing::error!("q4_k matmul failed: {e}"),
+        }
+    }
+}
+
+/// One register tile: activation rows `i..i+mr`, panels `p..p+np`.
+struct Tile {
+    i: usize,
+    mr: usize,
+    p: usize,
+    np: usize,
+    ldy: usize,
+    last_mask: u16,
+}
+
+/// Call `$f::<MR, NR>$args` for the run-time tile size, from the listed sizes.
+macro_rules! tiles {
+    ($mr:expr, $np:expr, $f:ident, $args:tt, [$($m:literal),*], $ns:tt) => {
+        match $mr { $( $m => tiles!(@cols $np, $f, $args, $m, $ns), )* _ => unreachable!("tile rows") }
+    };
+    (@cols $np:expr, $f:ident, $args:tt, $m:literal, [$($n:literal),*]) => {
+        match $np { $( $n => $f::<$m, $n> $args, )* _ => unreachable!("tile panels") }
+    };
+}
+
+impl Tile {
+    fn out(&self, y: OutPtr, accumulate: bool) -> (*mut f32, usize, u16, bool) {
+        (
+            unsafe { y.0.add(self.i * self.ldy + self.p * 16) },
+            self.ldy,
+            self.last_mask,
+            accumulate,
+        )
+    }
+
+    unsafe fn f32(&self, isa: Isa, x: &[f32], w: &[f32], k: usize, y: OutPtr, acc: bool) {
+        let xp = x.as_ptr().add(self.i * k);
+        let wp = w.as_ptr().add(self.p * k * 16);
+        #[cfg(target_arch = "x86_64")]
+        if isa.avx512 {
+            use super::kernels::x86::{tile_f32, Out};
+            let (y, ldy, last_mask, accumulate) = self.out(y, acc);
+            let o = Out {
+                y,
+                ldy,
+                last_mask,
+                accumulate,
+            };
+            return tiles!(
+                self.mr,
+                self.np,
+                tile_f32,
+                (xp, k, wp, k, o),
+                [1, 2, 3, 4, 5, 6],
+                [1, 2, 3, 4]
+            );
+        }
+        let _ = isa;
+        let (yp, ldy, mask, accumulate) = self.out(y, acc);
+        scalar_tile(self.mr, self.np, yp, ldy, mask, accumulate, |i, j, lane| {
+            (0..k)
+                .map(|kk| *xp.add(i * k + kk) * *wp.add((j * k + kk) * 16 + lane))
+                .sum()
+        })
+    }
+
+    unsafe fn bf16(&self, isa: Isa, x: &[u32], w: &[u16], k2: usize, y: OutPtr, acc: bool) {
+        let xp = x.as_ptr().add(self.i * k2);
+        let wp = w.as_ptr().add(self.p * k2 * 32);
+        #[cfg(target_arch = "x86_64")]
+        if isa.avx512_bf16 {
+            use super::kernels::x86::{tile_bf16, Out};
+            let (y, ldy, last_mask, accumulate) = self.out(y, acc);
+            let o = Out {
+                y,
+                ldy,
+                last_mask,
+                accumulate,
+            };
+            return tiles!(
+                self.mr,
+                self.np,
+                tile_bf16,
+                (xp, k2, wp, k2, o),
+                [1, 2, 3, 4, 5, 6],
+                [1, 2, 3, 4]
+            );
+        }
+        let _ = isa;
+        let f = |b: u16| half::bf16::from_bits(b).to_f32();
+        let (yp, ldy, mask, accumulate) = self.out(y, acc);
+        scalar_tile(self.mr, self.np, yp, ldy, mask, accumulate, |i, j, lane| {
+            (0..k2)
+                .map(|kk| {
+                    let xv = *xp.add(i * k2 + kk);
+                    let wv = wp.add(((j * k2 + kk) * 16 + lane) * 2);
+                    f(xv as u16) * f(*wv) + f((xv >> 16) as u16) * f(*wv.add(1))
+                })
+                .sum()
+        })
+    }
+
+    unsafe fn q8(&self, isa: Isa, a: &quant::Q8Acts, w: &[u8], y: OutPtr, acc: bool) {
+        let nb = a.blocks();
+        let wp = w.as_ptr().add(self.p * nb * Q8_BLOCK);
+        let act = a.at(self.i);
+        #[cfg(target_arch = "x86_64")]
+        if isa.avx512_vnni {
+            use super::kernels::x86::{tile_q8, Out};
+            let (y, ldy, last_mask, accumulate) = self.out(y, acc);
+            let o = Out {
+                y,
+                ldy,
+                last_mask,
+                accumulate,
+            };
+            return tiles!(self.mr, self.np, tile_q8, (act, wp, nb, o), [1, 2, 3, 4], [1, 2]);
+        }
+        let _ = isa;
+        let (yp, ldy, mask, accumulate) = self.out(y, acc);
+        scalar_tile(self.mr, self.np, yp, ldy, mask, accumulate, |i, j, lane| {
+            quant::q8_dot_scalar(act, i, wp.add(j * nb * Q8_BLOCK), nb, lane)
+        })
+    }
+}
+
+/// The portable tile loop: `f(i, j, lane)` computes one output element.
+unsafe fn scalar_tile(
+    mr: usize,
+    np: usize,
+    y: *mut f32,
+    ldy: usize,
+    last_mask: u16,
+    accumulate: bool,
+    f: impl Fn(usize, usize, usize) -> f32,
+) {
+    for i in 0..mr {
+        for j in 0..np {
+            let lanes = if j + 1 == np {
+                last_mask.count_ones() as usize
+            } else {
+                16
+            };
+            for lane in 0..lanes {
+                let dst = y.add(i * ldy + j * 16 + lane);
+                let v = f(i, j, lane);
+                *dst = if accumulate { *dst + v } else { v };
+            }
+        }
+    }
+}
+
+/// (rows, cols) → (panels, cols, 16), zero rows padding the last panel.
+fn pack_f32(w: &[f32], rows: usize, cols: usize) -> Vec<f32> {
+    let panels = rows.div_ceil(16);
+    let mut out = vec![0f32; panels * cols * 16];
+    for (r, row) in w.chunks(cols).enumerate() {
+        let (p, lane) = (r / 16, r % 16);
+        for (k, &v) in row.iter().enumerate() {
+            out[(p * cols + k) * 16 + lane] = v;
+        }
+    }
+    out
+}
+
+/// (rows, cols) → (panels, cols/2, 16, 2) bf16 bits, round to nearest even.
+fn pack_bf16(w: &[f32], rows: usize, cols: usize) -> Vec<u16> {
+    let (panels, k2) = (rows.div_ceil(16), cols.div_ceil(2));
+    let mut out = vec![0u16; panels * k2 * 32];
+    for (r, row) in w.chunks(cols).enumerate() {
+        let (p, lane) = (r / 16, r % 16);
+        for (k, &v) in row.iter().enumerate() {
+            out[((p * k2 + k / 2) * 16 + lane) * 2 + k % 2] = half::bf16::from_f32(v).to_bits();
+        }
+    }
+    out
+}

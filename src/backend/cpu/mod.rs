@@ -1,0 +1,133 @@
+//! The native CPU backend: our own forward pass on packed weights (f32, bf16, q8_0, q4_k),
+//! AVX-512 / AVX512-BF16 / VNNI micro-kernels with portable fallbacks, a paged KV cache read
+//! in place, and a team of threads pinned one per core.
+//!
+//! Owns: `CpuExecutor` (the `Executor` for `--device cpu`) and its error type.
+//! Must not: schedule, sample, or use candle tensors on the per-step path (candle is used to
+//! read safetensors at load time and for the q4_k matmul only).
+
+mod attention;
+mod forward;
+mod isa;
+mod kernels;
+mod matmul;
+mod model;
+mod pool;
+mod quant;
+
+use candle_core::DType;
+use half::{bf16, f16};
+
+pub use isa::Isa;
+pub use matmul::{Format, PackedMatrix, Scratch};
+pub use pool::{default_threads, Pool};
+
+use super::{BackendError, Executor, ExecutorOptions, KvElem, KvGeometry, Quantize, StepOutput};
+use crate::batch::Batch;
+use crate::config::Config;
+use crate::weights::{Weights, WeightsError};
+use attention::PagedKv;
+use forward::Buffers;
+use model::CpuModel;
+
+#[derive(Debug, thiserror::Error)]
+pub enum CpuError {
+    #[error(transparent)]
+    Weights(#[from] WeightsError),
+    #[error("tensor operation failed: {0}")]
+    Candle(#[from] candle_core::Error),
+    #[error("not supported by the CPU backend: {0}")]
+    Unsupported(String),
+}
+
+pub struct CpuExecutor<E: KvElem> {
+    model: CpuModel,
+    kv: PagedKv<E>,
+    bufs: Buffers,
+    pool: Pool,
+}
+
+/// The weight format for a run dtype and optional quantization. f16 runs keep f32 weights
+/// (f16 → f32 is exact; there is no f16 matmul instruction on these CPUs).
+pub fn weight_format(dtype: DType, quantize: Option<Quantize>) -> Format {
+    match (quantize, dtype) {
+        (Some(Quantize::Q8_0), _) => Format::Q8_0,
+        (Some(Quantize::Q4K), _) => Format::Q4K,
+        (None, DType::BF16) => Format::Bf16,
+        (None, _) => Format::F32,
+    }
+}
+
+/// Build the CPU executor; the KV cache holds the run dtype (f32 for quantized runs).
+pub fn create(weights: &Weights, cfg: &Config, opts: &ExecutorOptions) -> Result<Box<dyn Executor>, BackendError> {
+    let format = weight_format(opts.dtype, opts.quantize);
+    let model = CpuModel::load(weights, cfg, format)?;
+    let geo = KvGeometry {
+        num_layers: cfg.num_layers,
+        num_blocks: opts.num_blocks,
+        block_size: opts.block_size,
+        num_kv_heads: cfg.num_kv_heads,
+        head_dim: cfg.head_dim,
+    };
+    let threads = if opts.threads == 0 {
+        default_threads()
+    } else {
+        opts.threads
+    };
+    let pool = Pool::new(threads);
+    Ok(match (opts.quantize, opts.dtype) {
+        (None, DType::BF16) => Box::new(CpuExecutor::<bf16>::new(model, geo, pool)),
+        (None, DType::F16) => Box::new(CpuExecutor::<f16>::new(model, geo, pool)),
+        _ => Box::new(CpuExecutor::<f32>::new(model, geo, pool)),
+    })
+}
+
+impl<E: KvElem> CpuExecutor<E> {
+    fn new(model: CpuModel, geo: KvGeometry, pool: Pool) -> Self {
+        CpuExecutor {
+            model,
+            kv: PagedKv::new(geo),
+            bufs: Buffers::default(),
+            pool,
+        }
+    }
+}
+
+impl<E: KvElem> Executor for CpuExecutor<E> {
+    fn execute(&mut self, batch: &Batch) -> Result<StepOutput, BackendError> {
+        let cfg = &self.model.cfg;
+        let geo = self.kv.geometry();
+        batch.validate(
+            cfg.vocab_size,
+            cfg.max_position_embeddings,
+            geo.block_size,
+            geo.num_blocks,
+        )?;
+        let mut logits = Vec::new();
+        self.model
+            .forward(batch, &mut self.kv, &mut self.bufs, &self.pool, &mut logits)?;
+        Ok(StepOutput {
+            logits,
+            vocab: cfg.vocab_size,
+        })
+    }
+
+    fn kv_geometry(&self) -> KvGeometry {
+        self.kv.geometry()
+    }
+
+    fn config(&self) -> &Config {
+        &self.model.cfg
+    }
+
+    fn describe(&self) -> String {
+        format!(
+            "cpu native ({:?} weights, {:.1} MiB packed; {:?} KV; {} threads; {})",
+            self.model.format,
+            self.model.bytes() as f64 / (1 << 20) as f64,
+            E::DTYPE,
+            self.pool.size(),
+            Isa::get().describe()
+        )
+    }
+}

@@ -4,7 +4,7 @@
 //!
 //! Model: `AISLE_BENCH_MODEL=DIR`, default `target/bench-models/smollm2-135m` (made by
 //! `scripts/make_bench_model.py`), falling back to the tiny `tests/fixtures/llama3`.
-//! `AISLE_BENCH_FORMATS=f32,q8_0` limits the formats. Run: `cargo bench --bench forward`.
+//! `AISLE_BENCH_FORMATS=f32,q8_0` limits the formats, `AISLE_BENCH_GROUPS=decode` the groups. Run: `cargo bench --bench forward`.
 
 use std::path::PathBuf;
 use std::time::Duration;
@@ -116,8 +116,14 @@ fn bench_decode(c: &mut Criterion, model: &LoadedModel) {
 
 fn benches(c: &mut Criterion) {
     let model = LoadedModel::load_dir(&model_dir()).expect("bench model");
-    bench_prefill(c, &model);
-    bench_decode(c, &model);
+    let groups = std::env::var("AISLE_BENCH_GROUPS").unwrap_or_default();
+    let wanted = |g: &str| groups.is_empty() || groups.split(',').any(|w| w == g);
+    if wanted("prefill") {
+        bench_prefill(c, &model);
+    }
+    if wanted("decode") {
+        bench_decode(c, &model);
+    }
 }
 
 criterion_group!(forward, benches);

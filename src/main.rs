@@ -11,7 +11,7 @@ use clap::{Args, Parser, Subcommand};
 
 mod cli;
 
-use aisle::backend::{compiled_backends, DeviceSpec, ExecutorOptions};
+use aisle::backend::{compiled_backends, DeviceSpec, ExecutorOptions, Quantize};
 use aisle::chat_template::ChatMessage;
 use aisle::engine::{Engine, EngineCore, Event, GenerationRequest, RequestOutput, SchedulerConfig};
 use aisle::runtime::{LoadedModel, RunDType};
@@ -486,9 +486,23 @@ fn run_inspect(args: ModelArgs) -> Result<()> {
     let (model, _) = load(&args)?;
     let c = &model.config;
     let dtype = args.dtype.0;
+    let opts = ExecutorOptions {
+        device: args.device.parse()?,
+        dtype,
+        quantize: args.quantize,
+        ..Default::default()
+    };
     let params = c.num_parameters();
-    let bytes = params * dtype.size_in_bytes();
-    let kv_per_token = 2 * c.num_layers * c.num_kv_heads * c.head_dim * dtype.size_in_bytes();
+    let bytes = match args.quantize {
+        // q8_0: 34 bytes per 32 weights; q4_k: 144 per 256 (embeddings/lm_head stay q8_0).
+        Some(Quantize::Q8_0) => params * 34 / 32,
+        Some(Quantize::Q4K) => {
+            let head = c.vocab_size * c.hidden_size * if c.tie_word_embeddings { 1 } else { 2 };
+            (params - head) * 144 / 256 + head * 34 / 32
+        }
+        None => params * dtype.size_in_bytes(),
+    };
+    let kv_per_token = 2 * c.num_layers * c.num_kv_heads * c.head_dim * opts.kv_dtype().size_in_bytes();
     let mut text = String::new();
     let mut row = |label: &str, value: String| text.push_str(&format!("{label:<22}{value}\n"));
     row("model directory", model.dir.display().to_string());
@@ -521,6 +535,19 @@ fn run_inspect(args: ModelArgs) -> Result<()> {
     row("weights on disk", model.weights.disk_dtype().unwrap_or_default());
     row("parameters", format!("{params} ({:.2} M)", params as f64 / 1e6));
     row("run dtype", format!("{dtype:?}"));
+    row(
+        "quantization",
+        args.quantize.map_or("none".into(), |q| format!("{q:?}")),
+    );
+    if opts.device == DeviceSpec::Cpu {
+        let isa = aisle::backend::cpu::Isa::get().describe();
+        let threads = if args.threads == 0 {
+            aisle::backend::cpu::default_threads()
+        } else {
+            args.threads
+        };
+        row("cpu kernels", format!("{isa}, {threads} threads"));
+    }
     row(
         "weights in memory",
         format!("{:.2} MiB", bytes as f64 / (1 << 20) as f64),

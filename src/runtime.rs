@@ -92,7 +92,8 @@ impl LoadedModel {
     /// (at least one).
     pub fn kv_blocks_for_mib(&self, opts: &ExecutorOptions, mib: usize) -> usize {
         let c = &self.config;
-        let block_bytes = 2 * c.num_layers * c.num_kv_heads * c.head_dim * opts.dtype.size_in_bytes() * opts.block_size;
+        let block_bytes =
+            2 * c.num_layers * c.num_kv_heads * c.head_dim * opts.kv_dtype().size_in_bytes() * opts.block_size;
         ((mib << 20) / block_bytes.max(1)).max(1)
     }
 

@@ -107,6 +107,17 @@ pub struct ExecutorOptions {
     pub threads: usize,
 }
 
+impl ExecutorOptions {
+    /// The KV cache's element type: the native CPU backend keeps f32 K/V for every weight
+    /// format; the candle path keeps the run dtype.
+    pub fn kv_dtype(&self) -> DType {
+        match self.device {
+            DeviceSpec::Cpu => DType::F32,
+            _ => self.dtype,
+        }
+    }
+}
+
 impl Default for ExecutorOptions {
     fn default() -> Self {
         ExecutorOptions {

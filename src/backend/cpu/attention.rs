@@ -1,18 +1,22 @@
 //! The CPU backend's paged KV cache and the attention that reads it in place.
 //!
-//! Owns: per-layer K/V storage `(num_blocks, kv_heads, block_size, head_dim)` in the run dtype,
-//! the per-step slot map, writing this step's K/V, and attention over the block tables with
-//! all query heads of one KV head handled together (each cached row is read once per group).
+//! Owns: per-layer f32 K/V storage — keys transposed within a block,
+//! `(num_blocks, kv_heads, head_dim, block_size)`, so 16 keys' scores are one vector FMA chain;
+//! values `(num_blocks, kv_heads, block_size, head_dim)` — the per-step slot map, writing this
+//! step's K/V, and attention over the block tables with all query heads of one KV head handled
+//! together (each cached row is read once per group).
 //! Must not: allocate per step (scratch grows once per thread), gather a sequence's context
 //! into a copy, or decide block ids.
 
 use std::cell::RefCell;
 
 use super::pool::{share, Pool};
-use crate::backend::{KvElem, KvGeometry};
+use crate::backend::KvGeometry;
 use crate::batch::Batch;
 
 use super::isa::Isa;
+#[cfg(target_arch = "x86_64")]
+use super::kernels::x86_attn;
 
 /// Per-token facts of the current step.
 #[derive(Default)]
@@ -38,17 +42,6 @@ impl StepSlots {
     }
 }
 
-pub struct PagedKv<E: KvElem> {
-    geo: KvGeometry,
-    k: Vec<Vec<E>>, // per layer: (num_blocks, kv_heads, block_size, head_dim)
-    v: Vec<Vec<E>>, // per layer: (num_blocks, kv_heads, block_size, head_dim)
-}
-
-thread_local! {
-    /// (scores, accumulators, row conversion) of the attention on this thread.
-    static SCRATCH: RefCell<(Vec<f32>, Vec<f32>, Vec<f32>)> = const { RefCell::new((Vec::new(), Vec::new(), Vec::new())) };
-}
-
 /// Where this step's activations are: token `t`'s q heads start at `qkv[t * ld]`, its K heads
 /// at `qkv[t * ld + k_off]`, its V heads at `qkv[t * ld + v_off]`.
 #[derive(Clone, Copy)]
@@ -64,14 +57,46 @@ struct OutPtr(*mut f32);
 unsafe impl Sync for OutPtr {}
 unsafe impl Send for OutPtr {}
 
-impl<E: KvElem> PagedKv<E> {
+impl OutPtr {
+    fn get(self) -> *mut f32 {
+        self.0
+    }
+}
+
+pub struct PagedKv {
+    geo: KvGeometry,
+    k: Vec<Vec<f32>>, // per layer: (num_blocks, kv_heads, head_dim, block_size)
+    v: Vec<Vec<f32>>, // per layer: (num_blocks, kv_heads, block_size, head_dim)
+}
+
+/// Per-thread attention scratch: scaled queries, scores and accumulators of one item.
+#[derive(Default)]
+struct Scratch {
+    q: Vec<f32>,      // (group, head_dim)
+    scores: Vec<f32>, // (group, span)
+    acc: Vec<f32>,    // (group, head_dim)
+}
+
+thread_local! {
+    static SCRATCH: RefCell<Scratch> = RefCell::new(Scratch::default());
+}
+
+/// One (token, KV head) work item's view of the cache.
+struct Item<'a> {
+    table: &'a [u32],
+    kvh: usize,
+    lo: usize,  // first attended position
+    pos: usize, // last attended position (the token's own)
+}
+
+impl PagedKv {
     /// Zeroed storage: pages become resident only when written.
     pub fn new(geo: KvGeometry) -> Self {
         let n = geo.layer_elems();
         PagedKv {
             geo,
-            k: (0..geo.num_layers).map(|_| vec![E::from_f32(0.0); n]).collect(),
-            v: (0..geo.num_layers).map(|_| vec![E::from_f32(0.0); n]).collect(),
+            k: (0..geo.num_layers).map(|_| vec![0.0; n]).collect(),
+            v: (0..geo.num_layers).map(|_| vec![0.0; n]).collect(),
         }
     }
 
@@ -79,27 +104,25 @@ impl<E: KvElem> PagedKv<E> {
         self.geo
     }
 
-    /// Offset of row (slot, kv_head) in a layer's storage.
-    fn at(&self, slot: usize, head: usize) -> usize {
+    /// Offset of (block, kv_head)'s K (or V) tile in a layer's storage.
+    fn tile(&self, block: usize, head: usize) -> usize {
         let g = &self.geo;
-        let (block, off) = (slot / g.block_size, slot % g.block_size);
-        ((block * g.num_kv_heads + head) * g.block_size + off) * g.head_dim
+        (block * g.num_kv_heads + head) * g.block_size * g.head_dim
     }
 
     /// Store each token's K and V heads at its slot.
     pub fn write(&mut self, layer: usize, steps: &StepSlots, x: QkvView) {
-        let (nkv, hd) = (self.geo.num_kv_heads, self.geo.head_dim);
+        let (nkv, hd, bs) = (self.geo.num_kv_heads, self.geo.head_dim, self.geo.block_size);
         for (t, &slot) in steps.slots.iter().enumerate() {
+            let (block, off) = (slot / bs, slot % bs);
             for h in 0..nkv {
-                let dst = self.at(slot, h);
+                let base = self.tile(block, h);
                 let k = &x.qkv[t * x.ld + x.k_off + h * hd..][..hd];
                 let v = &x.qkv[t * x.ld + x.v_off + h * hd..][..hd];
-                for (d, s) in self.k[layer][dst..dst + hd].iter_mut().zip(k) {
-                    *d = E::from_f32(*s);
+                for (d, &kv) in k.iter().enumerate() {
+                    self.k[layer][base + d * bs + off] = kv;
                 }
-                for (d, s) in self.v[layer][dst..dst + hd].iter_mut().zip(v) {
-                    *d = E::from_f32(*s);
-                }
+                self.v[layer][base + off * hd..base + (off + 1) * hd].copy_from_slice(v);
             }
         }
     }
@@ -125,69 +148,126 @@ impl<E: KvElem> PagedKv<E> {
             let (lo, hi) = share(items, tid, n);
             SCRATCH.with(|s| {
                 let s = &mut *s.borrow_mut();
-                for item in lo..hi {
-                    let (t, kvh) = (item / nkv, item % nkv);
-                    // SAFETY: item (t, kvh) writes only its own heads' columns of row t.
-                    self.attend_group(layer, batch, steps, x, heads, window, t, kvh, out, s);
+                for i in lo..hi {
+                    let (t, kvh) = (i / nkv, i % nkv);
+                    let pos = batch.positions[t] as usize;
+                    let item = Item {
+                        table: &batch.seqs[steps.seq[t] as usize].block_table,
+                        kvh,
+                        lo: window.map_or(0, |w| (pos + 1).saturating_sub(w)),
+                        pos,
+                    };
+                    let group = heads / nkv;
+                    let hd = self.geo.head_dim;
+                    let q = &x.qkv[t * x.ld + kvh * group * hd..][..group * hd];
+                    // SAFETY: item (t, kvh) owns columns [kvh * group * hd, +group * hd) of row t.
+                    let dst = unsafe {
+                        std::slice::from_raw_parts_mut(out.get().add(t * heads * hd + kvh * group * hd), group * hd)
+                    };
+                    self.attend_item(layer, &item, q, group, s, dst);
                 }
             })
         });
     }
 
-    /// The `heads / kv_heads` query heads of token `t` that share KV head `kvh`.
-    #[allow(clippy::too_many_arguments)]
-    fn attend_group(
-        &self,
-        layer: usize,
-        batch: &Batch,
-        steps: &StepSlots,
-        x: QkvView,
-        heads: usize,
-        window: Option<usize>,
-        t: usize,
-        kvh: usize,
-        out: OutPtr,
-        (scores, acc, row): &mut (Vec<f32>, Vec<f32>, Vec<f32>),
-    ) {
-        let isa = Isa::get();
-        let g = &self.geo;
-        let (hd, bs, group) = (g.head_dim, g.block_size, heads / g.num_kv_heads);
-        let pos = batch.positions[t] as usize;
-        let lo = window.map_or(0, |w| (pos + 1).saturating_sub(w));
-        let len = pos + 1 - lo;
-        let table = &batch.seqs[steps.seq[t] as usize].block_table;
+    /// softmax(q Kᵀ / sqrt(d)) V for the `group` query heads of one item. q, dst: (group, head_dim)
+    fn attend_item(&self, layer: usize, it: &Item, q: &[f32], group: usize, s: &mut Scratch, dst: &mut [f32]) {
+        let (hd, bs) = (self.geo.head_dim, self.geo.block_size);
+        let base = it.lo / bs * bs; // scores start at the first block's first slot
+        let span = (it.pos / bs + 1) * bs - base; // (block-aligned) positions scored
         let scale = 1.0 / (hd as f32).sqrt();
-        scores.resize(group * len, 0.0); // (group, len)
-        acc.clear();
-        acc.resize(group * hd, 0.0); // (group, head_dim)
-        row.resize(hd, 0.0);
-        let q = |gi: usize| &x.qkv[t * x.ld + (kvh * group + gi) * hd..][..hd];
+        s.q.clear();
+        s.q.extend(q.iter().map(|v| v * scale));
+        s.scores.resize(group * span, 0.0);
+        s.acc.clear();
+        s.acc.resize(group * hd, 0.0);
         let (kc, vc) = (&self.k[layer], &self.v[layer]);
-        let rows = |j: usize| self.at(table[j / bs] as usize * bs + j % bs, kvh);
-        for j in lo..=pos {
-            let kj = E::as_f32(&kc[rows(j)..rows(j) + hd], row);
-            for gi in 0..group {
-                scores[gi * len + j - lo] = isa.dot(q(gi), kj) * scale;
+        let isa = Isa::get();
+        let simd = isa.avx512 && hd % 16 == 0 && bs % 16 == 0;
+        for b in it.lo / bs..=it.pos / bs {
+            let tile = self.tile(it.table[b] as usize, it.kvh);
+            let sc = b * bs - base;
+            match simd {
+                #[cfg(target_arch = "x86_64")]
+                true => unsafe {
+                    x86_attn::scores_block(
+                        &s.q,
+                        group,
+                        hd,
+                        kc[tile..].as_ptr(),
+                        bs,
+                        s.scores[sc..].as_mut_ptr(),
+                        span,
+                    )
+                },
+                _ => scores_block_scalar(
+                    &s.q,
+                    group,
+                    hd,
+                    &kc[tile..tile + hd * bs],
+                    bs,
+                    &mut s.scores[sc..],
+                    span,
+                ),
             }
         }
-        for sc in scores.chunks_mut(len) {
-            let max = sc.iter().copied().fold(f32::NEG_INFINITY, f32::max);
-            let mut denom = 0.0;
-            for s in sc.iter_mut() {
-                *s = (*s - max).exp();
-                denom += *s;
-            }
-            sc.iter_mut().for_each(|s| *s /= denom);
-        }
-        for j in lo..=pos {
-            let vj = E::as_f32(&vc[rows(j)..rows(j) + hd], row);
-            for gi in 0..group {
-                isa.axpy(scores[gi * len + j - lo], vj, &mut acc[gi * hd..(gi + 1) * hd]);
+        let (first, len) = (it.lo - base, it.pos + 1 - it.lo);
+        for g in 0..group {
+            let row = &mut s.scores[g * span + first..g * span + first + len];
+            match simd {
+                #[cfg(target_arch = "x86_64")]
+                true => unsafe { x86_attn::softmax(row) },
+                _ => softmax_scalar(row),
             }
         }
-        let ld = heads * hd;
-        // SAFETY: this (t, kvh) item owns columns [kvh * group * hd, (kvh + 1) * group * hd).
-        let dst = unsafe { std::slice::from_raw_parts_mut(out.0.add(t * ld + kvh * group * hd), group * hd) };
-        dst.copy_from_slice(acc);
+        for b in it.lo / bs..=it.pos / bs {
+            let tile = self.tile(it.table[b] as usize, it.kvh);
+            let j0 = (b * bs).max(it.lo);
+            let j1 = ((b + 1) * bs).min(it.pos + 1);
+            let v = &vc[tile + (j0 - b * bs) * hd..tile + (j1 - b * bs) * hd];
+            let p = &s.scores[j0 - base..];
+            match simd {
+                #[cfg(target_arch = "x86_64")]
+                true => unsafe { x86_attn::values_block(v.as_ptr(), j1 - j0, hd, p.as_ptr(), span, group, &mut s.acc) },
+                _ => values_block_scalar(v, j1 - j0, hd, p, span, group, &mut s.acc, isa),
+            }
+        }
+        dst.copy_from_slice(&s.acc);
+    }
+}
+
+fn scores_block_scalar(q: &[f32], group: usize, hd: usize, kt: &[f32], bs: usize, scores: &mut [f32], ld: usize) {
+    for g in 0..group {
+        for c in 0..bs {
+            scores[g * ld + c] = (0..hd).map(|d| q[g * hd + d] * kt[d * bs + c]).sum();
+        }
+    }
+}
+
+fn softmax_scalar(s: &mut [f32]) {
+    let max = s.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+    let mut denom = 0.0;
+    for v in s.iter_mut() {
+        *v = (*v - max).exp();
+        denom += *v;
+    }
+    s.iter_mut().for_each(|v| *v /= denom);
+}
+
+#[allow(clippy::too_many_arguments)]
+fn values_block_scalar(
+    v: &[f32],
+    rows: usize,
+    hd: usize,
+    p: &[f32],
+    ld: usize,
+    group: usize,
+    acc: &mut [f32],
+    isa: Isa,
+) {
+    for j in 0..rows {
+        for g in 0..group {
+            isa.axpy(p[g * ld + j], &v[j * hd..(j + 1) * hd], &mut acc[g * hd..(g + 1) * hd]);
+        }
     }
 }

@@ -7,11 +7,12 @@
 //! Must not: allocate per step once buffers have grown, or sample.
 
 use super::attention::{PagedKv, QkvView, StepSlots};
+use super::isa::Isa;
 use super::matmul::Scratch;
 use super::model::{CpuModel, Layer};
 use super::pool::{share, Pool};
+use super::profile::{Phase, Profile};
 use super::CpuError;
-use crate::backend::KvElem;
 use crate::batch::Batch;
 
 /// Activations of one step; sized for the largest step seen so far.
@@ -27,6 +28,7 @@ pub struct Buffers {
     sin: Vec<f32>,  // (tokens, head_dim / 2)
     steps: StepSlots,
     scratch: Scratch,
+    pub profile: Profile,
 }
 
 #[derive(Clone, Copy)]
@@ -109,22 +111,24 @@ impl Buffers {
 
 impl CpuModel {
     /// Run one step; writes f32 logits (rows, vocab) for `batch.logit_rows()` into `logits`.
-    pub fn forward<E: KvElem>(
+    pub fn forward(
         &self,
         batch: &Batch,
-        kv: &mut PagedKv<E>,
+        kv: &mut PagedKv,
         b: &mut Buffers,
         pool: &Pool,
         logits: &mut Vec<f32>,
     ) -> Result<(), CpuError> {
         let (t, h) = (batch.num_tokens(), self.cfg.hidden_size);
         b.resize(self, t);
+        b.profile.start(t);
         b.rope_tables(&batch.positions, &self.inv_freq);
         b.steps.prepare(batch, kv.geometry().block_size);
         let embed = self.embedding();
         for (row, &id) in b.x.chunks_mut(h).zip(&batch.token_ids) {
             embed.row(id as usize, row)?;
         }
+        b.profile.mark(Phase::Embed);
         for (i, layer) in self.layers.iter().enumerate() {
             self.attention_block(i, layer, batch, kv, b, pool);
             self.mlp_block(layer, t, b, pool);
@@ -140,19 +144,12 @@ impl CpuModel {
         logits.resize(rows.len() * vocab, 0.0);
         self.lm_head
             .matmul(&b.xn, rows.len(), logits, false, pool, &mut b.scratch);
+        b.profile.mark(Phase::LmHead);
         Ok(())
     }
 
     /// x += o_proj(attention(rope(qkv_proj(rms_norm(x)))))
-    fn attention_block<E: KvElem>(
-        &self,
-        i: usize,
-        layer: &Layer,
-        batch: &Batch,
-        kv: &mut PagedKv<E>,
-        b: &mut Buffers,
-        pool: &Pool,
-    ) {
+    fn attention_block(&self, i: usize, layer: &Layer, batch: &Batch, kv: &mut PagedKv, b: &mut Buffers, pool: &Pool) {
         let c = &self.cfg;
         let t = batch.num_tokens();
         let (hd, nh, nkv) = (c.head_dim, c.num_heads, c.num_kv_heads);
@@ -160,8 +157,10 @@ impl CpuModel {
         let ld = qd + 2 * kvd;
         let eps = c.rms_norm_eps as f32;
         rms_norm(&b.x, &layer.input_norm, eps, &mut b.xn);
+        b.profile.mark(Phase::Norm);
         layer.qkv.matmul(&b.xn, t, &mut b.qkv, false, pool, &mut b.scratch); // (t, q | k | v)
         add_bias(&mut b.qkv, &layer.qkv_bias);
+        b.profile.mark(Phase::Qkv);
         let half = hd / 2;
         for (tok, row) in b.qkv.chunks_mut(ld).enumerate() {
             let (q, rest) = row.split_at_mut(qd);
@@ -177,6 +176,7 @@ impl CpuModel {
             rope(q, cos, sin);
             rope(k, cos, sin);
         }
+        b.profile.mark(Phase::Rope);
         let view = QkvView {
             qkv: &b.qkv,
             ld,
@@ -184,20 +184,27 @@ impl CpuModel {
             v_off: qd + kvd,
         };
         kv.write(i, &b.steps, view);
+        b.profile.mark(Phase::KvWrite);
         kv.attend(i, batch, &b.steps, view, nh, layer.window, &mut b.attn, pool);
+        b.profile.mark(Phase::Attention);
         layer.o.matmul(&b.attn, t, &mut b.x, true, pool, &mut b.scratch);
         add_bias(&mut b.x, &layer.o_bias);
+        b.profile.mark(Phase::OProj);
     }
 
     /// x += down(silu(gate(rms_norm(x))) * up(rms_norm(x)))
     fn mlp_block(&self, layer: &Layer, t: usize, b: &mut Buffers, pool: &Pool) {
         let inter = self.cfg.intermediate_size;
         rms_norm(&b.x, &layer.post_norm, self.cfg.rms_norm_eps as f32, &mut b.xn);
+        b.profile.mark(Phase::Norm);
         layer.gate_up.matmul(&b.xn, t, &mut b.gu, false, pool, &mut b.scratch); // (t, gate | up)
         add_bias(&mut b.gu, &layer.gate_up_bias);
+        b.profile.mark(Phase::GateUp);
         swiglu(&b.gu, &mut b.act, inter, pool);
+        b.profile.mark(Phase::Swiglu);
         add_bias(&mut b.x, &layer.down_bias); // the matmul adds into x, so the bias goes first
         layer.down.matmul(&b.act, t, &mut b.x, true, pool, &mut b.scratch);
+        b.profile.mark(Phase::Down);
     }
 }
 
@@ -205,15 +212,18 @@ impl CpuModel {
 fn swiglu(gu: &[f32], act: &mut [f32], inter: usize, pool: &Pool) {
     let rows = act.len() / inter.max(1);
     let out = SendPtr(act.as_mut_ptr());
-    let n_items = rows * inter;
     pool.run(|tid, n| {
-        let (lo, hi) = share(n_items, tid, n);
-        for idx in lo..hi {
-            let (r, j) = (idx / inter, idx % inter);
-            let g = gu[r * 2 * inter + j];
-            let u = gu[r * 2 * inter + inter + j];
-            // SAFETY: each index is written by exactly one member.
-            unsafe { *out.get().add(idx) = g / (1.0 + (-g).exp()) * u };
+        let isa = Isa::get();
+        let (lo, hi) = share(rows * inter, tid, n); // flat (row, column) indices
+        let mut idx = lo;
+        while idx < hi {
+            let (r, c0) = (idx / inter, idx % inter);
+            let c1 = inter.min(c0 + hi - idx);
+            let row = &gu[r * 2 * inter..(r + 1) * 2 * inter];
+            // SAFETY: each flat index is written by exactly one member.
+            let dst = unsafe { std::slice::from_raw_parts_mut(out.get().add(r * inter + c0), c1 - c0) };
+            isa.swiglu(&row[c0..c1], &row[inter + c0..inter + c1], dst);
+            idx += c1 - c0;
         }
     });
 }

@@ -96,6 +96,17 @@ impl Isa {
         lanes.iter().sum::<f32>() + tail
     }
 
+    /// out = silu(g) · u
+    pub fn swiglu(&self, g: &[f32], u: &[f32], out: &mut [f32]) {
+        #[cfg(target_arch = "x86_64")]
+        if self.avx512 {
+            return unsafe { super::kernels::x86_attn::swiglu(g, u, out) };
+        }
+        for ((o, &a), &b) in out.iter_mut().zip(g).zip(u) {
+            *o = a / (1.0 + (-a).exp()) * b;
+        }
+    }
+
     /// y += a · x
     pub fn axpy(&self, a: f32, x: &[f32], y: &mut [f32]) {
         #[cfg(target_arch = "x86_64")]

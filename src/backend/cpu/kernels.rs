@@ -199,3 +199,153 @@ pub mod x86 {
         }
     }
 }
+
+/// Vector exp, softmax, SwiGLU and the paged attention inner loops.
+#[cfg(target_arch = "x86_64")]
+#[allow(clippy::needless_range_loop)]
+pub mod x86_attn {
+    use std::arch::x86_64::*;
+
+    /// e^x for 16 lanes: 2^(x log2 e) split into 2^n · 2^f, |f| ≤ 0.5, 2^f by its degree-7
+    /// Taylor polynomial (relative error ≈ 1e-7, about one f32 ulp).
+    #[inline]
+    #[target_feature(enable = "avx512f")]
+    pub unsafe fn exp16(x: __m512) -> __m512 {
+        let x = _mm512_max_ps(_mm512_min_ps(x, _mm512_set1_ps(88.7)), _mm512_set1_ps(-87.3));
+        let t = _mm512_mul_ps(x, _mm512_set1_ps(std::f32::consts::LOG2_E));
+        let n = _mm512_roundscale_ps::<{ _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC }>(t);
+        let f = _mm512_sub_ps(t, n);
+        const C: [f32; 7] = [
+            1.525_273_4e-5,
+            1.540_353_1e-4,
+            1.333_355_8e-3,
+            9.618_129e-3,
+            5.550_411e-2,
+            2.402_265e-1,
+            std::f32::consts::LN_2,
+        ];
+        let mut p = _mm512_set1_ps(C[0]);
+        for &c in &C[1..] {
+            p = _mm512_fmadd_ps(p, f, _mm512_set1_ps(c));
+        }
+        p = _mm512_fmadd_ps(p, f, _mm512_set1_ps(1.0));
+        _mm512_scalef_ps(p, n)
+    }
+
+    /// s ← softmax(s) in place.
+    #[target_feature(enable = "avx512f")]
+    pub unsafe fn softmax(s: &mut [f32]) {
+        let n = s.len();
+        let p = s.as_mut_ptr();
+        let mask = |i: usize| -> __mmask16 {
+            let left = n - i;
+            if left >= 16 {
+                0xFFFF
+            } else {
+                ((1u32 << left) - 1) as __mmask16
+            }
+        };
+        let mut m = _mm512_set1_ps(f32::NEG_INFINITY);
+        for i in (0..n).step_by(16) {
+            m = _mm512_max_ps(
+                m,
+                _mm512_mask_loadu_ps(_mm512_set1_ps(f32::NEG_INFINITY), mask(i), p.add(i)),
+            );
+        }
+        let m = _mm512_set1_ps(_mm512_reduce_max_ps(m));
+        let mut sum = _mm512_setzero_ps();
+        for i in (0..n).step_by(16) {
+            let e = exp16(_mm512_sub_ps(_mm512_maskz_loadu_ps(mask(i), p.add(i)), m));
+            let e = _mm512_maskz_mov_ps(mask(i), e);
+            sum = _mm512_add_ps(sum, e);
+            _mm512_mask_storeu_ps(p.add(i), mask(i), e);
+        }
+        let inv = _mm512_set1_ps(1.0 / _mm512_reduce_add_ps(sum));
+        for i in (0..n).step_by(16) {
+            _mm512_mask_storeu_ps(
+                p.add(i),
+                mask(i),
+                _mm512_mul_ps(_mm512_maskz_loadu_ps(mask(i), p.add(i)), inv),
+            );
+        }
+    }
+
+    /// out = silu(g) · u = g / (1 + e^-g) · u
+    #[target_feature(enable = "avx512f")]
+    pub unsafe fn swiglu(g: &[f32], u: &[f32], out: &mut [f32]) {
+        let n = out.len().min(g.len()).min(u.len());
+        let mut i = 0;
+        let one = _mm512_set1_ps(1.0);
+        while i < n {
+            let left = n - i;
+            let k: __mmask16 = if left >= 16 {
+                0xFFFF
+            } else {
+                ((1u32 << left) - 1) as __mmask16
+            };
+            let gv = _mm512_maskz_loadu_ps(k, g.as_ptr().add(i));
+            let uv = _mm512_maskz_loadu_ps(k, u.as_ptr().add(i));
+            let e = exp16(_mm512_sub_ps(_mm512_setzero_ps(), gv));
+            let s = _mm512_div_ps(gv, _mm512_add_ps(one, e));
+            _mm512_mask_storeu_ps(out.as_mut_ptr().add(i), k, _mm512_mul_ps(s, uv));
+            i += 16;
+        }
+    }
+
+    /// scores[g][c*16..] = Σ_d q[g][d] · K[d][c*16..] for the 16-key column chunk `c` of one
+    /// block whose keys are stored transposed: kt: (head_dim, block_size).
+    /// q: (group, head_dim), already scaled; scores rows `ld` apart.
+    #[target_feature(enable = "avx512f")]
+    pub unsafe fn scores_block(
+        q: &[f32],
+        group: usize,
+        hd: usize,
+        kt: *const f32,
+        bs: usize,
+        scores: *mut f32,
+        ld: usize,
+    ) {
+        for c in (0..bs).step_by(16) {
+            for g0 in (0..group).step_by(8) {
+                let gn = (group - g0).min(8);
+                let mut acc = [_mm512_setzero_ps(); 8];
+                for d in 0..hd {
+                    let kv = _mm512_loadu_ps(kt.add(d * bs + c));
+                    for gi in 0..gn {
+                        let qb = _mm512_set1_ps(*q.get_unchecked((g0 + gi) * hd + d));
+                        acc[gi] = _mm512_fmadd_ps(qb, kv, acc[gi]);
+                    }
+                }
+                for gi in 0..gn {
+                    _mm512_storeu_ps(scores.add((g0 + gi) * ld + c), acc[gi]);
+                }
+            }
+        }
+    }
+
+    /// acc[g] += Σ_j p[g][j] · V[j] over `rows` consecutive value rows of one block.
+    /// v: (rows, head_dim); p: rows `ld` apart starting at the first of these rows;
+    /// acc: (group, head_dim).
+    #[allow(clippy::too_many_arguments)]
+    #[target_feature(enable = "avx512f")]
+    pub unsafe fn values_block(
+        v: *const f32,
+        rows: usize,
+        hd: usize,
+        p: *const f32,
+        ld: usize,
+        group: usize,
+        acc: &mut [f32],
+    ) {
+        for j in 0..rows {
+            for d in (0..hd).step_by(16) {
+                let vv = _mm512_loadu_ps(v.add(j * hd + d));
+                for g in 0..group {
+                    let a = acc.as_mut_ptr().add(g * hd + d);
+                    let w = _mm512_set1_ps(*p.add(g * ld + j));
+                    _mm512_storeu_ps(a, _mm512_fmadd_ps(w, vv, _mm512_loadu_ps(a)));
+                }
+            }
+        }
+    }
+}

@@ -9,6 +9,7 @@
 use candle_core::quantized::{GgmlDType, QMatMul, QTensor};
 use candle_core::{Device, Module, Tensor};
 
+use super::buffer::WeightBuf;
 use super::isa::Isa;
 use super::pool::{share, Pool};
 use super::quant::{self, Q8_BLOCK};
@@ -24,9 +25,9 @@ pub enum Format {
 }
 
 enum Data {
-    F32(Vec<f32>),                    // (panels, cols, 16)
-    Bf16(Vec<u16>),                   // (panels, cols/2, 16, 2)
-    Q8(Vec<u8>),                      // (panels, cols/32, Q8_BLOCK)
+    F32(WeightBuf<f32>),              // (panels, cols, 16)
+    Bf16(WeightBuf<u16>),             // (panels, cols/2, 16, 2)
+    Q8(WeightBuf<u8>),                // (panels, cols/32, Q8_BLOCK)
     Q4K { mm: QMatMul, cols: usize }, // candle k-quants over rows padded to `cols`
 }
 
@@ -58,9 +59,9 @@ impl PackedMatrix {
         debug_assert_eq!(w.len(), rows * cols);
         let panels = rows.div_ceil(16);
         let data = match format {
-            Format::F32 => Data::F32(pack_f32(w, rows, cols)),
-            Format::Bf16 => Data::Bf16(pack_bf16(w, rows, cols)),
-            Format::Q8_0 => Data::Q8(quant::pack_q8(w, rows, cols)),
+            Format::F32 => Data::F32(pack_f32(w, rows, cols)?),
+            Format::Bf16 => Data::Bf16(pack_bf16(w, rows, cols)?),
+            Format::Q8_0 => Data::Q8(quant::pack_q8(w, rows, cols)?),
             Format::Q4K => {
                 let padded = cols.next_multiple_of(256);
                 let mut p = vec![0f32; rows * padded];
@@ -366,27 +367,27 @@ unsafe fn scalar_tile(
 }
 
 /// (rows, cols) → (panels, cols, 16), zero rows padding the last panel.
-fn pack_f32(w: &[f32], rows: usize, cols: usize) -> Vec<f32> {
+fn pack_f32(w: &[f32], rows: usize, cols: usize) -> std::io::Result<WeightBuf<f32>> {
     let panels = rows.div_ceil(16);
-    let mut out = vec![0f32; panels * cols * 16];
+    let mut out = WeightBuf::zeroed(panels * cols * 16)?;
     for (r, row) in w.chunks(cols).enumerate() {
         let (p, lane) = (r / 16, r % 16);
         for (k, &v) in row.iter().enumerate() {
             out[(p * cols + k) * 16 + lane] = v;
         }
     }
-    out
+    Ok(out)
 }
 
 /// (rows, cols) → (panels, cols/2, 16, 2) bf16 bits, round to nearest even.
-fn pack_bf16(w: &[f32], rows: usize, cols: usize) -> Vec<u16> {
+fn pack_bf16(w: &[f32], rows: usize, cols: usize) -> std::io::Result<WeightBuf<u16>> {
     let (panels, k2) = (rows.div_ceil(16), cols.div_ceil(2));
-    let mut out = vec![0u16; panels * k2 * 32];
+    let mut out = WeightBuf::zeroed(panels * k2 * 32)?;
     for (r, row) in w.chunks(cols).enumerate() {
         let (p, lane) = (r / 16, r % 16);
         for (k, &v) in row.iter().enumerate() {
             out[((p * k2 + k / 2) * 16 + lane) * 2 + k % 2] = half::bf16::from_f32(v).to_bits();
         }
     }
-    out
+    Ok(out)
 }

@@ -7,22 +7,23 @@
 //! read safetensors at load time and for the q4_k matmul only).
 
 mod attention;
+mod buffer;
 mod forward;
 mod isa;
 mod kernels;
 mod matmul;
 mod model;
 mod pool;
+mod profile;
 mod quant;
 
 use candle_core::DType;
-use half::{bf16, f16};
 
 pub use isa::Isa;
 pub use matmul::{Format, PackedMatrix, Scratch};
 pub use pool::{default_threads, Pool};
 
-use super::{BackendError, Executor, ExecutorOptions, KvElem, KvGeometry, Quantize, StepOutput};
+use super::{BackendError, Executor, ExecutorOptions, KvGeometry, Quantize, StepOutput};
 use crate::batch::Batch;
 use crate::config::Config;
 use crate::weights::{Weights, WeightsError};
@@ -36,13 +37,15 @@ pub enum CpuError {
     Weights(#[from] WeightsError),
     #[error("tensor operation failed: {0}")]
     Candle(#[from] candle_core::Error),
+    #[error("could not allocate weight memory: {0}")]
+    Alloc(#[from] std::io::Error),
     #[error("not supported by the CPU backend: {0}")]
     Unsupported(String),
 }
 
-pub struct CpuExecutor<E: KvElem> {
+pub struct CpuExecutor {
     model: CpuModel,
-    kv: PagedKv<E>,
+    kv: PagedKv,
     bufs: Buffers,
     pool: Pool,
 }
@@ -58,7 +61,7 @@ pub fn weight_format(dtype: DType, quantize: Option<Quantize>) -> Format {
     }
 }
 
-/// Build the CPU executor; the KV cache holds the run dtype (f32 for quantized runs).
+/// Build the CPU executor. Its KV cache is f32 whatever the weights (see `attention.rs`).
 pub fn create(weights: &Weights, cfg: &Config, opts: &ExecutorOptions) -> Result<Box<dyn Executor>, BackendError> {
     let format = weight_format(opts.dtype, opts.quantize);
     let model = CpuModel::load(weights, cfg, format)?;
@@ -75,14 +78,10 @@ pub fn create(weights: &Weights, cfg: &Config, opts: &ExecutorOptions) -> Result
         opts.threads
     };
     let pool = Pool::new(threads);
-    Ok(match (opts.quantize, opts.dtype) {
-        (None, DType::BF16) => Box::new(CpuExecutor::<bf16>::new(model, geo, pool)),
-        (None, DType::F16) => Box::new(CpuExecutor::<f16>::new(model, geo, pool)),
-        _ => Box::new(CpuExecutor::<f32>::new(model, geo, pool)),
-    })
+    Ok(Box::new(CpuExecutor::new(model, geo, pool)))
 }
 
-impl<E: KvElem> CpuExecutor<E> {
+impl CpuExecutor {
     fn new(model: CpuModel, geo: KvGeometry, pool: Pool) -> Self {
         CpuExecutor {
             model,
@@ -93,7 +92,15 @@ impl<E: KvElem> CpuExecutor<E> {
     }
 }
 
-impl<E: KvElem> Executor for CpuExecutor<E> {
+impl Drop for CpuExecutor {
+    fn drop(&mut self) {
+        if let Some(report) = self.bufs.profile.report() {
+            eprintln!("{report}");
+        }
+    }
+}
+
+impl Executor for CpuExecutor {
     fn execute(&mut self, batch: &Batch) -> Result<StepOutput, BackendError> {
         let cfg = &self.model.cfg;
         let geo = self.kv.geometry();
@@ -122,10 +129,9 @@ impl<E: KvElem> Executor for CpuExecutor<E> {
 
     fn describe(&self) -> String {
         format!(
-            "cpu native ({:?} weights, {:.1} MiB packed; {:?} KV; {} threads; {})",
+            "cpu native ({:?} weights, {:.1} MiB packed; f32 KV; {} threads; {})",
             self.model.format,
             self.model.bytes() as f64 / (1 << 20) as f64,
-            E::DTYPE,
             self.pool.size(),
             Isa::get().describe()
         )

@@ -36,8 +36,15 @@ pub struct Pool {
     shared: Arc<Shared>,
     threads: Vec<Thread>,
     handles: Vec<JoinHandle<()>>,
-    pin_caller: bool,
-    caller_pinned: std::sync::atomic::AtomicU64, // id hash of the last pinned caller thread
+}
+
+/// The cores this process may run on, read once: threads inherit their creator's affinity,
+/// so asking again from a pinned thread would see only its one core.
+fn process_cores() -> Vec<core_affinity::CoreId> {
+    static CORES: std::sync::OnceLock<Vec<core_affinity::CoreId>> = std::sync::OnceLock::new();
+    CORES
+        .get_or_init(|| core_affinity::get_core_ids().unwrap_or_default())
+        .clone()
 }
 
 /// How many threads to use: `AISLE_THREADS` if set, else the number of cores we may run on.
@@ -50,11 +57,13 @@ pub fn default_threads() -> usize {
 }
 
 impl Pool {
-    /// A team of `size` threads (the caller plus `size - 1` workers), each pinned to its own
-    /// core when there are at least `size` cores to pin to.
+    /// A team of `size` threads: the caller plus `size - 1` workers, worker `i` pinned to the
+    /// process's core `i` when there are at least `size` cores. The caller is not pinned (it
+    /// may be a thread that spawns others, which would inherit the pin); with the workers
+    /// holding cores 1.., the scheduler keeps it on core 0.
     pub fn new(size: usize) -> Pool {
         let size = size.max(1);
-        let cores = core_affinity::get_core_ids().unwrap_or_default();
+        let cores = process_cores();
         let pin = cores.len() >= size;
         let shared = Arc::new(Shared {
             epoch: AtomicU64::new(0),
@@ -90,8 +99,6 @@ impl Pool {
             shared,
             threads,
             handles,
-            pin_caller: pin,
-            caller_pinned: std::sync::atomic::AtomicU64::new(0),
         }
     }
 
@@ -106,7 +113,6 @@ impl Pool {
         if n == 1 {
             return f(0, 1);
         }
-        self.pin_caller_once();
         let s = &*self.shared;
         let job: &(dyn Fn(usize, usize) + Sync) = &f;
         // SAFETY: workers only dereference the job between the epoch bump below and their
@@ -131,22 +137,6 @@ impl Pool {
         }
         if s.panicked.swap(false, Ordering::AcqRel) {
             panic!("a CPU worker thread panicked in a kernel");
-        }
-    }
-
-    /// Pin the thread that drives the team to core 0 the first time it calls `run`.
-    fn pin_caller_once(&self) {
-        if !self.pin_caller {
-            return;
-        }
-        use std::hash::{Hash, Hasher};
-        let mut h = std::collections::hash_map::DefaultHasher::new();
-        std::thread::current().id().hash(&mut h);
-        let id = h.finish() | 1;
-        if self.caller_pinned.swap(id, Ordering::Relaxed) != id {
-            if let Some(core) = core_affinity::get_core_ids().and_then(|c| c.first().copied()) {
-                core_affinity::set_for_current(core);
-            }
         }
     }
 }

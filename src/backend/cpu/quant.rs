@@ -8,6 +8,8 @@
 //! row and block, with `128 × Σ q_x` kept to undo the +128 offset.
 //! Must not: know about layers or threads.
 
+use super::buffer::WeightBuf;
+
 /// Bytes of one panel block: 512 weight bytes then 16 f32 scales.
 pub const Q8_BLOCK: usize = 512 + 64;
 
@@ -24,9 +26,9 @@ fn quantize_block(v: &[f32], q: &mut [i8]) -> f32 {
 }
 
 /// Pack a row-major `(rows, cols)` matrix as q8_0 panels: (panels, cols/32, Q8_BLOCK).
-pub fn pack_q8(w: &[f32], rows: usize, cols: usize) -> Vec<u8> {
+pub fn pack_q8(w: &[f32], rows: usize, cols: usize) -> std::io::Result<WeightBuf<u8>> {
     let (panels, nb) = (rows.div_ceil(16), cols.div_ceil(32));
-    let mut out = vec![128u8; panels * nb * Q8_BLOCK];
+    let mut out = WeightBuf::zeroed(panels * nb * Q8_BLOCK)?; // every byte is written below
     for p in 0..panels {
         for b in 0..nb {
             let blk = &mut out[(p * nb + b) * Q8_BLOCK..][..Q8_BLOCK];
@@ -44,7 +46,7 @@ pub fn pack_q8(w: &[f32], rows: usize, cols: usize) -> Vec<u8> {
             }
         }
     }
-    out
+    Ok(out)
 }
 
 /// Dequantise row `16 p + lane` of a packed q8_0 matrix with `cols` inputs.

@@ -67,5 +67,18 @@ fn bench_matmul(c: &mut Criterion) {
     g.finish();
 }
 
-criterion_group!(kernels, bench_matmul);
+/// The cost of one fork-join hand-off to the team (a decode step makes ~150 of them).
+fn bench_pool(c: &mut Criterion) {
+    let pool = Pool::new(default_threads());
+    let hits = std::sync::atomic::AtomicUsize::new(0);
+    c.bench_function("pool/run_empty", |b| {
+        b.iter(|| {
+            pool.run(|tid, _| {
+                hits.fetch_add(tid, std::sync::atomic::Ordering::Relaxed);
+            })
+        })
+    });
+}
+
+criterion_group!(kernels, bench_matmul, bench_pool);
 criterion_main!(kernels);

@@ -141,15 +141,24 @@ impl PagedKv {
         out: &mut [f32],
         pool: &Pool,
     ) {
-        let nkv = self.geo.num_kv_heads;
-        let items = steps.slots.len() * nkv;
+        let (nkv, hd) = (self.geo.num_kv_heads, self.geo.head_dim);
+        let group = heads / nkv;
+        // Query heads per work item: a whole KV group (K/V read once for all of them) unless
+        // that leaves too few items to keep the team busy (batch-1 decode), then one head.
+        let per = if steps.slots.len() * nkv >= 4 * pool.size() {
+            group
+        } else {
+            1
+        };
+        let parts = group / per;
+        let items = steps.slots.len() * nkv * parts;
         let out = OutPtr(out.as_mut_ptr());
         pool.run(|tid, n| {
             let (lo, hi) = share(items, tid, n);
             SCRATCH.with(|s| {
                 let s = &mut *s.borrow_mut();
                 for i in lo..hi {
-                    let (t, kvh) = (i / nkv, i % nkv);
+                    let (t, kvh, part) = (i / (nkv * parts), i / parts % nkv, i % parts);
                     let pos = batch.positions[t] as usize;
                     let item = Item {
                         table: &batch.seqs[steps.seq[t] as usize].block_table,
@@ -157,14 +166,11 @@ impl PagedKv {
                         lo: window.map_or(0, |w| (pos + 1).saturating_sub(w)),
                         pos,
                     };
-                    let group = heads / nkv;
-                    let hd = self.geo.head_dim;
-                    let q = &x.qkv[t * x.ld + kvh * group * hd..][..group * hd];
-                    // SAFETY: item (t, kvh) owns columns [kvh * group * hd, +group * hd) of row t.
-                    let dst = unsafe {
-                        std::slice::from_raw_parts_mut(out.get().add(t * heads * hd + kvh * group * hd), group * hd)
-                    };
-                    self.attend_item(layer, &item, q, group, s, dst);
+                    let col = (kvh * group + part * per) * hd; // first query head's column
+                    let q = &x.qkv[t * x.ld + col..][..per * hd];
+                    // SAFETY: item (t, kvh, part) owns columns [col, col + per * hd) of row t.
+                    let dst = unsafe { std::slice::from_raw_parts_mut(out.get().add(t * heads * hd + col), per * hd) };
+                    self.attend_item(layer, &item, q, per, s, dst);
                 }
             })
         });

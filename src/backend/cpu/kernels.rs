@@ -12,6 +12,7 @@ pub mod x86 {
     use std::arch::x86_64::*;
 
     use super::super::quant::{Q8Act, Q8_BLOCK};
+    use super::super::quant4::Q4_BLOCK;
 
     /// Where a tile's results go: `y[i * ldy + j * 16 + lane]`, lanes of the last panel
     /// limited by `last_mask`; `accumulate` adds to what `y` holds instead of overwriting.
@@ -120,6 +121,50 @@ pub mod x86 {
                 for j in 0..NR {
                     let f = _mm512_sub_ps(_mm512_cvtepi32_ps(iacc[i][j]), c);
                     acc[i][j] = _mm512_fmadd_ps(f, _mm512_mul_ps(dw[j], d), acc[i][j]);
+                }
+            }
+        }
+        store(&acc, o)
+    }
+
+    /// q4_k weights: panels of `nb` blocks of `Q4_BLOCK` bytes. Integer dot products of the
+    /// unsigned nibbles by signed x per 32-block, then `Σ d_x (scale · dot − min · Σx)`.
+    #[target_feature(enable = "avx512f,avx512bw,avx512vnni")]
+    pub unsafe fn tile_q4k<const MR: usize, const NR: usize>(x: Q8Act, w: *const u8, nb: usize, o: Out) {
+        let low = _mm512_set1_epi8(0x0F);
+        let mut acc = [[_mm512_setzero_ps(); NR]; MR];
+        for b in 0..nb {
+            let mut iacc = [[_mm512_setzero_si512(); NR]; MR];
+            for g in 0..4 {
+                let mut lo = [_mm512_setzero_si512(); NR];
+                let mut hi = [_mm512_setzero_si512(); NR];
+                for j in 0..NR {
+                    let v = _mm512_loadu_si512(w.add((j * nb + b) * Q4_BLOCK + g * 64) as *const __m512i);
+                    lo[j] = _mm512_and_si512(v, low);
+                    hi[j] = _mm512_and_si512(_mm512_srli_epi16::<4>(v), low);
+                }
+                for (i, row) in iacc.iter_mut().enumerate() {
+                    let xp = x.q.add(i * x.ldx + b * 32 + g * 4);
+                    let xl = _mm512_set1_epi32((xp as *const i32).read_unaligned());
+                    let xh = _mm512_set1_epi32((xp.add(16) as *const i32).read_unaligned());
+                    for j in 0..NR {
+                        row[j] = _mm512_dpbusd_epi32(_mm512_dpbusd_epi32(row[j], lo[j], xl), hi[j], xh);
+                    }
+                }
+            }
+            let mut sc = [_mm512_setzero_ps(); NR];
+            let mut mn = [_mm512_setzero_ps(); NR];
+            for j in 0..NR {
+                let blk = w.add((j * nb + b) * Q4_BLOCK);
+                sc[j] = _mm512_cvtph_ps(_mm256_loadu_si256(blk.add(256) as *const __m256i));
+                mn[j] = _mm512_cvtph_ps(_mm256_loadu_si256(blk.add(288) as *const __m256i));
+            }
+            for i in 0..MR {
+                let d = _mm512_set1_ps(*x.d.add(i * x.lds + b));
+                let sum = _mm512_set1_ps(*x.c.add(i * x.lds + b) / 128.0);
+                for j in 0..NR {
+                    let f = _mm512_fmsub_ps(_mm512_cvtepi32_ps(iacc[i][j]), sc[j], _mm512_mul_ps(mn[j], sum));
+                    acc[i][j] = _mm512_fmadd_ps(f, d, acc[i][j]);
                 }
             }
         }
@@ -292,9 +337,10 @@ pub mod x86_attn {
         }
     }
 
-    /// scores[g][c*16..] = Σ_d q[g][d] · K[d][c*16..] for the 16-key column chunk `c` of one
+    /// scores[g][c*16..] = Σ_d q[g][d] · K[d][c*16..] for the 16-key column chunks of one
     /// block whose keys are stored transposed: kt: (head_dim, block_size).
-    /// q: (group, head_dim), already scaled; scores rows `ld` apart.
+    /// q: (group, head_dim), already scaled; scores rows `ld` apart. Four partial sums per
+    /// query (over d mod 4) keep four FMA chains in flight.
     #[target_feature(enable = "avx512f")]
     pub unsafe fn scores_block(
         q: &[f32],
@@ -306,26 +352,30 @@ pub mod x86_attn {
         ld: usize,
     ) {
         for c in (0..bs).step_by(16) {
-            for g0 in (0..group).step_by(8) {
-                let gn = (group - g0).min(8);
-                let mut acc = [_mm512_setzero_ps(); 8];
-                for d in 0..hd {
-                    let kv = _mm512_loadu_ps(kt.add(d * bs + c));
-                    for gi in 0..gn {
-                        let qb = _mm512_set1_ps(*q.get_unchecked((g0 + gi) * hd + d));
-                        acc[gi] = _mm512_fmadd_ps(qb, kv, acc[gi]);
+            for g in 0..group {
+                let qg = q.as_ptr().add(g * hd);
+                let mut acc = [_mm512_setzero_ps(); 4];
+                let mut d = 0;
+                while d + 4 <= hd {
+                    for u in 0..4 {
+                        let kv = _mm512_loadu_ps(kt.add((d + u) * bs + c));
+                        acc[u] = _mm512_fmadd_ps(_mm512_set1_ps(*qg.add(d + u)), kv, acc[u]);
                     }
+                    d += 4;
                 }
-                for gi in 0..gn {
-                    _mm512_storeu_ps(scores.add((g0 + gi) * ld + c), acc[gi]);
+                for dd in d..hd {
+                    let kv = _mm512_loadu_ps(kt.add(dd * bs + c));
+                    acc[0] = _mm512_fmadd_ps(_mm512_set1_ps(*qg.add(dd)), kv, acc[0]);
                 }
+                let sum = _mm512_add_ps(_mm512_add_ps(acc[0], acc[1]), _mm512_add_ps(acc[2], acc[3]));
+                _mm512_storeu_ps(scores.add(g * ld + c), sum);
             }
         }
     }
 
     /// acc[g] += Σ_j p[g][j] · V[j] over `rows` consecutive value rows of one block.
     /// v: (rows, head_dim); p: rows `ld` apart starting at the first of these rows;
-    /// acc: (group, head_dim).
+    /// acc: (group, head_dim). Each 64-wide slice of a head is four chains in registers.
     #[allow(clippy::too_many_arguments)]
     #[target_feature(enable = "avx512f")]
     pub unsafe fn values_block(
@@ -337,14 +387,26 @@ pub mod x86_attn {
         group: usize,
         acc: &mut [f32],
     ) {
-        for j in 0..rows {
-            for d in (0..hd).step_by(16) {
-                let vv = _mm512_loadu_ps(v.add(j * hd + d));
-                for g in 0..group {
-                    let a = acc.as_mut_ptr().add(g * hd + d);
-                    let w = _mm512_set1_ps(*p.add(g * ld + j));
-                    _mm512_storeu_ps(a, _mm512_fmadd_ps(w, vv, _mm512_loadu_ps(a)));
+        for g in 0..group {
+            let pg = p.add(g * ld);
+            let mut d0 = 0;
+            while d0 < hd {
+                let width = (hd - d0).min(64) / 16; // 16-lane chunks in this slice
+                let a = acc.as_mut_ptr().add(g * hd + d0);
+                let mut r = [_mm512_setzero_ps(); 4];
+                for u in 0..width {
+                    r[u] = _mm512_loadu_ps(a.add(16 * u));
                 }
+                for j in 0..rows {
+                    let w = _mm512_set1_ps(*pg.add(j));
+                    for u in 0..width {
+                        r[u] = _mm512_fmadd_ps(w, _mm512_loadu_ps(v.add(j * hd + d0 + 16 * u)), r[u]);
+                    }
+                }
+                for u in 0..width {
+                    _mm512_storeu_ps(a.add(16 * u), r[u]);
+                }
+                d0 += 64;
             }
         }
     }

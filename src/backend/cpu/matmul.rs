@@ -6,13 +6,11 @@
 //! portable scalar kernels, and row lookup (embeddings share the packed lm_head).
 //! Must not: allocate per call beyond the caller's `Scratch` growing, or know about layers.
 
-use candle_core::quantized::{GgmlDType, QMatMul, QTensor};
-use candle_core::{Device, Module, Tensor};
-
 use super::buffer::WeightBuf;
 use super::isa::Isa;
 use super::pool::{share, Pool};
 use super::quant::{self, Q8_BLOCK};
+use super::quant4::{self, Q4_BLOCK};
 use super::CpuError;
 
 /// How weights are stored.
@@ -25,10 +23,10 @@ pub enum Format {
 }
 
 enum Data {
-    F32(WeightBuf<f32>),              // (panels, cols, 16)
-    Bf16(WeightBuf<u16>),             // (panels, cols/2, 16, 2)
-    Q8(WeightBuf<u8>),                // (panels, cols/32, Q8_BLOCK)
-    Q4K { mm: QMatMul, cols: usize }, // candle k-quants over rows padded to `cols`
+    F32(WeightBuf<f32>),  // (panels, cols, 16)
+    Bf16(WeightBuf<u16>), // (panels, cols/2, 16, 2)
+    Q8(WeightBuf<u8>),    // (panels, cols/32, Q8_BLOCK)
+    Q4(WeightBuf<u8>),    // (panels, cols/32, Q4_BLOCK)
 }
 
 /// A weight matrix of `rows` outputs × `cols` inputs, packed for the kernels.
@@ -44,7 +42,6 @@ pub struct PackedMatrix {
 pub struct Scratch {
     bf16: Vec<u32>, // (m, cols/2) bf16 pairs
     q8: quant::Q8Acts,
-    padded: Vec<f32>, // (m, padded cols) for q4_k
 }
 
 /// Raw output pointer shared by the team; members write disjoint columns.
@@ -62,19 +59,7 @@ impl PackedMatrix {
             Format::F32 => Data::F32(pack_f32(w, rows, cols)?),
             Format::Bf16 => Data::Bf16(pack_bf16(w, rows, cols)?),
             Format::Q8_0 => Data::Q8(quant::pack_q8(w, rows, cols)?),
-            Format::Q4K => {
-                let padded = cols.next_multiple_of(256);
-                let mut p = vec![0f32; rows * padded];
-                for (dst, src) in p.chunks_mut(padded).zip(w.chunks(cols)) {
-                    dst[..cols].copy_from_slice(src);
-                }
-                let t = Tensor::from_vec(p, (rows, padded), &Device::Cpu)?;
-                let q = QTensor::quantize(&t, GgmlDType::Q4K)?;
-                Data::Q4K {
-                    mm: QMatMul::from_qtensor(q)?,
-                    cols: padded,
-                }
-            }
+            Format::Q4K => Data::Q4(quant4::pack_q4k(w, rows, cols)?),
         };
         Ok(PackedMatrix {
             rows,
@@ -98,7 +83,7 @@ impl PackedMatrix {
             Data::F32(d) => d.len() * 4,
             Data::Bf16(d) => d.len() * 2,
             Data::Q8(d) => d.len(),
-            Data::Q4K { cols, .. } => self.rows * cols / 256 * 144,
+            Data::Q4(d) => d.len(),
         }
     }
 
@@ -117,7 +102,7 @@ impl PackedMatrix {
                 }
             }
             Data::Q8(d) => quant::q8_row(d, k, p, lane, out),
-            Data::Q4K { .. } => return Err(CpuError::Unsupported("row lookup in a q4_k matrix".into())),
+            Data::Q4(d) => quant4::q4k_row(d, k, p, lane, out),
         }
         Ok(())
     }
@@ -162,7 +147,11 @@ impl PackedMatrix {
                 let a = &s.q8;
                 self.drive(pool, m, 4, 2, |t| unsafe { t.q8(isa, a, w, out, accumulate) })
             }
-            Data::Q4K { mm, cols } => self.q4k(mm, *cols, x, m, y, accumulate, s),
+            Data::Q4(w) => {
+                s.q8.quantize(x, m, self.cols);
+                let a = &s.q8;
+                self.drive(pool, m, 4, 2, |t| unsafe { t.q4(isa, a, w, out, accumulate) })
+            }
         }
     }
 
@@ -197,25 +186,6 @@ impl PackedMatrix {
                 }
             }
         })
-    }
-
-    #[allow(clippy::too_many_arguments)]
-    fn q4k(&self, mm: &QMatMul, cols: usize, x: &[f32], m: usize, y: &mut [f32], accumulate: bool, s: &mut Scratch) {
-        s.padded.clear();
-        s.padded.resize(m * cols, 0.0);
-        for (dst, src) in s.padded.chunks_mut(cols).zip(x.chunks(self.cols)).take(m) {
-            dst[..self.cols].copy_from_slice(src);
-        }
-        let run = || -> candle_core::Result<Vec<f32>> {
-            let xt = Tensor::from_slice(&s.padded, (m, cols), &Device::Cpu)?;
-            mm.forward(&xt)?.flatten_all()?.to_vec1::<f32>()
-        };
-        match run() {
-            Ok(r) if accumulate => y.iter_mut().zip(&r).for_each(|(a, b)| *a += b),
-            Ok(r) => y[..r.len()].copy_from_slice(&r),
-            // Shapes are fixed at load time, so candle has no reason to fail here.
-            Err(e) => tracing::error!("q4_k matmul failed: {e}"),
-        }
     }
 }
 
@@ -336,6 +306,29 @@ impl Tile {
         let (yp, ldy, mask, accumulate) = self.out(y, acc);
         scalar_tile(self.mr, self.np, yp, ldy, mask, accumulate, |i, j, lane| {
             quant::q8_dot_scalar(act, i, wp.add(j * nb * Q8_BLOCK), nb, lane)
+        })
+    }
+
+    unsafe fn q4(&self, isa: Isa, a: &quant::Q8Acts, w: &[u8], y: OutPtr, acc: bool) {
+        let nb = a.blocks();
+        let wp = w.as_ptr().add(self.p * nb * Q4_BLOCK);
+        let act = a.at(self.i);
+        #[cfg(target_arch = "x86_64")]
+        if isa.avx512_vnni {
+            use super::kernels::x86::{tile_q4k, Out};
+            let (y, ldy, last_mask, accumulate) = self.out(y, acc);
+            let o = Out {
+                y,
+                ldy,
+                last_mask,
+                accumulate,
+            };
+            return tiles!(self.mr, self.np, tile_q4k, (act, wp, nb, o), [1, 2, 3, 4], [1, 2]);
+        }
+        let _ = isa;
+        let (yp, ldy, mask, accumulate) = self.out(y, acc);
+        scalar_tile(self.mr, self.np, yp, ldy, mask, accumulate, |i, j, lane| {
+            quant4::q4k_dot_scalar(act, i, wp.add(j * nb * Q4_BLOCK), nb, lane)
         })
     }
 }

@@ -16,6 +16,7 @@ mod model;
 mod pool;
 mod profile;
 mod quant;
+mod quant4;
 
 use candle_core::DType;
 
@@ -137,3 +138,6 @@ impl Executor for CpuExecutor {
         )
     }
 }
+
+#[cfg(test)]
+mod tests;

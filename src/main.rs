@@ -35,6 +35,9 @@ enum Command {
     /// Score a dataset of chat requests (key-fact accuracy, latency, tokens/s), in-process or
     /// against a running server.
     Eval(Box<cli::eval::EvalArgs>),
+    /// Load a running server with concurrent streaming clients; print throughput and TTFT /
+    /// inter-token / end-to-end latency percentiles (as `vllm bench serve` does).
+    BenchServe(Box<cli::bench_serve::BenchServeArgs>),
 }
 
 #[derive(Args)]
@@ -206,6 +209,10 @@ fn main() {
         Command::Eval(args) => {
             init_logging("warn", false);
             cli::eval::run(*args)
+        }
+        Command::BenchServe(args) => {
+            init_logging("warn", false);
+            cli::bench_serve::run(*args)
         }
         Command::Serve(args) => {
             init_logging("warn,aisle=info", args.log_format == "json");

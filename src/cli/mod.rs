@@ -3,4 +3,5 @@
 //! Owns: argument structs and drivers for those subcommands. Must not: hold library logic
 //! (that lives in the `aisle` crate's modules).
 
+pub mod bench_serve;
 pub mod eval;

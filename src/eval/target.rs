@@ -6,7 +6,6 @@
 
 use std::time::{Duration, Instant};
 
-use futures_util::StreamExt;
 use serde_json::{json, Value};
 
 use super::dataset::EvalItem;
@@ -147,36 +146,13 @@ async fn ask_local(
 
 async fn ask_http(req: reqwest::RequestBuilder, start: Instant, out: &mut Outcome) -> Result<(), String> {
     let resp = req.send().await.map_err(|e| e.to_string())?;
-    let status = resp.status();
-    if !status.is_success() {
-        let body = resp.text().await.unwrap_or_default();
-        return Err(format!("HTTP {status}: {body}"));
-    }
-    let mut bytes = resp.bytes_stream();
-    // Bytes, not text: a chunk may end inside a multi-byte character; a whole line cannot.
-    let mut pending: Vec<u8> = Vec::new();
-    while let Some(chunk) = bytes.next().await {
-        pending.extend_from_slice(&chunk.map_err(|e| e.to_string())?);
-        while let Some(end) = pending.iter().position(|&b| b == b'\n') {
-            let line: Vec<u8> = pending.drain(..=end).collect();
-            let line = String::from_utf8_lossy(&line);
-            let Some(data) = line.trim().strip_prefix("data:").map(str::trim) else {
-                continue;
-            };
-            if data == "[DONE]" {
-                return Ok(());
-            }
-            let event: Value = serde_json::from_str(data).map_err(|e| format!("bad stream event {data}: {e}"))?;
-            if let Some(err) = event.get("error") {
-                return Err(format!("server error: {err}"));
-            }
-            if let Some(text) = event["choices"][0]["delta"]["content"].as_str() {
-                note_text(out, text, start);
-            }
-            if let Some(n) = event["usage"]["completion_tokens"].as_u64() {
-                out.completion_tokens = n as usize;
-            }
+    crate::sse::read_events(resp, |event| {
+        if let Some(text) = event["choices"][0]["delta"]["content"].as_str() {
+            note_text(out, text, start);
         }
-    }
-    Err("stream ended without [DONE]".into())
+        if let Some(n) = event["usage"]["completion_tokens"].as_u64() {
+            out.completion_tokens = n as usize;
+        }
+    })
+    .await
 }

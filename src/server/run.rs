@@ -4,6 +4,7 @@
 //!
 //! Owns: process-level lifecycle. Must not: handle individual requests.
 
+use axum::serve::ListenerExt;
 use std::io::Read;
 use std::path::Path;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -159,6 +160,13 @@ pub async fn serve(opts: ServeOptions) -> Result<(), String> {
             drain_state.in_flight()
         );
     };
+    // Streams write one small SSE event per token: without TCP_NODELAY, Nagle's algorithm
+    // holds each behind the client's delayed ACK (≈40 ms per token on Linux).
+    let listener = listener.tap_io(|tcp| {
+        if let Err(e) = tcp.set_nodelay(true) {
+            tracing::warn!("could not set TCP_NODELAY: {e}");
+        }
+    });
     axum::serve(listener, app(state))
         .with_graceful_shutdown(shutdown)
         .await

@@ -152,8 +152,8 @@ impl Weights {
         counts.into_iter().max_by_key(|(_, c)| *c).map(|(d, _)| d)
     }
 
-    /// Load tensor `name`, check it has `shape`, convert to `dtype` on `device`.
-    pub fn get(&self, name: &str, shape: &[usize], dtype: DType, device: &Device) -> Result<Tensor, WeightsError> {
+    /// Find tensor `name`, check it has `shape` and a supported dtype.
+    fn locate(&self, name: &str, shape: &[usize]) -> Result<(&Entry, DType), WeightsError> {
         let entry = self.index.get(name).ok_or_else(|| WeightsError::Missing {
             name: name.to_string(),
             files: self.file_list(),
@@ -179,9 +179,15 @@ impl Weights {
                 })
             }
         };
+        Ok((entry, disk))
+    }
+
+    /// Load tensor `name`, check it has `shape`, convert to `dtype` on `device`.
+    pub fn get(&self, name: &str, shape: &[usize], dtype: DType, device: &Device) -> Result<Tensor, WeightsError> {
+        let (entry, disk) = self.locate(name, shape)?;
         let bytes = &self.maps[entry.file][entry.start..entry.end];
         let wrap = |e: candle_core::Error| WeightsError::Tensor {
-            path: path.clone(),
+            path: self.paths[entry.file].clone(),
             name: name.to_string(),
             message: e.to_string(),
         };
@@ -189,9 +195,55 @@ impl Weights {
         t.to_dtype(dtype).and_then(|t| t.to_device(device)).map_err(wrap)
     }
 
+    /// Tensor `name` of `shape` read row by row (the last dimension is a row) as f32,
+    /// straight from the mapping: no copy of the whole tensor is made.
+    pub fn rows(&self, name: &str, shape: &[usize]) -> Result<Rows<'_>, WeightsError> {
+        let (entry, dtype) = self.locate(name, shape)?;
+        Ok(Rows {
+            bytes: &self.maps[entry.file][entry.start..entry.end],
+            dtype,
+            cols: shape.last().copied().unwrap_or(1),
+        })
+    }
+
+    /// Let the OS take back the pages of tensor `name` that reading it made resident (once
+    /// it has been converted): the file stays mapped, and a later read faults them back in.
+    pub fn release(&self, name: &str) {
+        #[cfg(unix)]
+        if let Some(e) = self.index.get(name) {
+            // SAFETY: the mapping is a read-only view of a file we do not write; dropping its
+            // pages only makes the next access read them from the file again.
+            let _ = unsafe {
+                self.maps[e.file].unchecked_advise_range(memmap2::UncheckedAdvice::DontNeed, e.start, e.end - e.start)
+            };
+        }
+    }
+
     fn file_list(&self) -> String {
         let names: Vec<String> = self.paths.iter().map(|p| p.display().to_string()).collect();
         names.join(", ")
+    }
+}
+
+/// One tensor's rows, converted to f32 on demand.
+pub struct Rows<'a> {
+    bytes: &'a [u8],
+    dtype: DType,
+    cols: usize,
+}
+
+impl Rows<'_> {
+    /// Row `r` into `out` (`cols` values).
+    pub fn read(&self, r: usize, out: &mut [f32]) {
+        let size = self.dtype.size_in_bytes();
+        let row = &self.bytes[r * self.cols * size..(r + 1) * self.cols * size];
+        for (o, b) in out.iter_mut().zip(row.chunks_exact(size)) {
+            *o = match self.dtype {
+                DType::BF16 => half::bf16::from_le_bytes([b[0], b[1]]).to_f32(),
+                DType::F16 => half::f16::from_le_bytes([b[0], b[1]]).to_f32(),
+                _ => f32::from_le_bytes([b[0], b[1], b[2], b[3]]),
+            };
+        }
     }
 }
 

@@ -33,10 +33,12 @@ impl<T: Plain> WeightBuf<T> {
             0 => 0,
             _ => (HUGE - map.as_ptr() as usize % HUGE) % HUGE,
         };
+        // Huge pages for the whole 2 MiB pages of the data only: a partial last page advised
+        // too would be backed by a full 2 MiB page (up to 2 MiB wasted per matrix).
+        // Advisory only: without THP the buffer still works, with 4 KiB pages.
         #[cfg(target_os = "linux")]
-        if extra > 0 {
-            // Advisory only: without THP the buffer still works, with 4 KiB pages.
-            let _ = map.advise(memmap2::Advice::HugePage);
+        if bytes >= HUGE {
+            let _ = map.advise_range(memmap2::Advice::HugePage, offset, bytes / HUGE * HUGE);
         }
         Ok(WeightBuf {
             map,

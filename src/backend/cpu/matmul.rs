@@ -54,13 +54,45 @@ impl PackedMatrix {
     /// Pack a row-major `(rows, cols)` f32 matrix in `format`.
     pub fn pack(w: &[f32], rows: usize, cols: usize, format: Format) -> Result<PackedMatrix, CpuError> {
         debug_assert_eq!(w.len(), rows * cols);
+        PackedMatrix::pack_rows(rows, cols, format, |r, out| {
+            out.copy_from_slice(&w[r * cols..(r + 1) * cols]);
+            Ok(())
+        })
+    }
+
+    /// Pack a `(rows, cols)` matrix whose rows `row(r, out)` supplies, one 16-row panel at a
+    /// time (so loading never holds a full f32 copy of a tensor).
+    pub fn pack_rows(
+        rows: usize,
+        cols: usize,
+        format: Format,
+        mut row: impl FnMut(usize, &mut [f32]) -> Result<(), CpuError>,
+    ) -> Result<PackedMatrix, CpuError> {
         let panels = rows.div_ceil(16);
-        let data = match format {
-            Format::F32 => Data::F32(pack_f32(w, rows, cols)?),
-            Format::Bf16 => Data::Bf16(pack_bf16(w, rows, cols)?),
-            Format::Q8_0 => Data::Q8(quant::pack_q8(w, rows, cols)?),
-            Format::Q4K => Data::Q4(quant4::pack_q4k(w, rows, cols)?),
+        let (k2, nb) = (cols.div_ceil(2), cols.div_ceil(32));
+        let mut data = match format {
+            Format::F32 => Data::F32(WeightBuf::zeroed(panels * cols * 16)?),
+            Format::Bf16 => Data::Bf16(WeightBuf::zeroed(panels * k2 * 32)?),
+            Format::Q8_0 => Data::Q8(WeightBuf::zeroed(panels * nb * Q8_BLOCK)?),
+            Format::Q4K => Data::Q4(WeightBuf::zeroed(panels * nb * Q4_BLOCK)?),
         };
+        let mut panel = vec![0f32; 16 * cols]; // (16, cols)
+        for p in 0..panels {
+            for (lane, dst) in panel.chunks_mut(cols).enumerate() {
+                match p * 16 + lane < rows {
+                    true => row(p * 16 + lane, dst)?,
+                    false => dst.fill(0.0),
+                }
+            }
+            match &mut data {
+                Data::F32(d) => pack_f32_panel(&panel, cols, &mut d[p * cols * 16..(p + 1) * cols * 16]),
+                Data::Bf16(d) => pack_bf16_panel(&panel, cols, &mut d[p * k2 * 32..(p + 1) * k2 * 32]),
+                Data::Q8(d) => quant::pack_q8_panel(&panel, cols, &mut d[p * nb * Q8_BLOCK..(p + 1) * nb * Q8_BLOCK]),
+                Data::Q4(d) => {
+                    quant4::pack_q4k_panel(&panel, cols, &mut d[p * nb * Q4_BLOCK..(p + 1) * nb * Q4_BLOCK])?
+                }
+            }
+        }
         Ok(PackedMatrix {
             rows,
             cols,
@@ -359,28 +391,20 @@ unsafe fn scalar_tile(
     }
 }
 
-/// (rows, cols) → (panels, cols, 16), zero rows padding the last panel.
-fn pack_f32(w: &[f32], rows: usize, cols: usize) -> std::io::Result<WeightBuf<f32>> {
-    let panels = rows.div_ceil(16);
-    let mut out = WeightBuf::zeroed(panels * cols * 16)?;
-    for (r, row) in w.chunks(cols).enumerate() {
-        let (p, lane) = (r / 16, r % 16);
+/// One panel (16, cols) → (cols, 16).
+fn pack_f32_panel(panel: &[f32], cols: usize, out: &mut [f32]) {
+    for (lane, row) in panel.chunks(cols).enumerate() {
         for (k, &v) in row.iter().enumerate() {
-            out[(p * cols + k) * 16 + lane] = v;
+            out[k * 16 + lane] = v;
         }
     }
-    Ok(out)
 }
 
-/// (rows, cols) → (panels, cols/2, 16, 2) bf16 bits, round to nearest even.
-fn pack_bf16(w: &[f32], rows: usize, cols: usize) -> std::io::Result<WeightBuf<u16>> {
-    let (panels, k2) = (rows.div_ceil(16), cols.div_ceil(2));
-    let mut out = WeightBuf::zeroed(panels * k2 * 32)?;
-    for (r, row) in w.chunks(cols).enumerate() {
-        let (p, lane) = (r / 16, r % 16);
+/// One panel (16, cols) → (cols/2, 16, 2) bf16 bits, round to nearest even.
+fn pack_bf16_panel(panel: &[f32], cols: usize, out: &mut [u16]) {
+    for (lane, row) in panel.chunks(cols).enumerate() {
         for (k, &v) in row.iter().enumerate() {
-            out[((p * k2 + k / 2) * 16 + lane) * 2 + k % 2] = half::bf16::from_f32(v).to_bits();
+            out[((k / 2) * 16 + lane) * 2 + k % 2] = half::bf16::from_f32(v).to_bits();
         }
     }
-    Ok(out)
 }

@@ -55,14 +55,28 @@ impl Loader<'_> {
         on.then(|| self.vec(name, shape)).transpose()
     }
 
-    /// Stack the named `(rows_i, cols)` matrices row-wise and pack them.
+    /// Stack the named `(rows_i, cols)` matrices row-wise and pack them, reading rows
+    /// straight from the mapping; then let the OS drop the tensors' pages.
     fn packed(&self, names: &[(&str, usize)], cols: usize, format: Format) -> Result<PackedMatrix, CpuError> {
-        let mut all = Vec::new();
-        for &(name, rows) in names {
-            all.extend(self.vec(name, &[rows, cols])?);
-        }
+        let parts = names
+            .iter()
+            .map(|&(name, rows)| Ok((self.weights.rows(name, &[rows, cols])?, rows)))
+            .collect::<Result<Vec<_>, CpuError>>()?;
         let rows = names.iter().map(|n| n.1).sum();
-        PackedMatrix::pack(&all, rows, cols, format)
+        let packed = PackedMatrix::pack_rows(rows, cols, format, |mut r, out| {
+            for (part, n) in &parts {
+                if r < *n {
+                    part.read(r, out);
+                    return Ok(());
+                }
+                r -= n;
+            }
+            Err(CpuError::Unsupported(format!("row {r} beyond the stacked tensors")))
+        })?;
+        for &(name, _) in names {
+            self.weights.release(name);
+        }
+        Ok(packed)
     }
 
     /// Concatenated biases of the named vectors, if `on`.

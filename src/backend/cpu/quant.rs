@@ -8,8 +8,6 @@
 //! row and block, with `128 × Σ q_x` kept to undo the +128 offset.
 //! Must not: know about layers or threads.
 
-use super::buffer::WeightBuf;
-
 /// Bytes of one panel block: 512 weight bytes then 16 f32 scales.
 pub const Q8_BLOCK: usize = 512 + 64;
 
@@ -25,28 +23,18 @@ fn quantize_block(v: &[f32], q: &mut [i8]) -> f32 {
     d
 }
 
-/// Pack a row-major `(rows, cols)` matrix as q8_0 panels: (panels, cols/32, Q8_BLOCK).
-pub fn pack_q8(w: &[f32], rows: usize, cols: usize) -> std::io::Result<WeightBuf<u8>> {
-    let (panels, nb) = (rows.div_ceil(16), cols.div_ceil(32));
-    let mut out = WeightBuf::zeroed(panels * nb * Q8_BLOCK)?; // every byte is written below
-    for p in 0..panels {
-        for b in 0..nb {
-            let blk = &mut out[(p * nb + b) * Q8_BLOCK..][..Q8_BLOCK];
-            for lane in 0..16 {
-                let r = p * 16 + lane;
-                let mut q = [0i8; 32];
-                let d = match r < rows {
-                    true => quantize_block(&w[r * cols + b * 32..r * cols + cols.min(b * 32 + 32)], &mut q),
-                    false => 0.0,
-                };
-                for (k, &qv) in q.iter().enumerate() {
-                    blk[(k / 4) * 64 + lane * 4 + k % 4] = (qv as i16 + 128) as u8;
-                }
-                blk[512 + lane * 4..512 + lane * 4 + 4].copy_from_slice(&d.to_le_bytes());
+/// Quantise one panel (16, cols) into its `cols/32` blocks of `Q8_BLOCK` bytes.
+pub fn pack_q8_panel(panel: &[f32], cols: usize, out: &mut [u8]) {
+    for (b, blk) in out.chunks_mut(Q8_BLOCK).enumerate() {
+        for (lane, row) in panel.chunks(cols).enumerate() {
+            let mut q = [0i8; 32];
+            let d = quantize_block(&row[b * 32..cols.min(b * 32 + 32)], &mut q);
+            for (k, &qv) in q.iter().enumerate() {
+                blk[(k / 4) * 64 + lane * 4 + k % 4] = (qv as i16 + 128) as u8;
             }
+            blk[512 + lane * 4..512 + lane * 4 + 4].copy_from_slice(&d.to_le_bytes());
         }
     }
-    Ok(out)
 }
 
 /// Dequantise row `16 p + lane` of a packed q8_0 matrix with `cols` inputs.

@@ -13,7 +13,6 @@ use candle_core::quantized::{GgmlDType, QTensor};
 use candle_core::{Device, Tensor};
 use half::f16;
 
-use super::buffer::WeightBuf;
 use super::quant::Q8Act;
 
 /// Bytes of one panel block: nibbles, then 16 f16 scales and 16 f16 mins.
@@ -56,34 +55,29 @@ fn decode_row(blocks: &[u8], n_sub: usize) -> Vec<(f32, f32, [u8; 32])> {
     out
 }
 
-/// Quantise a row-major `(rows, cols)` matrix to Q4_K and pack it: (panels, cols/32, Q4_BLOCK).
-pub fn pack_q4k(w: &[f32], rows: usize, cols: usize) -> Result<WeightBuf<u8>, candle_core::Error> {
+/// Quantise one panel (16, cols) to Q4_K (rows zero-padded to whole super-blocks) and pack
+/// its `cols/32` blocks of `Q4_BLOCK` bytes.
+pub fn pack_q4k_panel(panel: &[f32], cols: usize, out: &mut [u8]) -> Result<(), candle_core::Error> {
     let padded = cols.next_multiple_of(QK_K);
-    let mut p = vec![0f32; rows * padded];
-    for (dst, src) in p.chunks_mut(padded).zip(w.chunks(cols)) {
+    let mut p = vec![0f32; 16 * padded];
+    for (dst, src) in p.chunks_mut(padded).zip(panel.chunks(cols)) {
         dst[..cols].copy_from_slice(src);
     }
-    let q = QTensor::quantize(&Tensor::from_vec(p, (rows, padded), &Device::Cpu)?, GgmlDType::Q4K)?;
+    let q = QTensor::quantize(&Tensor::from_vec(p, (16, padded), &Device::Cpu)?, GgmlDType::Q4K)?;
     let data = q.data()?;
     let row_bytes = padded / QK_K * BLOCK_BYTES;
-    let (panels, nb) = (rows.div_ceil(16), cols.div_ceil(32));
-    let mut out = WeightBuf::zeroed(panels * nb * Q4_BLOCK)?;
-    for r in 0..rows {
-        let (p, lane) = (r / 16, r % 16);
-        for (b, (scale, min, v)) in decode_row(&data[r * row_bytes..(r + 1) * row_bytes], nb)
-            .iter()
-            .enumerate()
-        {
-            let blk = &mut out[(p * nb + b) * Q4_BLOCK..][..Q4_BLOCK];
+    let nb = cols.div_ceil(32);
+    for lane in 0..16 {
+        let subs = decode_row(&data[lane * row_bytes..(lane + 1) * row_bytes], nb);
+        for (blk, (scale, min, v)) in out.chunks_mut(Q4_BLOCK).zip(&subs) {
             for k in 0..16 {
-                let (g, byte) = (k / 4, k % 4);
-                blk[g * 64 + lane * 4 + byte] = v[k] | (v[k + 16] << 4);
+                blk[(k / 4) * 64 + lane * 4 + k % 4] = v[k] | (v[k + 16] << 4);
             }
             blk[256 + lane * 2..256 + lane * 2 + 2].copy_from_slice(&f16::from_f32(*scale).to_le_bytes());
             blk[288 + lane * 2..288 + lane * 2 + 2].copy_from_slice(&f16::from_f32(*min).to_le_bytes());
         }
     }
-    Ok(out)
+    Ok(())
 }
 
 /// Quantised value `k` (0..32) of `lane` in a panel block.

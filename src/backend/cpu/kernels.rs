@@ -91,12 +91,24 @@ pub mod x86 {
         store(&acc, o)
     }
 
+    /// How far ahead (in blocks) the batch-1 quantized kernels prefetch.
+    const PREFETCH_BLOCKS: usize = 24;
+
     /// q8_0 weights: panels of `nb` blocks of `Q8_BLOCK` bytes. Integer dot products of
     /// unsigned (w + 128) by signed x per 32-block, then `Σ d_w d_x (dot - 128 Σx)` in f32.
     #[target_feature(enable = "avx512f,avx512bw,avx512vnni")]
     pub unsafe fn tile_q8<const MR: usize, const NR: usize>(x: Q8Act, w: *const u8, nb: usize, o: Out) {
         let mut acc = [[_mm512_setzero_ps(); NR]; MR];
         for b in 0..nb {
+            if MR == 1 {
+                // Batch-1 decode streams weights from DRAM: ask for blocks ahead explicitly.
+                for j in 0..NR {
+                    let ahead = w.wrapping_add((j * nb + b + PREFETCH_BLOCKS) * Q8_BLOCK) as *const i8; // may pass the end: prefetches never fault
+                    for line in 0..Q8_BLOCK / 64 {
+                        _mm_prefetch::<_MM_HINT_T0>(ahead.wrapping_add(line * 64));
+                    }
+                }
+            }
             let mut iacc = [[_mm512_setzero_si512(); NR]; MR];
             for g in 0..8 {
                 let mut wv = [_mm512_setzero_si512(); NR];
@@ -134,6 +146,14 @@ pub mod x86 {
         let low = _mm512_set1_epi8(0x0F);
         let mut acc = [[_mm512_setzero_ps(); NR]; MR];
         for b in 0..nb {
+            if MR == 1 {
+                for j in 0..NR {
+                    let ahead = w.wrapping_add((j * nb + b + PREFETCH_BLOCKS) * Q4_BLOCK) as *const i8; // never faults
+                    for line in 0..Q4_BLOCK / 64 {
+                        _mm_prefetch::<_MM_HINT_T0>(ahead.wrapping_add(line * 64));
+                    }
+                }
+            }
             let mut iacc = [[_mm512_setzero_si512(); NR]; MR];
             for g in 0..4 {
                 let mut lo = [_mm512_setzero_si512(); NR];

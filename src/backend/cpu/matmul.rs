@@ -177,12 +177,16 @@ impl PackedMatrix {
             Data::Q8(w) => {
                 s.q8.quantize(x, m, self.cols);
                 let a = &s.q8;
-                self.drive(pool, m, 4, 2, |t| unsafe { t.q8(isa, a, w, out, accumulate) })
+                self.drive(pool, m, 4, if m == 1 { 4 } else { 2 }, |t| unsafe {
+                    t.q8(isa, a, w, out, accumulate)
+                })
             }
             Data::Q4(w) => {
                 s.q8.quantize(x, m, self.cols);
                 let a = &s.q8;
-                self.drive(pool, m, 4, 2, |t| unsafe { t.q4(isa, a, w, out, accumulate) })
+                self.drive(pool, m, 4, if m == 1 { 4 } else { 2 }, |t| unsafe {
+                    t.q4(isa, a, w, out, accumulate)
+                })
             }
         }
     }
@@ -332,7 +336,7 @@ impl Tile {
                 last_mask,
                 accumulate,
             };
-            return tiles!(self.mr, self.np, tile_q8, (act, wp, nb, o), [1, 2, 3, 4], [1, 2]);
+            return tiles!(self.mr, self.np, tile_q8, (act, wp, nb, o), [1, 2, 3, 4], [1, 2, 3, 4]);
         }
         let _ = isa;
         let (yp, ldy, mask, accumulate) = self.out(y, acc);
@@ -355,7 +359,7 @@ impl Tile {
                 last_mask,
                 accumulate,
             };
-            return tiles!(self.mr, self.np, tile_q4k, (act, wp, nb, o), [1, 2, 3, 4], [1, 2]);
+            return tiles!(self.mr, self.np, tile_q4k, (act, wp, nb, o), [1, 2, 3, 4], [1, 2, 3, 4]);
         }
         let _ = isa;
         let (yp, ldy, mask, accumulate) = self.out(y, acc);

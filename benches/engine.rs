@@ -9,7 +9,7 @@
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
-use aisle::backend::{DeviceSpec, ExecutorOptions};
+use aisle::backend::{DeviceSpec, ExecutorOptions, Quantize};
 use aisle::engine::{EngineCore, GenerationRequest, SchedulerConfig};
 use aisle::runtime::LoadedModel;
 use candle_core::DType;
@@ -30,12 +30,13 @@ fn model_dir() -> PathBuf {
 }
 
 /// A core with `seqs` sequences whose prompts are prefilled, each `CONTEXT - 1` tokens long.
-fn prefilled(model: &LoadedModel, dtype: DType, seqs: usize) -> EngineCore {
+fn prefilled(model: &LoadedModel, dtype: DType, quantize: Option<Quantize>, seqs: usize) -> EngineCore {
     let opts = ExecutorOptions {
         device: DeviceSpec::Cpu,
         dtype,
         block_size: 16,
         num_blocks: seqs * (CONTEXT + 64) / 16 + 8,
+        quantize,
         ..Default::default()
     };
     let sched = SchedulerConfig {
@@ -73,14 +74,19 @@ fn bench_decode(c: &mut Criterion) {
     let model = LoadedModel::load_dir(&model_dir()).expect("bench model");
     let mut g = c.benchmark_group("engine_decode");
     g.sample_size(10).measurement_time(Duration::from_secs(8));
-    for (name, dtype) in [("f32", DType::F32), ("bf16", DType::BF16)] {
+    let formats = [
+        ("f32", DType::F32, None),
+        ("bf16", DType::BF16, None),
+        ("q8_0", DType::F32, Some(Quantize::Q8_0)),
+    ];
+    for (name, dtype, quantize) in formats {
         for seqs in [1usize, 8, 32] {
             g.throughput(Throughput::Elements((seqs * STEPS) as u64));
             g.bench_function(BenchmarkId::new(name, seqs), |b| {
                 b.iter_custom(|iters| {
                     let mut total = Duration::ZERO;
                     for _ in 0..iters {
-                        let mut core = prefilled(&model, dtype, seqs);
+                        let mut core = prefilled(&model, dtype, quantize, seqs);
                         let start = Instant::now();
                         for _ in 0..STEPS {
                             core.step();

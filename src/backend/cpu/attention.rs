@@ -14,6 +14,7 @@ use super::pool::{share, Pool};
 use crate::backend::KvGeometry;
 use crate::batch::Batch;
 
+use super::buffer::WeightBuf;
 use super::isa::Isa;
 #[cfg(target_arch = "x86_64")]
 use super::kernels::x86_attn;
@@ -65,8 +66,8 @@ impl OutPtr {
 
 pub struct PagedKv {
     geo: KvGeometry,
-    k: Vec<Vec<f32>>, // per layer: (num_blocks, kv_heads, head_dim, block_size)
-    v: Vec<Vec<f32>>, // per layer: (num_blocks, kv_heads, block_size, head_dim)
+    k: Vec<WeightBuf<f32>>, // per layer: (num_blocks, kv_heads, head_dim, block_size)
+    v: Vec<WeightBuf<f32>>, // per layer: (num_blocks, kv_heads, block_size, head_dim)
 }
 
 /// Per-thread attention scratch: scaled queries, scores and accumulators of one item.
@@ -90,14 +91,16 @@ struct Item<'a> {
 }
 
 impl PagedKv {
-    /// Zeroed storage: pages become resident only when written.
-    pub fn new(geo: KvGeometry) -> Self {
+    /// Zeroed storage; pages become resident when first written (a cache sized for many
+    /// sequences costs memory only as it fills; the first write to a page faults once).
+    pub fn new(geo: KvGeometry) -> std::io::Result<Self> {
         let n = geo.layer_elems();
-        PagedKv {
+        let layer = |_| WeightBuf::zeroed(n);
+        Ok(PagedKv {
             geo,
-            k: (0..geo.num_layers).map(|_| vec![0.0; n]).collect(),
-            v: (0..geo.num_layers).map(|_| vec![0.0; n]).collect(),
-        }
+            k: (0..geo.num_layers).map(layer).collect::<Result<_, _>>()?,
+            v: (0..geo.num_layers).map(layer).collect::<Result<_, _>>()?,
+        })
     }
 
     pub fn geometry(&self) -> KvGeometry {

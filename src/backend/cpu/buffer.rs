@@ -1,4 +1,4 @@
-//! Weight storage for the CPU kernels: zeroed anonymous memory, 2 MiB aligned and (on Linux)
+//! Weight (and KV cache) storage for the CPU kernels: zeroed anonymous memory, 2 MiB aligned and (on Linux)
 //! advised for transparent huge pages, so streaming a matrix per token walks few TLB entries
 //! and the hardware prefetchers are not stopped at every 4 KiB page.
 //!
@@ -24,7 +24,7 @@ pub struct WeightBuf<T: Plain> {
 }
 
 impl<T: Plain> WeightBuf<T> {
-    /// `len` zeroed elements.
+    /// `len` zeroed elements, faulted in on first touch.
     pub fn zeroed(len: usize) -> std::io::Result<Self> {
         let bytes = len * std::mem::size_of::<T>();
         let extra = if bytes >= HUGE { HUGE } else { 0 };

@@ -79,17 +79,17 @@ pub fn create(weights: &Weights, cfg: &Config, opts: &ExecutorOptions) -> Result
         opts.threads
     };
     let pool = Pool::new(threads);
-    Ok(Box::new(CpuExecutor::new(model, geo, pool)))
+    Ok(Box::new(CpuExecutor::new(model, geo, pool)?))
 }
 
 impl CpuExecutor {
-    fn new(model: CpuModel, geo: KvGeometry, pool: Pool) -> Self {
-        CpuExecutor {
+    fn new(model: CpuModel, geo: KvGeometry, pool: Pool) -> Result<Self, CpuError> {
+        Ok(CpuExecutor {
             model,
-            kv: PagedKv::new(geo),
+            kv: PagedKv::new(geo)?,
             bufs: Buffers::default(),
             pool,
-        }
+        })
     }
 }
 

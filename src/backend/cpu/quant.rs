@@ -2,7 +2,8 @@
 //! activations per call, plus the scalar reference dot product.
 //!
 //! q8_0 is ggml's format: blocks of 32 consecutive inputs share one f32 scale
-//! `d = max|w| / 127` and store `round(w / d)` as int8. Here each block of a 16-output panel is
+//! `d = max|w| / 127` and store `round(w / d)` as int8 (ties to even here, away from zero in
+//! ggml: they differ only on exact halves). Here each block of a 16-output panel is
 //! `Q8_BLOCK` bytes: 8 groups × 16 lanes × 4 inputs as `u8 = q + 128` (so VNNI's unsigned ×
 //! signed dot applies), then the 16 lanes' scales. Activations are quantised the same way per
 //! row and block, with `128 × Σ q_x` kept to undo the +128 offset.
@@ -17,8 +18,11 @@ fn quantize_block(v: &[f32], q: &mut [i8]) -> f32 {
     let amax = v.iter().fold(0f32, |m, x| m.max(x.abs()));
     let d = amax / 127.0;
     let inv = if d > 0.0 { 1.0 / d } else { 0.0 };
+    // Round half to even by the 1.5·2^23 trick (|x·inv| ≤ 127): plain arithmetic that the
+    // compiler vectorises, where `f32::round` is a libm call per value.
+    const MAGIC: f32 = 12_582_912.0;
     for (i, dst) in q.iter_mut().enumerate().take(32) {
-        *dst = v.get(i).map_or(0, |x| (x * inv).round() as i8);
+        *dst = v.get(i).map_or(0, |x| ((x * inv + MAGIC) - MAGIC) as i8);
     }
     d
 }

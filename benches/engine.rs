@@ -6,28 +6,20 @@
 //! `scripts/make_bench_model.py`), falling back to the tiny `tests/fixtures/llama3`.
 //! Run: `cargo bench --bench engine`.
 
-use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use aisle::backend::{DeviceSpec, ExecutorOptions, Quantize};
 use aisle::engine::{EngineCore, GenerationRequest, SchedulerConfig};
 use aisle::runtime::LoadedModel;
 use candle_core::DType;
+mod common;
+
+use common::model_dir;
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
 use tokio::sync::mpsc::unbounded_channel;
 
 const CONTEXT: usize = 128;
 const STEPS: usize = 8;
-
-fn model_dir() -> PathBuf {
-    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
-    let smol = root.join("target/bench-models/smollm2-135m");
-    match std::env::var_os("AISLE_BENCH_MODEL") {
-        Some(dir) => PathBuf::from(dir),
-        None if smol.join("model.safetensors").exists() => smol,
-        None => root.join("tests/fixtures/llama3"),
-    }
-}
 
 /// A core with `seqs` sequences whose prompts are prefilled, each `CONTEXT - 1` tokens long.
 fn prefilled(model: &LoadedModel, dtype: DType, quantize: Option<Quantize>, seqs: usize) -> EngineCore {

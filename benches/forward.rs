@@ -6,13 +6,15 @@
 //! `scripts/make_bench_model.py`), falling back to the tiny `tests/fixtures/llama3`.
 //! `AISLE_BENCH_FORMATS=f32,q8_0` limits the formats, `AISLE_BENCH_GROUPS=decode` the groups. Run: `cargo bench --bench forward`.
 
-use std::path::PathBuf;
 use std::time::Duration;
 
 use aisle::backend::{DeviceSpec, Executor, ExecutorOptions, Quantize};
 use aisle::batch::{Batch, LogitsWanted};
 use aisle::runtime::LoadedModel;
 use candle_core::DType;
+mod common;
+
+use common::model_dir;
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
 
 const BLOCK: usize = 16;
@@ -23,16 +25,6 @@ const FORMATS: [(&str, DType, Option<Quantize>); 4] = [
     ("q8_0", DType::F32, Some(Quantize::Q8_0)),
     ("q4_k", DType::F32, Some(Quantize::Q4K)),
 ];
-
-fn model_dir() -> PathBuf {
-    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
-    let smol = root.join("target/bench-models/smollm2-135m");
-    match std::env::var_os("AISLE_BENCH_MODEL") {
-        Some(dir) => PathBuf::from(dir),
-        None if smol.join("model.safetensors").exists() => smol,
-        None => root.join("tests/fixtures/llama3"),
-    }
-}
 
 fn formats() -> Vec<(&'static str, DType, Option<Quantize>)> {
     let wanted = std::env::var("AISLE_BENCH_FORMATS").unwrap_or_default();

@@ -5,30 +5,15 @@
 mod common;
 
 use std::sync::Arc;
-use std::time::Duration;
 
 use aisle::loadtest::{self, BenchReport, LoadOptions, Server};
 use aisle::runtime::LoadedModel;
-use aisle::server::{app, AppState, ServerConfig};
 
 /// The shipped model behind the router on a loopback port; returns its base URL.
 async fn serve_shop_tiny() -> (String, aisle::engine::Engine) {
     let dir = std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("models/shop-tiny");
     let model = LoadedModel::load_dir(&dir).expect("shop-tiny loads");
-    let (served, engine) = common::served(&model, 16, 512, 512, 32, Duration::ZERO);
-    let state = AppState::new(ServerConfig {
-        model_name: "shop-tiny".into(),
-        api_keys: vec![],
-        max_waiting: 64,
-        max_body_bytes: 1 << 20,
-        default_max_tokens: 64,
-        local_price: Default::default(),
-    });
-    state.set_model(served);
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    tokio::spawn(async move { axum::serve(listener, app(state)).await.ok() });
-    (format!("http://{addr}"), engine)
+    common::serve_on_loopback(&model, "shop-tiny").await
 }
 
 fn options() -> LoadOptions {

@@ -6,13 +6,11 @@
 mod common;
 
 use std::path::PathBuf;
-use std::time::Duration;
 
 use serde_json::Value;
 
 use aisle::eval::{self, RunOptions, Target};
 use aisle::runtime::LoadedModel;
-use aisle::server::{app, AppState, ServerConfig};
 use common::aisle;
 
 /// Floor on held-out key-fact accuracy for the CI slice (the full set measures higher; see the
@@ -141,19 +139,7 @@ fn bad_datasets_and_servers_fail_with_clear_messages() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn http_eval_gives_exactly_the_in_process_answers() {
     let model = LoadedModel::load_dir(&shop_dir()).expect("shop-tiny loads");
-    let (served, engine) = common::served(&model, 16, 512, 512, 32, Duration::ZERO);
-    let state = AppState::new(ServerConfig {
-        model_name: "shop-tiny".into(),
-        api_keys: vec![],
-        max_waiting: 64,
-        max_body_bytes: 1 << 20,
-        default_max_tokens: 64,
-        local_price: Default::default(),
-    });
-    state.set_model(served);
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    tokio::spawn(async move { axum::serve(listener, app(state)).await.ok() });
+    let (url, engine) = common::serve_on_loopback(&model, "shop-tiny").await;
 
     let mut items = eval::load(&heldout()).unwrap();
     items.truncate(40);
@@ -162,7 +148,7 @@ async fn http_eval_gives_exactly_the_in_process_answers() {
         max_tokens: 64,
         progress: false,
     };
-    let http = Target::http(&format!("http://{addr}/v1"), None, None).await.unwrap();
+    let http = Target::http(&format!("{url}/v1"), None, None).await.unwrap();
     let (over_http, _) = eval::run(&http, &items, &opts).await;
     let local = Target::Local {
         engine: engine.handle(),

@@ -22,13 +22,7 @@ pub struct ModelExecutor {
 impl ModelExecutor {
     pub fn new(weights: &Weights, cfg: &Config, opts: &ExecutorOptions, device: Device) -> Result<Self, BackendError> {
         let model = Model::load(weights, cfg, opts.dtype, &device)?;
-        let geo = KvGeometry {
-            num_layers: cfg.num_layers,
-            num_blocks: opts.num_blocks,
-            block_size: opts.block_size,
-            num_kv_heads: cfg.num_kv_heads,
-            head_dim: cfg.head_dim,
-        };
+        let geo = opts.kv_geometry(cfg);
         let kv = new_cpu_kv(geo, opts.dtype)?;
         Ok(ModelExecutor { model, kv, geo, device })
     }

@@ -108,6 +108,17 @@ pub struct ExecutorOptions {
 }
 
 impl ExecutorOptions {
+    /// The KV cache these options give a model of `cfg`.
+    pub fn kv_geometry(&self, cfg: &Config) -> KvGeometry {
+        KvGeometry {
+            num_layers: cfg.num_layers,
+            num_blocks: self.num_blocks,
+            block_size: self.block_size,
+            num_kv_heads: cfg.num_kv_heads,
+            head_dim: cfg.head_dim,
+        }
+    }
+
     /// The KV cache's element type: the native CPU backend keeps f32 K/V for every weight
     /// format; the candle path keeps the run dtype.
     pub fn kv_dtype(&self) -> DType {

@@ -141,6 +141,27 @@ pub fn served(
     (served, engine)
 }
 
+/// `model` behind the real router on a loopback port (32 sequences, 512 blocks of 16):
+/// returns the base URL `http://127.0.0.1:PORT` and the engine (keep it alive).
+pub async fn serve_on_loopback(model: &LoadedModel, name: &str) -> (String, aisle::engine::Engine) {
+    let (served, engine) = served(model, 16, 512, 512, 32, std::time::Duration::ZERO);
+    let state = aisle::server::AppState::new(aisle::server::ServerConfig {
+        model_name: name.into(),
+        api_keys: vec![],
+        max_waiting: 64,
+        max_body_bytes: 1 << 20,
+        default_max_tokens: 64,
+        local_price: Default::default(),
+    });
+    state.set_model(served);
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind loopback");
+    let addr = listener.local_addr().expect("local address");
+    tokio::spawn(async move { axum::serve(listener, aisle::server::app(state)).await.ok() });
+    (format!("http://{addr}"), engine)
+}
+
 pub fn executor_with(model: &LoadedModel, dtype: DType, block_size: usize, num_blocks: usize) -> Box<dyn Executor> {
     let opts = ExecutorOptions {
         device: DeviceSpec::Cpu,

@@ -10,7 +10,7 @@
 
 use std::cell::RefCell;
 
-use super::pool::{share, Pool};
+use super::pool::{share, Pool, SyncPtr};
 use crate::backend::KvGeometry;
 use crate::batch::Batch;
 
@@ -51,17 +51,6 @@ pub struct QkvView<'a> {
     pub ld: usize,
     pub k_off: usize,
     pub v_off: usize,
-}
-
-#[derive(Clone, Copy)]
-struct OutPtr(*mut f32);
-unsafe impl Sync for OutPtr {}
-unsafe impl Send for OutPtr {}
-
-impl OutPtr {
-    fn get(self) -> *mut f32 {
-        self.0
-    }
 }
 
 pub struct PagedKv {
@@ -155,7 +144,7 @@ impl PagedKv {
         };
         let parts = group / per;
         let items = steps.slots.len() * nkv * parts;
-        let out = OutPtr(out.as_mut_ptr());
+        let out = SyncPtr::new(out);
         pool.run(|tid, n| {
             let (lo, hi) = share(items, tid, n);
             SCRATCH.with(|s| {

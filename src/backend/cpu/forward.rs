@@ -10,7 +10,7 @@ use super::attention::{PagedKv, QkvView, StepSlots};
 use super::isa::Isa;
 use super::matmul::Scratch;
 use super::model::{CpuModel, Layer};
-use super::pool::{share, Pool};
+use super::pool::{share, Pool, SyncPtr};
 use super::profile::{Phase, Profile};
 use super::CpuError;
 use crate::batch::Batch;
@@ -29,17 +29,6 @@ pub struct Buffers {
     steps: StepSlots,
     scratch: Scratch,
     pub profile: Profile,
-}
-
-#[derive(Clone, Copy)]
-struct SendPtr(*mut f32);
-unsafe impl Sync for SendPtr {}
-unsafe impl Send for SendPtr {}
-
-impl SendPtr {
-    fn get(self) -> *mut f32 {
-        self.0
-    }
 }
 
 /// RMSNorm of each `dim`-row of x into out: x / sqrt(mean(x²) + eps) * w.
@@ -211,7 +200,7 @@ impl CpuModel {
 /// act = silu(gate) * up, row by row, split across the team. gu: (t, 2 inter) → act: (t, inter)
 fn swiglu(gu: &[f32], act: &mut [f32], inter: usize, pool: &Pool) {
     let rows = act.len() / inter.max(1);
-    let out = SendPtr(act.as_mut_ptr());
+    let out = SyncPtr::new(act);
     pool.run(|tid, n| {
         let isa = Isa::get();
         let (lo, hi) = share(rows * inter, tid, n); // flat (row, column) indices

@@ -6,6 +6,16 @@
 //! Every function here is `unsafe`: callers check the CPU features once (`Isa::detect`) and
 //! pass pointers that cover the tile (`matmul.rs` computes them from the packed layouts).
 
+/// Where a tile's results go: `y[i * ldy + j * 16 + lane]`, lanes of the last panel
+/// limited by `last_mask`; `accumulate` adds to what `y` holds instead of overwriting.
+#[derive(Clone, Copy)]
+pub struct Out {
+    pub y: *mut f32,
+    pub ldy: usize,
+    pub last_mask: u16,
+    pub accumulate: bool,
+}
+
 #[cfg(target_arch = "x86_64")]
 #[allow(clippy::needless_range_loop)] // index loops mirror the register tiles
 pub mod x86 {
@@ -13,16 +23,7 @@ pub mod x86 {
 
     use super::super::quant::{Q8Act, Q8_BLOCK};
     use super::super::quant4::Q4_BLOCK;
-
-    /// Where a tile's results go: `y[i * ldy + j * 16 + lane]`, lanes of the last panel
-    /// limited by `last_mask`; `accumulate` adds to what `y` holds instead of overwriting.
-    #[derive(Clone, Copy)]
-    pub struct Out {
-        pub y: *mut f32,
-        pub ldy: usize,
-        pub last_mask: u16,
-        pub accumulate: bool,
-    }
+    use super::Out;
 
     #[inline(always)]
     unsafe fn store<const MR: usize, const NR: usize>(acc: &[[__m512; NR]; MR], o: Out) {

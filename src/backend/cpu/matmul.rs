@@ -8,7 +8,8 @@
 
 use super::buffer::WeightBuf;
 use super::isa::Isa;
-use super::pool::{share, Pool};
+use super::kernels::Out;
+use super::pool::{share, Pool, SyncPtr};
 use super::quant::{self, Q8_BLOCK};
 use super::quant4::{self, Q4_BLOCK};
 use super::CpuError;
@@ -43,12 +44,6 @@ pub struct Scratch {
     bf16: Vec<u32>, // (m, cols/2) bf16 pairs
     q8: quant::Q8Acts,
 }
-
-/// Raw output pointer shared by the team; members write disjoint columns.
-#[derive(Clone, Copy)]
-struct OutPtr(*mut f32);
-unsafe impl Sync for OutPtr {}
-unsafe impl Send for OutPtr {}
 
 impl PackedMatrix {
     /// Pack a row-major `(rows, cols)` f32 matrix in `format`.
@@ -160,7 +155,7 @@ impl PackedMatrix {
             x.len() >= m * self.cols && y.len() >= m * self.rows,
             "matmul buffers too small"
         );
-        let out = OutPtr(y.as_mut_ptr());
+        let out = SyncPtr::new(y); // members write disjoint columns
         match &self.data {
             Data::F32(w) => self.drive(pool, m, 6, 4, |t| unsafe {
                 t.f32(isa, x, w, self.cols, out, accumulate)
@@ -246,28 +241,22 @@ macro_rules! tiles {
 }
 
 impl Tile {
-    fn out(&self, y: OutPtr, accumulate: bool) -> (*mut f32, usize, u16, bool) {
-        (
-            unsafe { y.0.add(self.i * self.ldy + self.p * 16) },
-            self.ldy,
-            self.last_mask,
+    fn out(&self, y: SyncPtr, accumulate: bool) -> Out {
+        Out {
+            y: y.get().wrapping_add(self.i * self.ldy + self.p * 16),
+            ldy: self.ldy,
+            last_mask: self.last_mask,
             accumulate,
-        )
+        }
     }
 
-    unsafe fn f32(&self, isa: Isa, x: &[f32], w: &[f32], k: usize, y: OutPtr, acc: bool) {
+    unsafe fn f32(&self, isa: Isa, x: &[f32], w: &[f32], k: usize, y: SyncPtr, acc: bool) {
         let xp = x.as_ptr().add(self.i * k);
         let wp = w.as_ptr().add(self.p * k * 16);
         #[cfg(target_arch = "x86_64")]
         if isa.avx512 {
-            use super::kernels::x86::{tile_f32, Out};
-            let (y, ldy, last_mask, accumulate) = self.out(y, acc);
-            let o = Out {
-                y,
-                ldy,
-                last_mask,
-                accumulate,
-            };
+            use super::kernels::x86::tile_f32;
+            let o = self.out(y, acc);
             return tiles!(
                 self.mr,
                 self.np,
@@ -278,27 +267,20 @@ impl Tile {
             );
         }
         let _ = isa;
-        let (yp, ldy, mask, accumulate) = self.out(y, acc);
-        scalar_tile(self.mr, self.np, yp, ldy, mask, accumulate, |i, j, lane| {
+        scalar_tile(self.mr, self.np, self.out(y, acc), |i, j, lane| {
             (0..k)
                 .map(|kk| *xp.add(i * k + kk) * *wp.add((j * k + kk) * 16 + lane))
                 .sum()
         })
     }
 
-    unsafe fn bf16(&self, isa: Isa, x: &[u32], w: &[u16], k2: usize, y: OutPtr, acc: bool) {
+    unsafe fn bf16(&self, isa: Isa, x: &[u32], w: &[u16], k2: usize, y: SyncPtr, acc: bool) {
         let xp = x.as_ptr().add(self.i * k2);
         let wp = w.as_ptr().add(self.p * k2 * 32);
         #[cfg(target_arch = "x86_64")]
         if isa.avx512_bf16 {
-            use super::kernels::x86::{tile_bf16, Out};
-            let (y, ldy, last_mask, accumulate) = self.out(y, acc);
-            let o = Out {
-                y,
-                ldy,
-                last_mask,
-                accumulate,
-            };
+            use super::kernels::x86::tile_bf16;
+            let o = self.out(y, acc);
             return tiles!(
                 self.mr,
                 self.np,
@@ -310,8 +292,7 @@ impl Tile {
         }
         let _ = isa;
         let f = |b: u16| half::bf16::from_bits(b).to_f32();
-        let (yp, ldy, mask, accumulate) = self.out(y, acc);
-        scalar_tile(self.mr, self.np, yp, ldy, mask, accumulate, |i, j, lane| {
+        scalar_tile(self.mr, self.np, self.out(y, acc), |i, j, lane| {
             (0..k2)
                 .map(|kk| {
                     let xv = *xp.add(i * k2 + kk);
@@ -322,74 +303,52 @@ impl Tile {
         })
     }
 
-    unsafe fn q8(&self, isa: Isa, a: &quant::Q8Acts, w: &[u8], y: OutPtr, acc: bool) {
+    unsafe fn q8(&self, isa: Isa, a: &quant::Q8Acts, w: &[u8], y: SyncPtr, acc: bool) {
         let nb = a.blocks();
         let wp = w.as_ptr().add(self.p * nb * Q8_BLOCK);
         let act = a.at(self.i);
         #[cfg(target_arch = "x86_64")]
         if isa.avx512_vnni {
-            use super::kernels::x86::{tile_q8, Out};
-            let (y, ldy, last_mask, accumulate) = self.out(y, acc);
-            let o = Out {
-                y,
-                ldy,
-                last_mask,
-                accumulate,
-            };
+            use super::kernels::x86::tile_q8;
+            let o = self.out(y, acc);
             return tiles!(self.mr, self.np, tile_q8, (act, wp, nb, o), [1, 2, 3, 4], [1, 2, 3, 4]);
         }
         let _ = isa;
-        let (yp, ldy, mask, accumulate) = self.out(y, acc);
-        scalar_tile(self.mr, self.np, yp, ldy, mask, accumulate, |i, j, lane| {
+        scalar_tile(self.mr, self.np, self.out(y, acc), |i, j, lane| {
             quant::q8_dot_scalar(act, i, wp.add(j * nb * Q8_BLOCK), nb, lane)
         })
     }
 
-    unsafe fn q4(&self, isa: Isa, a: &quant::Q8Acts, w: &[u8], y: OutPtr, acc: bool) {
+    unsafe fn q4(&self, isa: Isa, a: &quant::Q8Acts, w: &[u8], y: SyncPtr, acc: bool) {
         let nb = a.blocks();
         let wp = w.as_ptr().add(self.p * nb * Q4_BLOCK);
         let act = a.at(self.i);
         #[cfg(target_arch = "x86_64")]
         if isa.avx512_vnni {
-            use super::kernels::x86::{tile_q4k, Out};
-            let (y, ldy, last_mask, accumulate) = self.out(y, acc);
-            let o = Out {
-                y,
-                ldy,
-                last_mask,
-                accumulate,
-            };
+            use super::kernels::x86::tile_q4k;
+            let o = self.out(y, acc);
             return tiles!(self.mr, self.np, tile_q4k, (act, wp, nb, o), [1, 2, 3, 4], [1, 2, 3, 4]);
         }
         let _ = isa;
-        let (yp, ldy, mask, accumulate) = self.out(y, acc);
-        scalar_tile(self.mr, self.np, yp, ldy, mask, accumulate, |i, j, lane| {
+        scalar_tile(self.mr, self.np, self.out(y, acc), |i, j, lane| {
             quant4::q4k_dot_scalar(act, i, wp.add(j * nb * Q4_BLOCK), nb, lane)
         })
     }
 }
 
 /// The portable tile loop: `f(i, j, lane)` computes one output element.
-unsafe fn scalar_tile(
-    mr: usize,
-    np: usize,
-    y: *mut f32,
-    ldy: usize,
-    last_mask: u16,
-    accumulate: bool,
-    f: impl Fn(usize, usize, usize) -> f32,
-) {
+unsafe fn scalar_tile(mr: usize, np: usize, o: Out, f: impl Fn(usize, usize, usize) -> f32) {
     for i in 0..mr {
         for j in 0..np {
             let lanes = if j + 1 == np {
-                last_mask.count_ones() as usize
+                o.last_mask.count_ones() as usize
             } else {
                 16
             };
             for lane in 0..lanes {
-                let dst = y.add(i * ldy + j * 16 + lane);
+                let dst = o.y.add(i * o.ldy + j * 16 + lane);
                 let v = f(i, j, lane);
-                *dst = if accumulate { *dst + v } else { v };
+                *dst = if o.accumulate { *dst + v } else { v };
             }
         }
     }

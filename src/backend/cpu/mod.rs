@@ -66,13 +66,7 @@ pub fn weight_format(dtype: DType, quantize: Option<Quantize>) -> Format {
 pub fn create(weights: &Weights, cfg: &Config, opts: &ExecutorOptions) -> Result<Box<dyn Executor>, BackendError> {
     let format = weight_format(opts.dtype, opts.quantize);
     let model = CpuModel::load(weights, cfg, format)?;
-    let geo = KvGeometry {
-        num_layers: cfg.num_layers,
-        num_blocks: opts.num_blocks,
-        block_size: opts.block_size,
-        num_kv_heads: cfg.num_kv_heads,
-        head_dim: cfg.head_dim,
-    };
+    let geo = opts.kv_geometry(cfg);
     let threads = if opts.threads == 0 {
         default_threads()
     } else {

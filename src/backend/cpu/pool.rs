@@ -190,6 +190,23 @@ impl Drop for Pool {
     }
 }
 
+/// A raw output pointer handed to every team member, each of which writes only its own,
+/// disjoint part of the buffer (the callers' SAFETY notes say which part).
+#[derive(Clone, Copy)]
+pub struct SyncPtr(*mut f32);
+unsafe impl Sync for SyncPtr {}
+unsafe impl Send for SyncPtr {}
+
+impl SyncPtr {
+    pub fn new(buf: &mut [f32]) -> SyncPtr {
+        SyncPtr(buf.as_mut_ptr())
+    }
+
+    pub fn get(self) -> *mut f32 {
+        self.0
+    }
+}
+
 /// The half-open share `[lo, hi)` of `n` items that member `tid` of `size` takes.
 pub fn share(n: usize, tid: usize, size: usize) -> (usize, usize) {
     (n * tid / size, n * (tid + 1) / size)

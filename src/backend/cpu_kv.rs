@@ -16,14 +16,6 @@ use crate::model::KvAttention;
 pub trait KvElem: WithDType + Copy + Send + Sync + 'static {
     fn to_f32(self) -> f32;
     fn from_f32(x: f32) -> Self;
-
-    /// `s` as f32s: borrowed as is for f32, else converted into `tmp`.
-    fn as_f32<'a>(s: &'a [Self], tmp: &'a mut [f32]) -> &'a [f32] {
-        for (t, x) in tmp.iter_mut().zip(s) {
-            *t = x.to_f32();
-        }
-        &tmp[..s.len()]
-    }
 }
 
 impl KvElem for f32 {
@@ -32,9 +24,6 @@ impl KvElem for f32 {
     }
     fn from_f32(x: f32) -> Self {
         x
-    }
-    fn as_f32<'a>(s: &'a [Self], _tmp: &'a mut [f32]) -> &'a [f32] {
-        s
     }
 }
 

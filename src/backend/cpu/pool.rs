@@ -24,7 +24,7 @@ struct Shared {
     panicked: AtomicBool,
     job: UnsafeCell<Option<Job>>,
     sleeping: Vec<AtomicBool>, // per worker
-    size: usize,
+    size: AtomicUsize,         // members that actually started (the caller included)
 }
 
 // SAFETY: `job` is written only by the owner while no worker reads it (between jobs, ordered
@@ -72,7 +72,7 @@ impl Pool {
             panicked: AtomicBool::new(false),
             job: UnsafeCell::new(None),
             sleeping: (1..size).map(|_| AtomicBool::new(false)).collect(),
-            size,
+            size: AtomicUsize::new(size),
         });
         let mut handles = Vec::new();
         for tid in 1..size {
@@ -94,6 +94,9 @@ impl Pool {
                 }
             }
         }
+        // A worker that failed to start shrinks the team; workers only read the size once a
+        // job is published, which happens after this store.
+        shared.size.store(handles.len() + 1, Ordering::Release);
         let threads = handles.iter().map(|h| h.thread().clone()).collect();
         Pool {
             shared,
@@ -170,7 +173,7 @@ fn worker(s: &Shared, tid: usize) {
         // SAFETY: see `run`: the job is set before the epoch bump we just observed.
         if let Some(job) = unsafe { *s.job.get() } {
             let f = unsafe { &*job };
-            if catch_unwind(AssertUnwindSafe(|| f(tid, s.size))).is_err() {
+            if catch_unwind(AssertUnwindSafe(|| f(tid, s.size.load(Ordering::Acquire)))).is_err() {
                 s.panicked.store(true, Ordering::Release);
             }
         }

@@ -186,14 +186,14 @@ impl PackedMatrix {
         }
     }
 
-    /// Split output panels across the team (in groups of `nr`) and walk `mr × nr` tiles.
+    /// Split output panels across the team and walk `mr × nr` tiles over each share.
     fn drive(&self, pool: &Pool, m: usize, mr: usize, nr: usize, tile: impl Fn(Tile) + Sync) {
         const MC: usize = 48; // activation rows per pass over a panel group (kept in L2)
-        let groups = self.panels.div_ceil(nr);
         let (rows, panels) = (self.rows, self.panels);
         pool.run(|tid, n| {
-            let (g0, g1) = share(groups, tid, n);
-            let (p_lo, p_hi) = (g0 * nr, (g1 * nr).min(panels));
+            // Whole panels per member, not whole groups of `nr`: 36 panels split 18/18, where
+            // groups of 4 would split 16/20. A share's last tile may be narrower.
+            let (p_lo, p_hi) = share(panels, tid, n);
             for mc in (0..m).step_by(MC) {
                 let m_hi = (mc + MC).min(m);
                 for p in (p_lo..p_hi).step_by(nr) {

@@ -95,6 +95,20 @@ impl Batch {
             .collect()
     }
 
+    /// Each token's KV slot (`block * block_size + offset`) and sequence index, written into
+    /// `slots` and `seq` (cleared first, so callers can reuse them every step).
+    pub fn fill_slots(&self, block_size: usize, slots: &mut Vec<usize>, seq: &mut Vec<u32>) {
+        slots.clear();
+        seq.clear();
+        for (s, (entry, (start, end))) in self.seqs.iter().zip(self.seq_ranges()).enumerate() {
+            for &pos in &self.positions[start..end] {
+                let pos = pos as usize;
+                slots.push(entry.block_table[pos / block_size] as usize * block_size + pos % block_size);
+                seq.push(s as u32);
+            }
+        }
+    }
+
     /// Batch-token indices that produce logits, in output-row order.
     pub fn logit_rows(&self) -> Vec<u32> {
         let mut rows = Vec::new();

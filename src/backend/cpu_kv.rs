@@ -163,22 +163,11 @@ fn with_slice<E: KvElem, R>(t: &Tensor, f: impl FnOnce(&[E]) -> R) -> candle_cor
 
 impl<E: KvElem> KvAttention for CpuPagedKv<E> {
     fn prepare(&mut self, batch: &Batch) -> candle_core::Result<()> {
-        let bs = self.geo.block_size;
         let m = &mut self.meta;
         m.positions.clone_from(&batch.positions);
-        m.token_seq.clear();
-        m.slots.clear();
+        batch.fill_slots(self.geo.block_size, &mut m.slots, &mut m.token_seq);
         m.tables.clear();
-        let mut t = 0;
-        for (s, seq) in batch.seqs.iter().enumerate() {
-            for _ in 0..seq.num_tokens {
-                let pos = batch.positions[t] as usize;
-                m.token_seq.push(s as u32);
-                m.slots.push(seq.block_table[pos / bs] as usize * bs + pos % bs);
-                t += 1;
-            }
-            m.tables.push(seq.block_table.clone());
-        }
+        m.tables.extend(batch.seqs.iter().map(|s| s.block_table.clone()));
         Ok(())
     }
 

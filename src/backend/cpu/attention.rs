@@ -28,18 +28,7 @@ pub struct StepSlots {
 
 impl StepSlots {
     pub fn prepare(&mut self, batch: &Batch, block_size: usize) {
-        self.slots.clear();
-        self.seq.clear();
-        let mut t = 0;
-        for (s, entry) in batch.seqs.iter().enumerate() {
-            for _ in 0..entry.num_tokens {
-                let pos = batch.positions[t] as usize;
-                self.slots
-                    .push(entry.block_table[pos / block_size] as usize * block_size + pos % block_size);
-                self.seq.push(s as u32);
-                t += 1;
-            }
-        }
+        batch.fill_slots(block_size, &mut self.slots, &mut self.seq);
     }
 }
 

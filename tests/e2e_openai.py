@@ -330,7 +330,9 @@ def shop_model_test():
 
 def main():
     shop_model_test()
-    srv = Server("--max-seqs", "4", "--max-waiting", "2")
+    # 5 ms per engine step keeps the 429 check's six held 200-token streams running while the
+    # seventh request arrives (the native CPU backend finishes them in ~0.2 s otherwise).
+    srv = Server("--max-seqs", "4", "--max-waiting", "2", "--step-delay-ms", "5")
     try:
         api_checks(srv)
     finally:

@@ -12,6 +12,9 @@
 /// One sequence's share of a step.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SeqEntry {
+    /// The scheduler's id of this sequence, stable across steps (executors that keep
+    /// per-sequence state, like the static-shape one, key it by this id).
+    pub seq_id: u64,
     /// How many consecutive tokens of the batch belong to this sequence.
     pub num_tokens: usize,
     /// KV block ids holding this sequence's positions, in order.
@@ -40,6 +43,31 @@ pub struct Batch {
     pub positions: Vec<u32>,
     /// One entry per sequence, in the order their tokens appear.
     pub seqs: Vec<SeqEntry>,
+    /// Sequences that ended (finished, cancelled or preempted) since the previous step; an
+    /// executor with per-sequence state releases it.
+    pub released: Vec<u64>,
+}
+
+/// What the executor can do, which constrains scheduling (`Executor::limits`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ExecutorLimits {
+    /// Most sequences the executor can hold at once (its fixed slots), if bounded.
+    pub max_seqs: Option<usize>,
+    /// Whether a sequence may start from cached prefix blocks of another.
+    pub prefix_caching: bool,
+    /// Whether a prompt may be split over several steps; if not, a prompt (or a preempted
+    /// sequence's recomputation) always runs whole in one step.
+    pub chunked_prefill: bool,
+}
+
+impl Default for ExecutorLimits {
+    fn default() -> Self {
+        ExecutorLimits {
+            max_seqs: None,
+            prefix_caching: true,
+            chunked_prefill: true,
+        }
+    }
 }
 
 /// A batch that does not fit the executor's KV cache or is inconsistent.
@@ -67,11 +95,26 @@ pub enum BatchError {
 }
 
 impl Batch {
-    /// Append one sequence's tokens at consecutive positions starting at `start_pos`.
+    /// Append one sequence's tokens at consecutive positions starting at `start_pos`. Its id
+    /// is its index in the batch, so a hand-built batch series names a sequence by its order.
     pub fn push(&mut self, tokens: &[u32], start_pos: usize, block_table: Vec<u32>, logits: LogitsWanted) {
+        let id = self.seqs.len() as u64;
+        self.push_seq(id, tokens, start_pos, block_table, logits);
+    }
+
+    /// `push` with the sequence's id given.
+    pub fn push_seq(
+        &mut self,
+        seq_id: u64,
+        tokens: &[u32],
+        start_pos: usize,
+        block_table: Vec<u32>,
+        logits: LogitsWanted,
+    ) {
         self.token_ids.extend_from_slice(tokens);
         self.positions.extend((0..tokens.len()).map(|i| (start_pos + i) as u32));
         self.seqs.push(SeqEntry {
+            seq_id,
             num_tokens: tokens.len(),
             block_table,
             logits,

@@ -103,8 +103,8 @@ pub(crate) struct ModelArgs {
     /// Run dtype: f32, bf16 or f16.
     #[arg(long, default_value = "f32")]
     pub(crate) dtype: RunDType,
-    /// Device: cpu, cpu-reference (the candle forward pass), cuda[:N] or neuron (non-CPU
-    /// backends need their Cargo feature).
+    /// Device: cpu, cpu-reference (the candle forward pass), cpu-static (the static-shape
+    /// executor on CPU), cuda[:N] or neuron (non-CPU backends need their Cargo feature).
     #[arg(long, default_value = "cpu")]
     pub(crate) device: String,
     /// Quantize the weights at load time: q8_0 or q4_k (activations stay f32).
@@ -113,6 +113,34 @@ pub(crate) struct ModelArgs {
     /// CPU threads (0: AISLE_THREADS, else one per available core).
     #[arg(long, default_value_t = 0)]
     pub(crate) threads: usize,
+    /// cpu-static: KV slots, i.e. sequences held at once.
+    #[arg(long, default_value_t = 8)]
+    pub(crate) max_batch: usize,
+    /// cpu-static: positions per slot (0: the model's maximum context).
+    #[arg(long, default_value_t = 0)]
+    pub(crate) max_len: usize,
+    /// cpu-static: the smallest bucket; buckets double from it up to --max-len.
+    #[arg(long, default_value_t = 16)]
+    pub(crate) min_bucket: usize,
+}
+
+impl ModelArgs {
+    /// Executor options from these flags, with the engine's KV block geometry.
+    pub(crate) fn executor_options(&self, block_size: usize, num_blocks: usize) -> Result<ExecutorOptions> {
+        Ok(ExecutorOptions {
+            device: self.device.parse()?,
+            dtype: self.dtype.0,
+            block_size,
+            num_blocks,
+            quantize: self.quantize,
+            threads: self.threads,
+            static_shape: aisle::backend::StaticOptions {
+                max_batch: self.max_batch,
+                max_len: self.max_len,
+                min_bucket: self.min_bucket,
+            },
+        })
+    }
 }
 
 #[derive(Args)]
@@ -317,14 +345,9 @@ fn run_generate(args: GenerateArgs) -> Result<()> {
         .collect::<Result<Vec<_>>>()?;
     let context = model.config.max_position_embeddings;
     let tokens: usize = encoded.iter().map(|p| (p.len() + args.max_tokens).min(context)).sum();
-    let opts = ExecutorOptions {
-        device,
-        dtype: args.model.dtype.0,
-        block_size: args.engine.block_size,
-        num_blocks: tokens.div_ceil(args.engine.block_size) + encoded.len(),
-        quantize: args.model.quantize,
-        threads: args.model.threads,
-    };
+    let blocks = tokens.div_ceil(args.engine.block_size) + encoded.len();
+    let mut opts = args.model.executor_options(args.engine.block_size, blocks)?;
+    opts.device = device;
     let sched = args.engine.scheduler();
     let core = EngineCore::new(
         model.executor(&opts)?,
@@ -423,14 +446,7 @@ fn run_serve(args: ServeArgs) -> Result<()> {
         routing,
         host: args.host.clone(),
         port: args.port,
-        executor: ExecutorOptions {
-            device: args.model.device.parse()?,
-            dtype: args.model.dtype.0,
-            block_size: args.engine.block_size,
-            num_blocks: 0,
-            quantize: args.model.quantize,
-            threads: args.model.threads,
-        },
+        executor: args.model.executor_options(args.engine.block_size, 0)?,
         kv_cache_mib: args.kv_cache_mb,
         scheduler: args.engine.scheduler(),
         shutdown_timeout: std::time::Duration::from_secs(args.shutdown_timeout),
@@ -493,12 +509,7 @@ fn run_inspect(args: ModelArgs) -> Result<()> {
     let (model, _) = load(&args)?;
     let c = &model.config;
     let dtype = args.dtype.0;
-    let opts = ExecutorOptions {
-        device: args.device.parse()?,
-        dtype,
-        quantize: args.quantize,
-        ..Default::default()
-    };
+    let opts = args.executor_options(ExecutorOptions::default().block_size, 0)?;
     let params = c.num_parameters();
     let bytes = match args.quantize {
         // q8_0: 34 bytes per 32 weights; q4_k: 144 per 256 (embeddings/lm_head stay q8_0).

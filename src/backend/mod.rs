@@ -8,6 +8,7 @@
 pub mod cpu;
 mod cpu_kv;
 mod dynamic;
+pub mod static_shape;
 
 use std::str::FromStr;
 
@@ -15,15 +16,16 @@ use candle_core::{DType, Device};
 
 pub use cpu_kv::{new_cpu_kv, CpuPagedKv, KvElem, KvGeometry};
 pub use dynamic::ModelExecutor;
+pub use static_shape::{BucketPlan, StaticError, StaticExecutor};
 
-use crate::batch::{Batch, BatchError};
+use crate::batch::{Batch, BatchError, ExecutorLimits};
 use crate::config::Config;
 use crate::model::ModelError;
 use crate::weights::Weights;
 
 #[derive(Debug, thiserror::Error)]
 pub enum BackendError {
-    #[error("unknown device `{0}` (expected cpu, cpu-reference, cuda, cuda:N or neuron)")]
+    #[error("unknown device `{0}` (expected cpu, cpu-reference, cpu-static, cuda, cuda:N or neuron)")]
     UnknownDevice(String),
     #[error("the `{backend}` backend is not compiled into this binary; compiled-in backends: {compiled}. Rebuild with `cargo build --release --features {backend}`")]
     NotCompiled { backend: &'static str, compiled: String },
@@ -33,6 +35,8 @@ pub enum BackendError {
     Model(#[from] ModelError),
     #[error(transparent)]
     Cpu(#[from] cpu::CpuError),
+    #[error(transparent)]
+    Static(#[from] StaticError),
     #[error("forward pass failed: {0}")]
     Forward(#[from] candle_core::Error),
 }
@@ -45,6 +49,9 @@ pub enum DeviceSpec {
     /// The candle-tensor forward pass on CPU: the reference the native backend is checked
     /// against, and what the GPU path runs.
     CpuReference,
+    /// The static-shape executor (Neuron's execution model: fixed buckets and KV slots) with
+    /// its graphs evaluated on CPU.
+    CpuStatic,
     Cuda(usize),
     Neuron,
 }
@@ -56,6 +63,7 @@ impl FromStr for DeviceSpec {
         match s {
             "cpu" => Ok(DeviceSpec::Cpu),
             "cpu-reference" => Ok(DeviceSpec::CpuReference),
+            "cpu-static" => Ok(DeviceSpec::CpuStatic),
             "cuda" => Ok(DeviceSpec::Cuda(0)),
             "neuron" => Ok(DeviceSpec::Neuron),
             _ => s
@@ -105,6 +113,39 @@ pub struct ExecutorOptions {
     pub quantize: Option<Quantize>,
     /// CPU threads (0: `AISLE_THREADS` or one per available core).
     pub threads: usize,
+    /// Shapes of the static-shape executor (`cpu-static`).
+    pub static_shape: StaticOptions,
+}
+
+/// The bucket plan a `cpu-static` executor compiles (a Neuron model's comes from its manifest).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct StaticOptions {
+    /// KV slots: sequences held at once.
+    pub max_batch: usize,
+    /// Positions per slot (0: the model's maximum context).
+    pub max_len: usize,
+    /// Smallest bucket; buckets double from here up to `max_len`.
+    pub min_bucket: usize,
+}
+
+impl Default for StaticOptions {
+    fn default() -> Self {
+        StaticOptions {
+            max_batch: 8,
+            max_len: 0,
+            min_bucket: 16,
+        }
+    }
+}
+
+impl StaticOptions {
+    pub fn plan(&self, cfg: &Config) -> Result<BucketPlan, StaticError> {
+        let max_len = match self.max_len {
+            0 => cfg.max_position_embeddings,
+            n => n.min(cfg.max_position_embeddings),
+        };
+        BucketPlan::powers_of_two(self.max_batch, max_len, self.min_bucket)
+    }
 }
 
 impl ExecutorOptions {
@@ -138,6 +179,7 @@ impl Default for ExecutorOptions {
             num_blocks: 256,
             quantize: None,
             threads: 0,
+            static_shape: StaticOptions::default(),
         }
     }
 }
@@ -165,6 +207,10 @@ pub trait Executor: Send {
     fn kv_geometry(&self) -> KvGeometry;
     fn config(&self) -> &Config;
     fn describe(&self) -> String;
+    /// Constraints the scheduler must respect (none for dynamic-shape executors).
+    fn limits(&self) -> ExecutorLimits {
+        ExecutorLimits::default()
+    }
 }
 
 /// Build the executor for `opts.device`.
@@ -179,6 +225,15 @@ pub fn create_executor(
             "--quantize on the cpu-reference device (use --device cpu)".into(),
         ))),
         DeviceSpec::CpuReference => Ok(Box::new(ModelExecutor::new(weights, cfg, opts, Device::Cpu)?)),
+        DeviceSpec::CpuStatic if opts.quantize.is_some() => Err(BackendError::Cpu(cpu::CpuError::Unsupported(
+            "--quantize on the cpu-static device (use --device cpu)".into(),
+        ))),
+        DeviceSpec::CpuStatic => {
+            let plan = opts.static_shape.plan(cfg)?;
+            let model = crate::model::Model::load(weights, cfg, opts.dtype, &Device::Cpu)?;
+            let graphs = static_shape::CpuGraphs::new(model, plan);
+            Ok(Box::new(StaticExecutor::new(graphs, opts.block_size)))
+        }
         DeviceSpec::Cuda(_) => Err(not_compiled("cuda")),
         DeviceSpec::Neuron => Err(not_compiled("neuron")),
     }

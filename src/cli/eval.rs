@@ -10,7 +10,6 @@ use std::path::PathBuf;
 use anyhow::{Context, Result};
 use clap::Args;
 
-use aisle::backend::ExecutorOptions;
 use aisle::engine::{Engine, EngineCore};
 use aisle::eval::{self, Report, RunOptions, Target};
 use aisle::runtime::LoadedModel;
@@ -58,14 +57,7 @@ pub struct EvalArgs {
 }
 
 fn local_engine(args: &EvalArgs, model: &LoadedModel) -> Result<Engine> {
-    let mut opts = ExecutorOptions {
-        device: args.model.device.parse()?,
-        dtype: args.model.dtype.0,
-        block_size: args.engine.block_size,
-        num_blocks: 0,
-        quantize: args.model.quantize,
-        threads: args.model.threads,
-    };
+    let mut opts = args.model.executor_options(args.engine.block_size, 0)?;
     opts.num_blocks = model.kv_blocks_for_mib(&opts, args.kv_cache_mb);
     let core = EngineCore::new(
         model.executor(&opts)?,

@@ -97,9 +97,11 @@ impl EngineCore {
     pub fn new(exec: Box<dyn Executor>, tok: TextTokenizer, eos: Vec<u32>, cfg: SchedulerConfig) -> EngineCore {
         let geo = exec.kv_geometry();
         let blocks = BlockManager::new(geo.num_blocks, geo.block_size);
+        let context = exec.config().max_position_embeddings;
+        let sched = Scheduler::new(cfg, blocks).with_limits(exec.limits(), context);
         EngineCore {
             exec,
-            sched: Scheduler::new(cfg, blocks),
+            sched,
             tok,
             eos,
             requests: HashMap::new(),

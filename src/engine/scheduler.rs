@@ -10,7 +10,7 @@
 use std::collections::HashMap;
 
 use super::block_manager::{BlockManager, SeqId};
-use crate::batch::{Batch, LogitsWanted};
+use crate::batch::{Batch, ExecutorLimits, LogitsWanted};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct SchedulerConfig {
@@ -52,10 +52,12 @@ pub struct Step {
 
 pub struct Scheduler {
     cfg: SchedulerConfig,
+    limits: ExecutorLimits,
     pub blocks: BlockManager,
     seqs: HashMap<SeqId, SeqInfo>,
-    waiting: Vec<SeqId>, // sorted by key
-    running: Vec<SeqId>, // sorted by key
+    waiting: Vec<SeqId>,  // sorted by key
+    running: Vec<SeqId>,  // sorted by key
+    released: Vec<SeqId>, // ended since the last step, reported in the next batch
     next_arrival: u64,
     pub num_preemptions: u64,
 }
@@ -64,13 +66,33 @@ impl Scheduler {
     pub fn new(cfg: SchedulerConfig, blocks: BlockManager) -> Scheduler {
         Scheduler {
             cfg,
+            limits: ExecutorLimits::default(),
             blocks,
             seqs: HashMap::new(),
             waiting: Vec::new(),
             running: Vec::new(),
+            released: Vec::new(),
             next_arrival: 0,
             num_preemptions: 0,
         }
+    }
+
+    /// Schedule within an executor's limits: at most its slots, no prefix sharing or prompt
+    /// chunking where it cannot do them. Without chunking the step budget grows to
+    /// `max_context` so that any admissible prompt fits one step.
+    pub fn with_limits(mut self, limits: ExecutorLimits, max_context: usize) -> Scheduler {
+        if let Some(m) = limits.max_seqs {
+            self.cfg.max_seqs = self.cfg.max_seqs.min(m);
+        }
+        if !limits.chunked_prefill {
+            self.cfg.max_batched_tokens = self.cfg.max_batched_tokens.max(max_context);
+        }
+        self.limits = limits;
+        self
+    }
+
+    pub fn config(&self) -> SchedulerConfig {
+        self.cfg
     }
 
     pub fn num_waiting(&self) -> usize {
@@ -102,6 +124,9 @@ impl Scheduler {
 
     /// Remove a sequence (finished, cancelled or failed) and free its blocks.
     pub fn finish(&mut self, id: SeqId) {
+        if self.seqs.contains_key(&id) {
+            self.released.push(id);
+        }
         self.seqs.remove(&id);
         self.waiting.retain(|&s| s != id);
         self.running.retain(|&s| s != id);
@@ -120,6 +145,7 @@ impl Scheduler {
     fn preempt(&mut self, id: SeqId) {
         self.running.retain(|&s| s != id);
         self.blocks.free(id);
+        self.released.push(id);
         if let Some(s) = self.seqs.get_mut(&id) {
             s.num_computed = 0;
         }
@@ -144,7 +170,10 @@ impl Scheduler {
         if seqs.is_empty() {
             return None;
         }
-        let mut batch = Batch::default();
+        let mut batch = Batch {
+            released: std::mem::take(&mut self.released),
+            ..Batch::default()
+        };
         for s in &seqs {
             let info = &self.seqs[&s.id];
             let logits = if s.samples {
@@ -153,7 +182,13 @@ impl Scheduler {
                 LogitsWanted::None
             };
             let table = self.blocks.table(s.id).to_vec();
-            batch.push(&info.tokens[s.start..s.start + s.num_tokens], s.start, table, logits);
+            batch.push_seq(
+                s.id,
+                &info.tokens[s.start..s.start + s.num_tokens],
+                s.start,
+                table,
+                logits,
+            );
         }
         Some(Step { batch, seqs, preempted })
     }
@@ -166,6 +201,9 @@ impl Scheduler {
             let s = &self.seqs[&id];
             let (start, n) = (s.num_computed, (s.tokens.len() - s.num_computed).min(*budget));
             let samples = start + n == s.tokens.len();
+            if !samples && !self.limits.chunked_prefill {
+                break;
+            }
             let mut fits = true;
             while !self.blocks.allocate(id, start + n, &[]) {
                 let Some(&victim) = self.running.last() else { break };
@@ -200,9 +238,15 @@ impl Scheduler {
                 continue;
             }
             let s = &self.seqs[&id];
-            let (prefix, cached) = self.blocks.lookup_prefix(&s.tokens);
+            let (prefix, cached) = match self.limits.prefix_caching {
+                true => self.blocks.lookup_prefix(&s.tokens),
+                false => (Vec::new(), 0),
+            };
             let total = s.tokens.len();
             let n = (total - cached).min(*budget);
+            if cached + n < total && !self.limits.chunked_prefill {
+                break;
+            }
             if !self.blocks.allocate(id, cached + n, &prefix) {
                 break;
             }
@@ -227,7 +271,9 @@ impl Scheduler {
         for s in &step.seqs {
             let Some(info) = self.seqs.get_mut(&s.id) else { continue };
             info.num_computed = s.start + s.num_tokens;
-            self.blocks.cache_full_blocks(s.id, &info.tokens, info.num_computed);
+            if self.limits.prefix_caching {
+                self.blocks.cache_full_blocks(s.id, &info.tokens, info.num_computed);
+            }
         }
         for &(id, token) in sampled {
             if let Some(info) = self.seqs.get_mut(&id) {

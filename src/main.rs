@@ -122,6 +122,9 @@ pub(crate) struct ModelArgs {
     /// cpu-static: the smallest bucket; buckets double from it up to --max-len.
     #[arg(long, default_value_t = 16)]
     pub(crate) min_bucket: usize,
+    /// neuron: the model's manifest of compiled NEFFs (default: <model>/neuron/manifest.json).
+    #[arg(long)]
+    pub(crate) neuron_manifest: Option<std::path::PathBuf>,
 }
 
 impl ModelArgs {
@@ -139,6 +142,7 @@ impl ModelArgs {
                 max_len: self.max_len,
                 min_bucket: self.min_bucket,
             },
+            neuron_manifest: self.neuron_manifest.clone(),
         })
     }
 }

@@ -98,6 +98,10 @@ impl LoadedModel {
     }
 
     pub fn executor(&self, opts: &ExecutorOptions) -> Result<Box<dyn Executor>, BackendError> {
-        create_executor(&self.weights, &self.config, opts)
+        let mut opts = opts.clone();
+        if opts.neuron_manifest.is_none() {
+            opts.neuron_manifest = Some(self.dir.join("neuron").join("manifest.json"));
+        }
+        create_executor(&self.weights, &self.config, &opts)
     }
 }

@@ -1,15 +1,17 @@
 //! The execution seam: every backend runs a `Batch` and returns logits through `Executor`.
 //!
 //! Owns: device selection (`--device cpu|cuda[:N]|neuron`), the `Executor` trait, and the only
-//! `#[cfg(feature = ...)]` switches in the crate (none are needed while CPU is the only
-//! compiled-in backend).
+//! `#[cfg(feature = ...)]` switches in the crate (which backends are compiled in).
 //! Must not: schedule, sample, or know about requests.
 
 pub mod cpu;
 mod cpu_kv;
 mod dynamic;
+#[cfg(feature = "neuron")]
+pub mod neuron;
 pub mod static_shape;
 
+use std::path::PathBuf;
 use std::str::FromStr;
 
 use candle_core::{DType, Device};
@@ -37,6 +39,9 @@ pub enum BackendError {
     Cpu(#[from] cpu::CpuError),
     #[error(transparent)]
     Static(#[from] StaticError),
+    #[cfg(feature = "neuron")]
+    #[error(transparent)]
+    Neuron(#[from] neuron::NeuronError),
     #[error("forward pass failed: {0}")]
     Forward(#[from] candle_core::Error),
 }
@@ -77,7 +82,14 @@ impl FromStr for DeviceSpec {
 
 /// Names of the backends compiled into this binary.
 pub fn compiled_backends() -> Vec<&'static str> {
-    vec!["cpu"]
+    let mut b = vec!["cpu", "cpu-reference", "cpu-static"];
+    if cfg!(feature = "cuda") {
+        b.push("cuda");
+    }
+    if cfg!(feature = "neuron") {
+        b.push("neuron");
+    }
+    b
 }
 
 /// In-situ weight quantization at load time (`--quantize`).
@@ -115,6 +127,8 @@ pub struct ExecutorOptions {
     pub threads: usize,
     /// Shapes of the static-shape executor (`cpu-static`).
     pub static_shape: StaticOptions,
+    /// The Neuron manifest (default: `<model dir>/neuron/manifest.json`).
+    pub neuron_manifest: Option<PathBuf>,
 }
 
 /// The bucket plan a `cpu-static` executor compiles (a Neuron model's comes from its manifest).
@@ -180,6 +194,7 @@ impl Default for ExecutorOptions {
             quantize: None,
             threads: 0,
             static_shape: StaticOptions::default(),
+            neuron_manifest: None,
         }
     }
 }
@@ -235,8 +250,28 @@ pub fn create_executor(
             Ok(Box::new(StaticExecutor::new(graphs, opts.block_size)))
         }
         DeviceSpec::Cuda(_) => Err(not_compiled("cuda")),
-        DeviceSpec::Neuron => Err(not_compiled("neuron")),
+        DeviceSpec::Neuron => neuron_executor(cfg, opts),
     }
+}
+
+#[cfg(feature = "neuron")]
+fn neuron_executor(cfg: &Config, opts: &ExecutorOptions) -> Result<Box<dyn Executor>, BackendError> {
+    let manifest = opts.neuron_manifest.clone().ok_or_else(|| {
+        neuron::NeuronError::from(neuron::nrt::NrtError::Invalid("no Neuron manifest path given".into()))
+    })?;
+    let nopts = neuron::NeuronOptions {
+        manifest,
+        libnrt: neuron::nrt::candidate_paths(),
+        start_nc: -1,
+        nc_count: -1,
+    };
+    let graphs = neuron::NeuronGraphs::load(cfg, &nopts)?;
+    Ok(Box::new(StaticExecutor::new(graphs, opts.block_size)))
+}
+
+#[cfg(not(feature = "neuron"))]
+fn neuron_executor(_: &Config, _: &ExecutorOptions) -> Result<Box<dyn Executor>, BackendError> {
+    Err(not_compiled("neuron"))
 }
 
 fn not_compiled(backend: &'static str) -> BackendError {

@@ -21,9 +21,21 @@ pub struct ModelExecutor {
 
 impl ModelExecutor {
     pub fn new(weights: &Weights, cfg: &Config, opts: &ExecutorOptions, device: Device) -> Result<Self, BackendError> {
+        let kv = new_cpu_kv(opts.kv_geometry(cfg), opts.dtype)?;
+        Self::with_kv(weights, cfg, opts, device, kv)
+    }
+
+    /// The model on `device` with a KV cache of the caller's (`kv` must have the geometry
+    /// `opts.kv_geometry(cfg)`).
+    pub fn with_kv(
+        weights: &Weights,
+        cfg: &Config,
+        opts: &ExecutorOptions,
+        device: Device,
+        kv: Box<dyn KvAttention + Send>,
+    ) -> Result<Self, BackendError> {
         let model = Model::load(weights, cfg, opts.dtype, &device)?;
         let geo = opts.kv_geometry(cfg);
-        let kv = new_cpu_kv(geo, opts.dtype)?;
         Ok(ModelExecutor { model, kv, geo, device })
     }
 }

@@ -6,7 +6,10 @@
 
 pub mod cpu;
 mod cpu_kv;
+#[cfg(feature = "cuda")]
+pub mod cuda;
 mod dynamic;
+pub mod kernel_ref;
 #[cfg(feature = "neuron")]
 pub mod neuron;
 pub mod static_shape;
@@ -249,9 +252,29 @@ pub fn create_executor(
             let graphs = static_shape::CpuGraphs::new(model, plan);
             Ok(Box::new(StaticExecutor::new(graphs, opts.block_size)))
         }
-        DeviceSpec::Cuda(_) => Err(not_compiled("cuda")),
+        DeviceSpec::Cuda(n) => cuda_executor(weights, cfg, opts, n),
         DeviceSpec::Neuron => neuron_executor(cfg, opts),
     }
+}
+
+#[cfg(feature = "cuda")]
+fn cuda_executor(
+    weights: &Weights,
+    cfg: &Config,
+    opts: &ExecutorOptions,
+    n: usize,
+) -> Result<Box<dyn Executor>, BackendError> {
+    if opts.quantize.is_some() {
+        return Err(BackendError::Cpu(cpu::CpuError::Unsupported(
+            "--quantize on the cuda device (use --device cpu)".into(),
+        )));
+    }
+    Ok(Box::new(cuda::create(weights, cfg, opts, n)?))
+}
+
+#[cfg(not(feature = "cuda"))]
+fn cuda_executor(_: &Weights, _: &Config, _: &ExecutorOptions, _: usize) -> Result<Box<dyn Executor>, BackendError> {
+    Err(not_compiled("cuda"))
 }
 
 #[cfg(feature = "neuron")]

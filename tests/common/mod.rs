@@ -162,9 +162,15 @@ pub async fn serve_on_loopback(model: &LoadedModel, name: &str) -> (String, aisl
     (format!("http://{addr}"), engine)
 }
 
+/// The device integration tests run on: `AISLE_TEST_DEVICE` (e.g. `cuda` with `--features
+/// cuda`, to run the golden and batching suites on a GPU), else the native CPU backend.
+pub fn test_device() -> DeviceSpec {
+    std::env::var("AISLE_TEST_DEVICE").map_or(DeviceSpec::Cpu, |d| d.parse().expect("AISLE_TEST_DEVICE"))
+}
+
 pub fn executor_with(model: &LoadedModel, dtype: DType, block_size: usize, num_blocks: usize) -> Box<dyn Executor> {
     let opts = ExecutorOptions {
-        device: DeviceSpec::Cpu,
+        device: test_device(),
         dtype,
         block_size,
         num_blocks,

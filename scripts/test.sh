@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
-# The whole test suite: Rust unit and integration tests (golden numerics, engine, in-process
-# HTTP), then the end-to-end tests against a real server with the openai SDK.
+# The whole test suite: Rust unit and integration tests (golden numerics, engine, static-shape
+# executor, in-process HTTP), the Neuron backend against the fake libnrt, then the
+# end-to-end tests against a real server with the openai SDK.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 cargo test --release --locked
+cargo test --release --locked --features neuron --test neuron
 scripts/test_e2e.sh

@@ -38,6 +38,9 @@ enum Command {
     /// Load a running server with concurrent streaming clients; print throughput and TTFT /
     /// inter-token / end-to-end latency percentiles (as `vllm bench serve` does).
     BenchServe(Box<cli::bench_serve::BenchServeArgs>),
+    /// Write the Neuron manifest (`manifest.json`: per bucket the NEFF, its sha256 and its
+    /// tensors) for a model's compiled NEFFs.
+    NeuronManifest(Box<cli::neuron_manifest::NeuronManifestArgs>),
 }
 
 #[derive(Args)]
@@ -245,6 +248,10 @@ fn main() {
         Command::BenchServe(args) => {
             init_logging("warn", false);
             cli::bench_serve::run(*args)
+        }
+        Command::NeuronManifest(args) => {
+            init_logging("warn", false);
+            cli::neuron_manifest::run(*args)
         }
         Command::Serve(args) => {
             init_logging("warn,aisle=info", args.log_format == "json");

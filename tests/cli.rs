@@ -118,3 +118,42 @@ fn bad_input_exits_with_a_message() {
     ]);
     assert!(!ok && stderr.contains("the prompt is empty"), "{stderr}");
 }
+
+#[test]
+fn neuron_manifest_lists_every_bucket_with_its_hash_and_tensors() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = fixture("llama");
+    let args = |d: &std::path::Path| {
+        let mut a: Vec<String> = ["neuron-manifest", "--model", dir.to_str().unwrap(), "--neff-dir"]
+            .map(String::from)
+            .to_vec();
+        a.push(d.display().to_string());
+        a.extend(["--max-batch", "2", "--max-len", "32", "--min-bucket", "8"].map(String::from));
+        a
+    };
+    let run = |a: &[String]| aisle(&a.iter().map(String::as_str).collect::<Vec<_>>());
+    // Missing NEFFs: the error names the first file it needed.
+    let (ok, _, err) = run(&args(tmp.path()));
+    assert!(!ok && err.contains("context_8.neff"), "{err}");
+    for stem in ["context", "token"] {
+        for b in [8, 16, 32] {
+            std::fs::write(tmp.path().join(format!("{stem}_{b}.neff")), format!("{stem} {b}")).unwrap();
+        }
+    }
+    let (ok, out, err) = run(&args(tmp.path()));
+    assert!(ok, "{err}");
+    assert!(out.contains("6 graphs"), "{out}");
+    let text = std::fs::read_to_string(tmp.path().join("manifest.json")).unwrap();
+    let m: serde_json::Value = serde_json::from_str(&text).unwrap();
+    assert_eq!(m["plan"]["context"], serde_json::json!([8, 16, 32]));
+    let g = &m["graphs"][1];
+    assert_eq!(g["neff"], "context_16.neff");
+    // sha256("context 16"), from sha256sum
+    assert_eq!(
+        g["sha256"],
+        "dcafcb5469326a67f88e6d661ec3beb1dfb36d9b3fe027bca18e3287eb5be109"
+    );
+    assert_eq!(g["inputs"][3]["name"], "attention_mask");
+    assert_eq!(g["inputs"][3]["shape"], serde_json::json!([1, 16, 16]));
+    assert_eq!(g["outputs"][0]["shape"], serde_json::json!([1, 16, 384]));
+}

@@ -10,7 +10,6 @@ mod cpu_kv;
 pub mod cuda;
 mod dynamic;
 pub mod kernel_ref;
-#[cfg(feature = "neuron")]
 pub mod neuron;
 pub mod static_shape;
 

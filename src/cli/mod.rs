@@ -5,3 +5,4 @@
 
 pub mod bench_serve;
 pub mod eval;
+pub mod neuron_manifest;

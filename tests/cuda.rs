@@ -11,7 +11,6 @@ use aisle::backend::{DeviceSpec, Executor, ExecutorOptions, KvGeometry};
 use aisle::batch::{Batch, LogitsWanted};
 use aisle::model::KvAttention;
 use aisle::runtime::LoadedModel;
-use aisle::sampling::argmax;
 use candle_core::{DType, Device, Tensor};
 use common::*;
 use rand::{rngs::StdRng, Rng, SeedableRng};
@@ -90,47 +89,12 @@ fn exec(model: &LoadedModel, device: DeviceSpec) -> Box<dyn Executor> {
     model.executor(&opts).expect("executor")
 }
 
-/// Two prompts (all logits) then 8 greedy steps of both; every logits row and token.
-fn run(exec: &mut dyn Executor) -> (Vec<Vec<f32>>, Vec<u32>) {
-    let prompts: [Vec<u32>; 2] = [
-        (0..40).map(|i| (i * 7 + 3) % 384).collect(),
-        (0..23).map(|i| (i * 5 + 1) % 384).collect(),
-    ];
-    let tables = [vec![9u32, 2, 30, 4], vec![7u32, 0, 15]];
-    let mut batch = Batch::default();
-    for (p, t) in prompts.iter().zip(&tables) {
-        batch.push(p, 0, t.clone(), LogitsWanted::All);
-    }
-    let out = exec.execute(&batch).expect("prefill");
-    let mut rows: Vec<Vec<f32>> = (0..out.rows()).map(|r| out.row(r).to_vec()).collect();
-    let mut last = [argmax(&rows[39]), argmax(&rows[62])];
-    let mut tokens = Vec::new();
-    for step in 0..8 {
-        let mut b = Batch::default();
-        for s in 0..2 {
-            b.push(
-                &[last[s]],
-                prompts[s].len() + step,
-                tables[s].clone(),
-                LogitsWanted::Last,
-            );
-        }
-        let out = exec.execute(&b).expect("decode");
-        for (s, l) in last.iter_mut().enumerate() {
-            rows.push(out.row(s).to_vec());
-            *l = argmax(out.row(s));
-            tokens.push(*l);
-        }
-    }
-    (rows, tokens)
-}
-
 #[test]
 fn cuda_matches_the_cpu_forward_pass() {
     for name in FAMILIES {
         let model = LoadedModel::load_dir(&fixture(name)).expect("fixture");
-        let (want_rows, want_tokens) = run(exec(&model, DeviceSpec::CpuReference).as_mut());
-        let (rows, tokens) = run(exec(&model, DeviceSpec::Cuda(0)).as_mut());
+        let (want_rows, want_tokens) = two_sequence_trace(exec(&model, DeviceSpec::CpuReference).as_mut(), 384);
+        let (rows, tokens) = two_sequence_trace(exec(&model, DeviceSpec::Cuda(0)).as_mut(), 384);
         assert_eq!(tokens, want_tokens, "{name}: greedy tokens");
         let worst = rows
             .iter()

@@ -257,19 +257,8 @@ fn runtime_binding_loads_symbols_and_moves_tensor_bytes() {
 
 #[test]
 fn device_neuron_without_libnrt_fails_at_startup_with_the_fix() {
-    let (ok, _, err) = {
-        let out = std::process::Command::new(env!("CARGO_BIN_EXE_aisle"))
-            .args(["generate", "--device", "neuron", "--prompt", "hi", "--max-tokens", "1"])
-            .env("AISLE_LIBNRT", "/nonexistent/libnrt.so")
-            .current_dir(env!("CARGO_MANIFEST_DIR"))
-            .output()
-            .expect("run aisle");
-        (
-            out.status.success(),
-            String::from_utf8_lossy(&out.stdout).into_owned(),
-            String::from_utf8_lossy(&out.stderr).into_owned(),
-        )
-    };
+    let args = ["generate", "--device", "neuron", "--prompt", "hi", "--max-tokens", "1"];
+    let (ok, _, err) = common::aisle_env(&args, &[("AISLE_LIBNRT", "/nonexistent/libnrt.so")]);
     assert!(!ok);
     for want in [
         "/nonexistent/libnrt.so",

@@ -192,4 +192,16 @@ fn batches_a_static_executor_cannot_run_are_refused() {
     let mut b = Batch::default();
     b.push_seq(0, &[4], MAX_LEN, (0..12).collect(), LogitsWanted::Last);
     assert!(matches!(e.execute(&b), Err(BackendError::Batch(_))));
+    // Sequences released by a refused batch still give their slots back.
+    let mut b = Batch {
+        released: vec![0, 1],
+        ..Batch::default()
+    };
+    b.push_seq(5, &[100_000], 0, vec![0], LogitsWanted::Last);
+    assert!(matches!(e.execute(&b), Err(BackendError::Batch(_))));
+    let mut b = Batch::default();
+    for s in [6, 7] {
+        b.push_seq(s, &[1, 2], 0, vec![s as u32], LogitsWanted::Last);
+    }
+    assert_eq!(e.execute(&b).expect("both slots free").rows(), 2);
 }

@@ -79,13 +79,15 @@ impl Scheduler {
 
     /// Schedule within an executor's limits: at most its slots, no prefix sharing or prompt
     /// chunking where it cannot do them. Without chunking the step budget grows to
-    /// `max_context` so that any admissible prompt fits one step.
+    /// `max_context` plus one decode per sequence, so that any admissible prompt fits a step
+    /// beside the running decodes.
     pub fn with_limits(mut self, limits: ExecutorLimits, max_context: usize) -> Scheduler {
         if let Some(m) = limits.max_seqs {
             self.cfg.max_seqs = self.cfg.max_seqs.min(m);
         }
         if !limits.chunked_prefill {
-            self.cfg.max_batched_tokens = self.cfg.max_batched_tokens.max(max_context);
+            let need = max_context + self.cfg.max_seqs;
+            self.cfg.max_batched_tokens = self.cfg.max_batched_tokens.max(need);
         }
         self.limits = limits;
         self

@@ -181,11 +181,54 @@ pub fn executor_with(model: &LoadedModel, dtype: DType, block_size: usize, num_b
 
 /// Run the `aisle` binary from the repository root: (success, stdout, stderr).
 pub fn aisle(args: &[&str]) -> (bool, String, String) {
+    aisle_env(args, &[])
+}
+
+/// `aisle` with extra environment variables.
+pub fn aisle_env(args: &[&str], env: &[(&str, &str)]) -> (bool, String, String) {
     let out = std::process::Command::new(env!("CARGO_BIN_EXE_aisle"))
         .args(args)
+        .envs(env.iter().copied())
         .current_dir(env!("CARGO_MANIFEST_DIR"))
         .output()
         .expect("run aisle");
     let text = |b: Vec<u8>| String::from_utf8(b).expect("utf-8 output");
     (out.status.success(), text(out.stdout), text(out.stderr))
+}
+
+/// Prompts of 40 and 23 tokens in scattered blocks, all logits; then 8 greedy steps of both
+/// sequences together. Returns every logits row in order.
+pub fn two_sequence_trace(exec: &mut dyn Executor, vocab: usize) -> (Vec<Vec<f32>>, Vec<u32>) {
+    let prompts: Vec<Vec<u32>> = [40usize, 23]
+        .iter()
+        .enumerate()
+        .map(|(s, &n)| (0..n).map(|i| ((i * 7 + s * 13 + 3) % vocab) as u32).collect())
+        .collect();
+    let tables = [vec![9u32, 2, 30, 4], vec![7u32, 0, 15]];
+    let mut batch = Batch::default();
+    for (p, t) in prompts.iter().zip(&tables) {
+        batch.push(p, 0, t.clone(), LogitsWanted::All);
+    }
+    let out = exec.execute(&batch).expect("prefill");
+    let mut rows: Vec<Vec<f32>> = (0..out.rows()).map(|r| out.row(r).to_vec()).collect();
+    let mut last = [argmax(&rows[39]), argmax(&rows[62])];
+    let mut tokens = Vec::new();
+    for step in 0..8 {
+        let mut b = Batch::default();
+        for s in 0..2 {
+            b.push(
+                &[last[s]],
+                prompts[s].len() + step,
+                tables[s].clone(),
+                LogitsWanted::Last,
+            );
+        }
+        let out = exec.execute(&b).expect("decode");
+        for (s, l) in last.iter_mut().enumerate() {
+            rows.push(out.row(s).to_vec());
+            *l = argmax(out.row(s));
+            tokens.push(*l);
+        }
+    }
+    (rows, tokens)
 }

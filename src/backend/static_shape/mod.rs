@@ -249,12 +249,13 @@ fn wanted_rows(wanted: LogitsWanted, n: usize) -> std::ops::Range<usize> {
 
 impl<G: StaticGraphs> Executor for StaticExecutor<G> {
     fn execute(&mut self, batch: &Batch) -> Result<StepOutput, BackendError> {
-        let vocab = self.cfg.vocab_size;
-        let geo = self.geo;
-        batch.validate(vocab, self.cfg.max_position_embeddings, geo.block_size, geo.num_blocks)?;
+        // Released slots are freed first, so they are freed even if this batch is refused.
         for &seq in &batch.released {
             self.slots.release(seq);
         }
+        let vocab = self.cfg.vocab_size;
+        let geo = self.geo;
+        batch.validate(vocab, self.cfg.max_position_embeddings, geo.block_size, geo.num_blocks)?;
         let ranges = batch.seq_ranges();
         let mut rows: Vec<Vec<f32>> = vec![Vec::new(); ranges.len()]; // per sequence: (rows, vocab)
         let mut decodes = Vec::new();

@@ -311,3 +311,6 @@ impl<G: StaticGraphs> Executor for StaticExecutor<G> {
         )
     }
 }
+
+#[cfg(test)]
+mod tests;

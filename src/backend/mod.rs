@@ -1,7 +1,8 @@
 //! The execution seam: every backend runs a `Batch` and returns logits through `Executor`.
 //!
-//! Owns: device selection (`--device cpu|cuda[:N]|neuron`), the `Executor` trait, and the only
-//! `#[cfg(feature = ...)]` switches in the crate (which backends are compiled in).
+//! Owns: device selection (`--device cpu|cpu-reference|cpu-static|cuda[:N]|neuron`), the
+//! `Executor` trait, and the crate's `#[cfg(feature = ...)]` switches (which backends are
+//! compiled in; `neuron/mod.rs` has the only others, gating the libnrt parts).
 //! Must not: schedule, sample, or know about requests.
 
 pub mod cpu;

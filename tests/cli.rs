@@ -1,6 +1,7 @@
 //! The `aisle` binary end to end on every fixture: `generate` streams the same text as
-//! transformers' greedy decode, `inspect` reports the right parameter count, and bad input
-//! exits non-zero with a message.
+//! transformers' greedy decode (also on the static-shape executor), `inspect` reports the
+//! right parameter count, `neuron-manifest` hashes NEFFs, and bad input exits non-zero with a
+//! message.
 
 mod common;
 
@@ -31,6 +32,39 @@ fn generate_streams_transformers_greedy_text() {
                 stderr.contains("tok/s") && stderr.contains("finish_reason: length"),
                 "{stderr}"
             );
+        }
+    }
+}
+
+#[test]
+fn generate_on_the_static_shape_executor_streams_the_same_text() {
+    for name in ["llama", "mistral", "qwen3"] {
+        let golden = Golden::load(name);
+        let dir = fixture(name);
+        for p in golden.prompts() {
+            let (ok, stdout, stderr) = aisle(&[
+                "generate",
+                "--model",
+                dir.to_str().unwrap(),
+                "--device",
+                "cpu-static",
+                "--max-batch",
+                "2",
+                "--max-len",
+                "128",
+                "--min-bucket",
+                "8",
+                "--prompt",
+                p["text"].as_str().unwrap(),
+                "--max-tokens",
+                "32",
+                "--temperature",
+                "0",
+                "--ignore-eos",
+            ]);
+            assert!(ok, "{name}: {stderr}");
+            let expected = p["f32_greedy_text_skip_special"].as_str().unwrap();
+            assert_eq!(stdout, format!("{expected}\n"), "{name}: generated text on cpu-static");
         }
     }
 }

@@ -7,27 +7,21 @@ mod common;
 
 use common::{aisle, fixture, Golden, FAMILIES};
 
-#[test]
-fn generate_streams_transformers_greedy_text() {
-    for name in FAMILIES {
+/// `generate` (with `extra` flags) on every golden prompt of `families` streams exactly
+/// transformers' greedy text.
+fn assert_greedy_text(families: &[&str], extra: &[&str]) {
+    for name in families {
         let golden = Golden::load(name);
         let dir = fixture(name);
         for p in golden.prompts() {
-            let (ok, stdout, stderr) = aisle(&[
-                "generate",
-                "--model",
-                dir.to_str().unwrap(),
-                "--prompt",
-                p["text"].as_str().unwrap(),
-                "--max-tokens",
-                "32",
-                "--temperature",
-                "0",
-                "--ignore-eos",
-            ]);
-            assert!(ok, "{name}: {stderr}");
+            let mut args = vec!["generate", "--model", dir.to_str().unwrap(), "--prompt"];
+            args.push(p["text"].as_str().unwrap());
+            args.extend(["--max-tokens", "32", "--temperature", "0", "--ignore-eos"]);
+            args.extend(extra);
+            let (ok, stdout, stderr) = aisle(&args);
+            assert!(ok, "{name} {extra:?}: {stderr}");
             let expected = p["f32_greedy_text_skip_special"].as_str().unwrap();
-            assert_eq!(stdout, format!("{expected}\n"), "{name}: generated text");
+            assert_eq!(stdout, format!("{expected}\n"), "{name} {extra:?}: generated text");
             assert!(
                 stderr.contains("tok/s") && stderr.contains("finish_reason: length"),
                 "{stderr}"
@@ -37,36 +31,23 @@ fn generate_streams_transformers_greedy_text() {
 }
 
 #[test]
+fn generate_streams_transformers_greedy_text() {
+    assert_greedy_text(&FAMILIES, &[]);
+}
+
+#[test]
 fn generate_on_the_static_shape_executor_streams_the_same_text() {
-    for name in ["llama", "mistral", "qwen3"] {
-        let golden = Golden::load(name);
-        let dir = fixture(name);
-        for p in golden.prompts() {
-            let (ok, stdout, stderr) = aisle(&[
-                "generate",
-                "--model",
-                dir.to_str().unwrap(),
-                "--device",
-                "cpu-static",
-                "--max-batch",
-                "2",
-                "--max-len",
-                "128",
-                "--min-bucket",
-                "8",
-                "--prompt",
-                p["text"].as_str().unwrap(),
-                "--max-tokens",
-                "32",
-                "--temperature",
-                "0",
-                "--ignore-eos",
-            ]);
-            assert!(ok, "{name}: {stderr}");
-            let expected = p["f32_greedy_text_skip_special"].as_str().unwrap();
-            assert_eq!(stdout, format!("{expected}\n"), "{name}: generated text on cpu-static");
-        }
-    }
+    let flags = [
+        "--device",
+        "cpu-static",
+        "--max-batch",
+        "2",
+        "--max-len",
+        "128",
+        "--min-bucket",
+        "8",
+    ];
+    assert_greedy_text(&["llama", "mistral", "qwen3"], &flags);
 }
 
 #[test]

@@ -5,31 +5,19 @@
 
 mod common;
 
-use aisle::backend::{DeviceSpec, Executor, ExecutorOptions};
+use aisle::backend::{DeviceSpec, ExecutorOptions};
 use aisle::runtime::LoadedModel;
-use candle_core::DType;
 use common::*;
-
-fn exec(model: &LoadedModel, device: DeviceSpec, threads: usize) -> Box<dyn Executor> {
-    let opts = ExecutorOptions {
-        device,
-        dtype: DType::F32,
-        block_size: 16,
-        num_blocks: 32,
-        threads,
-        ..Default::default()
-    };
-    model.executor(&opts).expect("executor")
-}
 
 #[test]
 fn native_backend_matches_the_reference_forward_pass() {
     for name in FAMILIES {
         let model = LoadedModel::load_dir(&fixture(name)).expect("fixture");
         let vocab = model.config.vocab_size;
-        let (want_rows, want_tokens) = two_sequence_trace(exec(&model, DeviceSpec::CpuReference, 0).as_mut(), vocab);
+        let (want_rows, want_tokens) =
+            two_sequence_trace(trace_executor(&model, DeviceSpec::CpuReference, 0).as_mut(), vocab);
         for threads in [1, 2, 3] {
-            let (rows, tokens) = two_sequence_trace(exec(&model, DeviceSpec::Cpu, threads).as_mut(), vocab);
+            let (rows, tokens) = two_sequence_trace(trace_executor(&model, DeviceSpec::Cpu, threads).as_mut(), vocab);
             assert_eq!(tokens, want_tokens, "{name} ({threads} threads): greedy tokens");
             let worst = rows
                 .iter()

@@ -7,11 +7,11 @@ mod common;
 
 use aisle::backend::cuda::CudaKv;
 use aisle::backend::kernel_ref::{paged_attention, write_kv, PagedDims, PagedStep};
-use aisle::backend::{DeviceSpec, Executor, ExecutorOptions, KvGeometry};
+use aisle::backend::{DeviceSpec, KvGeometry};
 use aisle::batch::{Batch, LogitsWanted};
 use aisle::model::KvAttention;
 use aisle::runtime::LoadedModel;
-use candle_core::{DType, Device, Tensor};
+use candle_core::{Device, Tensor};
 use common::*;
 use rand::{rngs::StdRng, Rng, SeedableRng};
 
@@ -78,23 +78,13 @@ fn kernels_match_their_cpu_references() {
     }
 }
 
-fn exec(model: &LoadedModel, device: DeviceSpec) -> Box<dyn Executor> {
-    let opts = ExecutorOptions {
-        device,
-        dtype: DType::F32,
-        block_size: 16,
-        num_blocks: 32,
-        ..Default::default()
-    };
-    model.executor(&opts).expect("executor")
-}
-
 #[test]
 fn cuda_matches_the_cpu_forward_pass() {
     for name in FAMILIES {
         let model = LoadedModel::load_dir(&fixture(name)).expect("fixture");
-        let (want_rows, want_tokens) = two_sequence_trace(exec(&model, DeviceSpec::CpuReference).as_mut(), 384);
-        let (rows, tokens) = two_sequence_trace(exec(&model, DeviceSpec::Cuda(0)).as_mut(), 384);
+        let (want_rows, want_tokens) =
+            two_sequence_trace(trace_executor(&model, DeviceSpec::CpuReference, 0).as_mut(), 384);
+        let (rows, tokens) = two_sequence_trace(trace_executor(&model, DeviceSpec::Cuda(0), 0).as_mut(), 384);
         assert_eq!(tokens, want_tokens, "{name}: greedy tokens");
         let worst = rows
             .iter()

@@ -196,6 +196,19 @@ pub fn aisle_env(args: &[&str], env: &[(&str, &str)]) -> (bool, String, String) 
     (out.status.success(), text(out.stdout), text(out.stderr))
 }
 
+/// An f32 executor on `device` with 32 blocks of 16 tokens, for `two_sequence_trace`.
+pub fn trace_executor(model: &LoadedModel, device: DeviceSpec, threads: usize) -> Box<dyn Executor> {
+    let opts = ExecutorOptions {
+        device,
+        dtype: DType::F32,
+        block_size: 16,
+        num_blocks: 32,
+        threads,
+        ..Default::default()
+    };
+    model.executor(&opts).expect("executor")
+}
+
 /// Prompts of 40 and 23 tokens in scattered blocks, all logits; then 8 greedy steps of both
 /// sequences together. Returns every logits row in order.
 pub fn two_sequence_trace(exec: &mut dyn Executor, vocab: usize) -> (Vec<Vec<f32>>, Vec<u32>) {

@@ -85,6 +85,29 @@ async fn fault(State(hits): State<Hits>, Path(mode): Path<String>, Json(body): J
             let body = Body::from_stream(parts);
             ([("content-type", "text/event-stream")], body).into_response()
         }
+        "split" => {
+            // "é" and "€" each cut between network chunks, CRLF line ends, and one CRLF cut
+            // between its CR and LF.
+            let mut bytes = Vec::new();
+            for t in ["é", "€"] {
+                let c = json!({"choices": [{"index": 0, "delta": {"content": t}}]}).to_string();
+                bytes.extend_from_slice(format!("data: {c}\r\n\r\n").as_bytes());
+            }
+            bytes.extend_from_slice(b"data: [DONE]\r\n\r\n");
+            let cut = |b: u8| bytes.iter().position(|&x| x == b).unwrap();
+            let (e, euro, cr) = (cut(0xC3) + 1, cut(0xE2) + 2, cut(b'\r') + 1);
+            let mut cuts = [0, e, cr, euro, bytes.len()];
+            cuts.sort();
+            let parts: Vec<bytes::Bytes> = cuts
+                .windows(2)
+                .map(|w| bytes::Bytes::copy_from_slice(&bytes[w[0]..w[1]]))
+                .collect();
+            let parts = futures_util::stream::iter(parts).then(|p| async move {
+                tokio::time::sleep(Duration::from_millis(20)).await; // separate reads
+                Ok::<_, std::io::Error>(p)
+            });
+            ([("content-type", "text/event-stream")], Body::from_stream(parts)).into_response()
+        }
         _ => StatusCode::NOT_FOUND.into_response(),
     }
 }
@@ -132,6 +155,23 @@ async fn success_json_and_stream_send_the_remote_model_name() {
     assert!(chunks
         .iter()
         .all(|c| c.as_ref().unwrap()["choices"][0]["delta"]["content"] == "hi"));
+}
+
+#[tokio::test]
+async fn multibyte_characters_split_across_chunks_and_crlf_arrive_intact() {
+    let (base, _) = fault_server().await;
+    let b = backend(&base, "split", 0, 5);
+    let chunks: Vec<_> = b.stream("chat/completions", &req()).await.unwrap().collect().await;
+    let texts: Vec<String> = chunks
+        .iter()
+        .map(|c| {
+            c.as_ref().unwrap()["choices"][0]["delta"]["content"]
+                .as_str()
+                .unwrap()
+                .to_string()
+        })
+        .collect();
+    assert_eq!(texts, ["é", "€"]);
 }
 
 #[tokio::test]

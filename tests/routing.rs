@@ -337,9 +337,11 @@ async fn confidence_cascade_discards_unsure_local_answers() {
 async fn a_local_deadline_before_any_answer_goes_remote() {
     let base = fake_remote().await;
     for stream in [false, true] {
-        // One slot, 100 ms per step, local deadline 150 ms: A holds the slot; B waits and its
-        // deadline passes before it ever runs, so B is answered by the remote.
-        let l = local_full(&base, 1, 4, None, "local_timeout_ms = 150", Duration::from_millis(100));
+        // One slot, 100 ms per step, local deadline 1.5 s: A holds the slot for 100 steps
+        // (10 s); B waits and its deadline passes before it ever runs, so B is answered by the
+        // remote. A only needs its first step inside the deadline (15 steps of margin on a
+        // loaded machine); the deadline is an order of magnitude shorter than A's run.
+        let l = local_full(&base, 1, 4, None, "local_timeout_ms = 1500", Duration::from_millis(100));
         let a = json!({"model": "shop", "prompt": "The", "max_tokens": 100, "ignore_eos": true, "stream": true});
         let held = l.router.clone().oneshot(post_json("/v1/completions", a)).await.unwrap();
         assert_eq!(held.headers()["x-aisle-route"], "local");

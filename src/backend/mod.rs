@@ -98,10 +98,12 @@ pub fn compiled_backends() -> Vec<&'static str> {
 /// In-situ weight quantization at load time (`--quantize`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Quantize {
-    /// ggml q8_0: blocks of 32 int8 with one scale (8.5 bits per weight).
+    /// ggml q8_0 values: blocks of 32 int8 with one scale. Packed with an f32 scale per
+    /// block: 9.0 bits per weight (ggml's f16 scale makes 8.5 on disk).
     Q8_0,
-    /// ggml q4_K: 256-weight super-blocks of 4-bit values with 6-bit scales and mins
-    /// (4.5 bits per weight); embeddings and lm_head stay q8_0.
+    /// ggml q4_K values (4-bit, 6-bit scales and mins per 32), packed per 32 weights with f16
+    /// scale and min: 5.0 bits per weight (4.5 in ggml's file); embeddings and lm_head stay
+    /// q8_0.
     Q4K,
 }
 

@@ -14,7 +14,7 @@ use aisle::engine::{Engine, EngineCore};
 use aisle::eval::{self, Report, RunOptions, Target};
 use aisle::runtime::LoadedModel;
 
-use crate::{EngineArgs, ModelArgs};
+use super::args::{EngineArgs, ModelArgs};
 
 #[derive(Args)]
 pub struct EvalArgs {
@@ -57,7 +57,7 @@ pub struct EvalArgs {
 }
 
 fn local_engine(args: &EvalArgs, model: &LoadedModel) -> Result<Engine> {
-    let mut opts = args.model.executor_options(args.engine.block_size, 0)?;
+    let mut opts = args.model.executor_options(args.engine.block_size, 0);
     opts.num_blocks = model.kv_blocks_for_mib(&opts, args.kv_cache_mb);
     let core = EngineCore::new(
         model.executor(&opts)?,

@@ -1,8 +1,14 @@
-//! Subcommands of the `aisle` binary that are large enough for their own file.
+//! The `aisle` binary's subcommands, one file each, plus the flags they share.
 //!
-//! Owns: argument structs and drivers for those subcommands. Must not: hold library logic
-//! (that lives in the `aisle` crate's modules).
+//! Reading order: `args` (model, device, engine sizing, logging) → `generate` → `serve` →
+//! `inspect` → `eval` → `bench_serve` → `neuron_manifest`.
+//! Owns: argument structs and drivers. Must not: hold library logic (that lives in the
+//! `aisle` crate's modules).
 
+pub mod args;
 pub mod bench_serve;
 pub mod eval;
+pub mod generate;
+pub mod inspect;
 pub mod neuron_manifest;
+pub mod serve;

@@ -12,28 +12,37 @@ use clap::Args;
 use aisle::backend::neuron::manifest::{DType, Manifest};
 use aisle::runtime::LoadedModel;
 
+/// The KV cache element types a NEFF's state may have.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum KvDType {
+    Float32,
+    Bfloat16,
+}
+
 #[derive(Args)]
 pub struct NeuronManifestArgs {
     /// The model, and the plan the NEFFs were compiled for: --max-batch (slots), --max-len
     /// (positions per slot, default the model's context) and --min-bucket.
     #[command(flatten)]
-    model: crate::ModelArgs,
+    model: super::args::ModelArgs,
     /// Folder holding the NEFFs (default: <model>/neuron); the manifest is written there.
     #[arg(long)]
     neff_dir: Option<PathBuf>,
-    /// Element type of the KV cache state: float32 or bfloat16.
-    #[arg(long, default_value = "float32")]
-    kv_dtype: String,
+    /// Element type of the KV cache state.
+    #[arg(long, value_enum, default_value_t = KvDType::Float32)]
+    kv_dtype: KvDType,
 }
 
 pub fn run(args: NeuronManifestArgs) -> Result<()> {
     let model = LoadedModel::load(&args.model.spec()?)?;
     let dir = args.neff_dir.clone().unwrap_or_else(|| model.dir.join("neuron"));
     let cfg = &model.config;
-    let shape = args.model.executor_options(16, 0)?.static_shape;
+    let shape = args.model.executor_options(16, 0).static_shape;
     let plan = shape.plan(cfg)?;
-    let kv: DType = serde_json::from_value(serde_json::Value::String(args.kv_dtype.clone()))
-        .with_context(|| format!("--kv-dtype {}: expected float32 or bfloat16", args.kv_dtype))?;
+    let kv = match args.kv_dtype {
+        KvDType::Float32 => DType::Float32,
+        KvDType::Bfloat16 => DType::Bfloat16,
+    };
     let manifest = Manifest::for_neffs(&dir, cfg, plan, kv)?;
     manifest.check(&dir.join("manifest.json"), cfg)?;
     let path = dir.join("manifest.json");

@@ -12,6 +12,7 @@ use std::time::Instant;
 use tokio::sync::mpsc::UnboundedSender;
 
 use super::block_manager::{BlockManager, SeqId};
+use super::error::{EngineError, RequestError};
 use super::request::{Event, FinishReason, GenerationRequest, RequestId, StopText, Usage};
 use super::scheduler::{Scheduler, SchedulerConfig, Step};
 use crate::backend::Executor;
@@ -19,19 +20,6 @@ use crate::sampling::{Sampler, TokenLogprobs};
 use crate::tokenizer::{StreamDecoder, TextTokenizer};
 
 pub type EventSink = UnboundedSender<Event>;
-
-/// A request that cannot run, with a message the client can act on.
-#[derive(Debug, Clone, thiserror::Error, PartialEq, Eq)]
-pub enum RequestError {
-    #[error("the prompt is empty")]
-    EmptyPrompt,
-    #[error("this model's maximum context length is {context} tokens, but the prompt has {prompt} tokens")]
-    PromptTooLong { prompt: usize, context: usize },
-    #[error("the request needs {needed} KV cache blocks but the cache has only {available}; lower max_tokens or n")]
-    TooLargeForCache { needed: usize, available: usize },
-    #[error("n must be at least 1")]
-    ZeroChoices,
-}
 
 /// A snapshot of the engine's occupancy and counters.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -45,6 +33,8 @@ pub struct EngineStats {
     pub prefix_cache_queries: u64,
     pub prefix_cache_hits: u64,
     pub preemptions: u64,
+    /// Requests ended because their client went away (dropped stream or abort).
+    pub cancelled: u64,
 }
 
 /// One sequence's work in a step, by request and choice.
@@ -91,6 +81,7 @@ pub struct EngineCore {
     requests: HashMap<RequestId, RequestState>,
     owner: HashMap<SeqId, (RequestId, usize)>,
     next_seq: SeqId,
+    cancelled: u64,
 }
 
 impl EngineCore {
@@ -107,6 +98,7 @@ impl EngineCore {
             requests: HashMap::new(),
             owner: HashMap::new(),
             next_seq: 0,
+            cancelled: 0,
         }
     }
 
@@ -130,28 +122,29 @@ impl EngineCore {
             prefix_cache_queries: b.stats.queries,
             prefix_cache_hits: b.stats.hits,
             preemptions: self.sched.num_preemptions,
+            cancelled: self.cancelled,
         }
     }
 
     /// Check a request against the model and cache; clip `max_tokens` to the context.
-    fn validate(&self, req: &mut GenerationRequest) -> Result<(), RequestError> {
+    fn validate(&self, req: &mut GenerationRequest) -> Result<(), EngineError> {
         let context = self.exec.config().max_position_embeddings;
         let geo = self.exec.kv_geometry();
         let p = req.prompt.len();
         if p == 0 {
-            return Err(RequestError::EmptyPrompt);
+            return Err(RequestError::EmptyPrompt.into());
         }
         if p >= context {
-            return Err(RequestError::PromptTooLong { prompt: p, context });
+            return Err(RequestError::PromptTooLong { prompt: p, context }.into());
         }
         if req.n == 0 {
-            return Err(RequestError::ZeroChoices);
+            return Err(RequestError::ZeroChoices.into());
         }
         req.max_tokens = req.max_tokens.min(context - p);
         // Every choice must be able to run alone: prompt + output blocks.
         let needed = (p + req.max_tokens).div_ceil(geo.block_size);
         if needed > geo.num_blocks {
-            return Err(RequestError::TooLargeForCache {
+            return Err(EngineError::Capacity {
                 needed,
                 available: geo.num_blocks,
             });
@@ -167,7 +160,7 @@ impl EngineCore {
     /// `add` for a request that arrived at `arrival` (its deadline counts from then).
     pub fn add_at(&mut self, id: RequestId, mut req: GenerationRequest, sink: EventSink, arrival: Instant) {
         if let Err(e) = self.validate(&mut req) {
-            let _ = sink.send(Event::Error(e.to_string()));
+            let _ = sink.send(Event::Error(e));
             return;
         }
         let mut choices = Vec::with_capacity(req.n);
@@ -204,6 +197,9 @@ impl EngineCore {
     /// End every unfinished choice of a request with `reason` and drop the request.
     pub fn abort(&mut self, id: RequestId, reason: FinishReason) {
         let Some(state) = self.requests.get(&id) else { return };
+        if reason == FinishReason::Cancelled {
+            self.cancelled += 1;
+        }
         let open: Vec<usize> = (0..state.choices.len())
             .filter(|&i| !state.choices[i].finished)
             .collect();
@@ -307,7 +303,9 @@ impl EngineCore {
             .collect();
         for id in ids {
             if let Some(state) = self.requests.get(&id) {
-                let _ = state.sink.send(Event::Error(format!("inference failed: {message}")));
+                let _ = state
+                    .sink
+                    .send(Event::Error(EngineError::Executor(message.to_string())));
             }
             self.abort(id, FinishReason::Error);
         }

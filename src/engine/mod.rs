@@ -1,16 +1,18 @@
 //! The serving engine: block manager, scheduler, and the loop that drives an executor.
 //!
 //! Reading order: `block_manager` (block ids, prefix cache) → `scheduler` (what runs) →
-//! `request` (what clients ask and receive) → `core` (one step: schedule → execute →
+//! `request` (what clients ask and receive) → `error` (why a request failed) → `core` (one step: schedule → execute →
 //! sample → update → emit) → `thread` (the engine thread and its channels).
 
 pub mod block_manager;
 pub mod core;
+pub mod error;
 pub mod request;
 pub mod scheduler;
 pub mod thread;
 
-pub use self::core::{EngineCore, EngineStats, EventSink, RequestError, ScheduledWork, StepSummary};
+pub use self::core::{EngineCore, EngineStats, EventSink, ScheduledWork, StepSummary};
+pub use error::{EngineError, RequestError};
 pub use request::{ChoiceOutput, Event, FinishReason, GenerationRequest, RequestId, RequestOutput, Usage};
 pub use scheduler::SchedulerConfig;
 pub use thread::{Engine, EngineGone, EngineHandle, RequestStream};

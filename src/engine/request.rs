@@ -7,6 +7,7 @@
 
 use std::time::Duration;
 
+use super::error::EngineError;
 use crate::sampling::{SamplingParams, TokenLogprobs};
 
 pub type RequestId = u64;
@@ -95,7 +96,7 @@ pub enum Event {
     },
     Done(Usage),
     /// The request failed before or while running; nothing more follows.
-    Error(String),
+    Error(EngineError),
 }
 
 #[derive(Debug, Clone, Default, PartialEq)]
@@ -121,7 +122,7 @@ impl RequestOutput {
     }
 
     /// Fold one event in; returns `Err` for `Event::Error`.
-    pub fn apply(&mut self, event: Event) -> Result<(), String> {
+    pub fn apply(&mut self, event: Event) -> Result<(), EngineError> {
         match event {
             Event::Token {
                 choice,
@@ -264,6 +265,6 @@ mod tests {
         .unwrap();
         assert_eq!(o.choices[1].text, "hi!");
         assert_eq!(o.choices.len(), 2);
-        assert!(o.apply(Event::Error("boom".into())).is_err());
+        assert!(o.apply(Event::Error(EngineError::Executor("boom".into()))).is_err());
     }
 }

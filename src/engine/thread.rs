@@ -1,18 +1,22 @@
 //! The engine thread: owns the `EngineCore` and talks to clients only through channels.
 //!
-//! Owns: the command channel into the thread, request ids, and `RequestStream`, the client's
-//! end (a stream of `Event`s; dropping it cancels the request).
+//! Owns: the command channel into the thread, request ids, the thread's liveness (a panic is
+//! recorded, later submits fail at once and open streams end with `EngineError::Stopped`), and
+//! `RequestStream`, the client's end (a stream of `Event`s that always ends with `Done` or
+//! `Error`; dropping it cancels the request).
 //! Must not: share the core behind a lock; all state lives on the engine thread.
 
+use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc::{channel, RecvTimeoutError, Sender};
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
 use tokio::sync::mpsc::{unbounded_channel, UnboundedReceiver};
 
 use super::core::{EngineCore, EngineStats, EventSink};
+use super::error::EngineError;
 use super::request::{Event, FinishReason, GenerationRequest, RequestId, RequestOutput};
 
 enum Command {
@@ -27,6 +31,8 @@ enum Command {
 pub struct EngineHandle {
     tx: Sender<Command>,
     next_id: Arc<AtomicU64>,
+    /// Set once, when the engine thread dies: why (the panic message).
+    death: Arc<OnceLock<String>>,
 }
 
 /// The engine thread; dropping every handle (and this) stops it after in-flight work.
@@ -48,14 +54,32 @@ impl Engine {
     /// drain and cancellation can be tested with tiny models.
     pub fn spawn_with_delay(core: EngineCore, step_delay: Duration) -> Engine {
         let (tx, rx) = channel::<Command>();
-        let join = std::thread::Builder::new()
-            .name("aisle-engine".into())
-            .spawn(move || run(core, rx, step_delay))
-            .ok();
+        let death = Arc::new(OnceLock::new());
+        let dead = death.clone();
+        let join = std::thread::Builder::new().name("aisle-engine".into()).spawn(move || {
+            // A panic ends the thread: record why before the core (and with it every
+            // request's event sink) is dropped, so clients see the reason, not a hang.
+            let mut core = core;
+            let panic = catch_unwind(AssertUnwindSafe(|| run(&mut core, rx, step_delay)));
+            if let Err(p) = panic {
+                let why = panic_message(p.as_ref());
+                tracing::error!("the engine thread panicked: {why}");
+                let _ = dead.set(format!("the engine thread panicked: {why}"));
+            }
+            drop(core);
+        });
+        let join = match join {
+            Ok(j) => Some(j),
+            Err(e) => {
+                let _ = death.set(format!("the engine thread could not start: {e}"));
+                None
+            }
+        };
         Engine {
             handle: EngineHandle {
                 tx,
                 next_id: Arc::new(AtomicU64::new(0)),
+                death,
             },
             join,
         }
@@ -80,7 +104,15 @@ fn dead_handle() -> EngineHandle {
     EngineHandle {
         tx,
         next_id: Arc::new(AtomicU64::new(0)),
+        death: Arc::new(OnceLock::new()),
     }
+}
+
+fn panic_message(p: &(dyn std::any::Any + Send)) -> String {
+    p.downcast_ref::<&str>()
+        .map(|s| s.to_string())
+        .or_else(|| p.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "unknown panic".into())
 }
 
 fn apply(core: &mut EngineCore, cmd: Command) {
@@ -94,16 +126,16 @@ fn apply(core: &mut EngineCore, cmd: Command) {
 }
 
 /// The loop: take commands, step while there is work, sleep on the channel when idle.
-fn run(mut core: EngineCore, rx: std::sync::mpsc::Receiver<Command>, step_delay: Duration) {
+fn run(core: &mut EngineCore, rx: std::sync::mpsc::Receiver<Command>, step_delay: Duration) {
     loop {
         if !core.has_work() {
             match rx.recv() {
-                Ok(cmd) => apply(&mut core, cmd),
+                Ok(cmd) => apply(core, cmd),
                 Err(_) => return,
             }
         }
         while let Ok(cmd) = rx.try_recv() {
-            apply(&mut core, cmd);
+            apply(core, cmd);
         }
         let stepped = core.step().is_some();
         if stepped && !step_delay.is_zero() {
@@ -112,7 +144,7 @@ fn run(mut core: EngineCore, rx: std::sync::mpsc::Receiver<Command>, step_delay:
         if !stepped && core.has_work() {
             // Work exists but none can run this instant (e.g. all deadlines pending).
             match rx.recv_timeout(Duration::from_millis(1)) {
-                Ok(cmd) => apply(&mut core, cmd),
+                Ok(cmd) => apply(core, cmd),
                 Err(RecvTimeoutError::Timeout) => {}
                 Err(RecvTimeoutError::Disconnected) if !core.has_work() => return,
                 Err(RecvTimeoutError::Disconnected) => {}
@@ -124,6 +156,9 @@ fn run(mut core: EngineCore, rx: std::sync::mpsc::Receiver<Command>, step_delay:
 impl EngineHandle {
     /// Submit a request; its events arrive on the returned stream.
     pub fn submit(&self, req: GenerationRequest) -> Result<RequestStream, EngineGone> {
+        if self.death.get().is_some() {
+            return Err(EngineGone);
+        }
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
         let (sink, rx) = unbounded_channel();
         self.tx
@@ -134,7 +169,14 @@ impl EngineHandle {
             rx,
             tx: self.tx.clone(),
             done: false,
+            death: self.death.clone(),
         })
+    }
+
+    /// Why the engine thread died, if it did (a panic; it never ends otherwise while a
+    /// handle exists).
+    pub fn failure(&self) -> Option<&str> {
+        self.death.get().map(String::as_str)
     }
 }
 
@@ -153,6 +195,7 @@ pub struct RequestStream {
     rx: UnboundedReceiver<Event>,
     tx: Sender<Command>,
     done: bool,
+    death: Arc<OnceLock<String>>,
 }
 
 impl RequestStream {
@@ -160,11 +203,21 @@ impl RequestStream {
         self.id
     }
 
+    /// Mark the end; a channel that closes before `Done` or `Error` means the engine died,
+    /// which becomes one last `Event::Error` saying so.
     fn note(&mut self, e: Option<Event>) -> Option<Event> {
+        if self.done {
+            return None;
+        }
         if matches!(e, None | Some(Event::Done(_)) | Some(Event::Error(_))) {
             self.done = true;
         }
-        e
+        e.or_else(|| {
+            Some(Event::Error(match self.death.get() {
+                Some(why) => EngineError::Stopped(why.clone()),
+                None => EngineError::Lost,
+            }))
+        })
     }
 
     /// Next event (async); `None` once the request is over.
@@ -180,7 +233,7 @@ impl RequestStream {
     }
 
     /// Wait for the whole result (blocking).
-    pub fn collect_blocking(mut self) -> Result<RequestOutput, String> {
+    pub fn collect_blocking(mut self) -> Result<RequestOutput, EngineError> {
         let mut out = RequestOutput::default();
         while let Some(e) = self.blocking_next() {
             out.apply(e)?;

@@ -137,7 +137,7 @@ async fn ask_local(
         match event {
             Event::Token { text, .. } | Event::Finished { text, .. } => note_text(out, &text, start),
             Event::Done(usage) => out.completion_tokens = usage.completion_tokens,
-            Event::Error(e) => return Err(e),
+            Event::Error(e) => return Err(e.to_string()),
             Event::Started => {}
         }
     }
@@ -155,4 +155,5 @@ async fn ask_http(req: reqwest::RequestBuilder, start: Instant, out: &mut Outcom
         }
     })
     .await
+    .map_err(|e| e.to_string())
 }

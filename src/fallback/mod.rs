@@ -1,18 +1,20 @@
 //! Remote-model fallback and routing: the local model answers what it can, remote
 //! OpenAI-compatible backends the rest.
 //!
-//! Reading order: `config` (the TOML file) → `router` (where a request goes, and why) →
-//! `retry` (backoff timing) → `breaker` (per-remote circuit breaker).
-//! Status: these building blocks are tested; wiring them into `aisle serve` (remote client,
-//! response re-emission, cascade, cost metrics) is the next step of the fallback issue.
+//! Reading order: `config` (the TOML file) → `router` (the pure rules: where a request goes,
+//! and why) → `policy` (the one object the server asks before, during and after a local run)
+//! → `remote` (the OpenAI client with timeouts and retries) → `retry` (backoff timing) →
+//! `breaker` (per-remote circuit breaker). `server/proxy.rs` re-emits remote answers.
 
 pub mod breaker;
 pub mod config;
+pub mod policy;
 pub mod remote;
 pub mod retry;
 pub mod router;
 
 pub use config::{ConfigFileError, Price, RemoteConfig, RoutingConfig};
+pub use policy::{LocalPlan, Policy, Remote, Reroute};
 pub use router::{decide, Reason, Route, RouteInput, UnknownModel};
 
 /// The configured remotes, built once at start-up.

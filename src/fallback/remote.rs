@@ -16,6 +16,7 @@ use serde_json::Value;
 use super::breaker::Breaker;
 use super::config::RemoteConfig;
 use super::retry::{backoff, parse_retry_after};
+use crate::sse::SseDecoder;
 
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
 pub enum RemoteError {
@@ -249,85 +250,63 @@ impl RemoteBackend {
     }
 }
 
-/// Turn a byte stream into parsed SSE `data:` JSON payloads, ending with a timeout error if
-/// the stream outlives `total` (its deadline and the configured milliseconds).
+/// Turn a byte stream into parsed SSE `data:` JSON payloads (through the shared, byte-safe
+/// `SseDecoder`), ending with a timeout error if the stream outlives `total` (its deadline and
+/// the configured milliseconds).
 fn sse_chunks<S>(name: String, bytes: S, total: (Instant, u64)) -> impl Stream<Item = Result<Value, RemoteError>> + Send
 where
     S: Stream<Item = reqwest::Result<bytes::Bytes>> + Send + Unpin + 'static,
 {
     struct St<S> {
         bytes: S,
-        buf: String,
+        sse: SseDecoder,
         done: bool,
         name: String,
     }
-    futures_util::stream::unfold(
-        St {
-            bytes,
-            buf: String::new(),
-            done: false,
-            name,
-        },
-        move |mut st| async move {
-            loop {
-                if st.done {
-                    return None;
-                }
-                if let Some(end) = st.buf.find("\n\n") {
-                    let event: String = st.buf.drain(..end + 2).collect();
-                    let data: Vec<&str> = event
-                        .lines()
-                        .filter_map(|l| l.strip_prefix("data:"))
-                        .map(str::trim_start)
-                        .collect();
-                    if data.is_empty() {
-                        continue;
-                    }
-                    let payload = data.join("\n");
-                    if payload == "[DONE]" {
-                        return None;
-                    }
-                    let item = serde_json::from_str::<Value>(&payload).map_err(|e| RemoteError::Malformed {
-                        name: st.name.clone(),
-                        message: format!("bad SSE chunk: {e}"),
-                    });
-                    st.done = item.is_err();
-                    return Some((item, st));
-                }
-                let Ok(next) = tokio::time::timeout_at(total.0.into(), st.bytes.next()).await else {
-                    st.done = true;
-                    let err = RemoteError::Timeout {
-                        name: st.name.clone(),
-                        stage: "total",
-                        ms: total.1,
-                    };
-                    return Some((Err(err), st));
-                };
-                match next {
-                    Some(Ok(b)) => st.buf.push_str(&String::from_utf8_lossy(&b).replace("\r\n", "\n")),
-                    Some(Err(e)) => {
-                        st.done = true;
-                        return Some((
-                            Err(RemoteError::Dropped {
-                                name: st.name.clone(),
-                                message: e.to_string(),
-                            }),
-                            st,
-                        ));
-                    }
-                    None => {
-                        st.done = true;
-                        let msg = "connection closed before [DONE]".to_string();
-                        return Some((
-                            Err(RemoteError::Dropped {
-                                name: st.name.clone(),
-                                message: msg,
-                            }),
-                            st,
-                        ));
-                    }
-                }
+    let st = St {
+        bytes,
+        sse: SseDecoder::new(),
+        done: false,
+        name,
+    };
+    futures_util::stream::unfold(st, move |mut st| async move {
+        loop {
+            if st.done {
+                return None;
             }
-        },
-    )
+            if let Some(data) = st.sse.next_data() {
+                let malformed = |message: String| RemoteError::Malformed {
+                    name: st.name.clone(),
+                    message,
+                };
+                let item = match data {
+                    Ok(d) if d.trim() == "[DONE]" => return None,
+                    Ok(d) => serde_json::from_str::<Value>(&d).map_err(|e| malformed(format!("bad SSE chunk: {e}"))),
+                    Err(e) => Err(malformed(e.to_string())),
+                };
+                st.done = item.is_err();
+                return Some((item, st));
+            }
+            let Ok(next) = tokio::time::timeout_at(total.0.into(), st.bytes.next()).await else {
+                st.done = true;
+                let err = RemoteError::Timeout {
+                    name: st.name.clone(),
+                    stage: "total",
+                    ms: total.1,
+                };
+                return Some((Err(err), st));
+            };
+            let message = match next {
+                Some(Ok(b)) => {
+                    st.sse.push(&b);
+                    continue;
+                }
+                Some(Err(e)) => e.to_string(),
+                None => "connection closed before [DONE]".to_string(),
+            };
+            st.done = true;
+            let name = st.name.clone();
+            return Some((Err(RemoteError::Dropped { name, message }), st));
+        }
+    })
 }

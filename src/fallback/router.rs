@@ -74,8 +74,10 @@ pub fn is_complex(cfg: &RoutingConfig, input: &RouteInput) -> bool {
         || cfg.complex_patterns.iter().any(|p| p.is_match(input.text))
 }
 
-pub fn decide(cfg: &RoutingConfig, local_name: &str, input: &RouteInput) -> Result<Route, UnknownModel> {
-    let target = match input.model {
+/// The backend the request's `model` names: `None` for the local model (no name, its name or
+/// `local`), else the remote an alias or a remote's own name points at.
+pub fn requested(cfg: &RoutingConfig, local_name: &str, model: Option<&str>) -> Result<Option<String>, UnknownModel> {
+    let target = match model {
         None => "local",
         Some(m) if m == local_name || m == "local" => "local",
         Some(m) => match cfg.aliases.get(m) {
@@ -84,21 +86,19 @@ pub fn decide(cfg: &RoutingConfig, local_name: &str, input: &RouteInput) -> Resu
             None => return Err(UnknownModel(m.to_string())),
         },
     };
-    if target != "local" {
-        return Ok(Route::Remote {
-            name: target.to_string(),
-            reason: Reason::Requested,
-        });
-    }
+    Ok((target != "local").then(|| target.to_string()))
+}
+
+/// The rules for a request the local model was asked for: context overflow, complexity and
+/// overload send it to the fallback remote.
+pub fn local_rules(cfg: &RoutingConfig, input: &RouteInput) -> Route {
     let rules = &cfg.rules;
     let Some(fallback) = rules.fallback.clone() else {
-        return Ok(Route::Local { cascade: false });
+        return Route::Local { cascade: false };
     };
-    let remote = |reason| {
-        Ok(Route::Remote {
-            name: fallback.clone(),
-            reason,
-        })
+    let remote = |reason| Route::Remote {
+        name: fallback.clone(),
+        reason,
     };
     if rules.context_overflow && input.prompt_tokens + input.max_tokens > input.context {
         return remote(Reason::ContextOverflow);
@@ -110,8 +110,19 @@ pub fn decide(cfg: &RoutingConfig, local_name: &str, input: &RouteInput) -> Resu
     if input.queue_full || too_slow {
         return remote(Reason::Overload);
     }
-    Ok(Route::Local {
+    Route::Local {
         cascade: rules.cascade.enabled,
+    }
+}
+
+/// The whole decision before the engine: the requested backend, then the local rules.
+pub fn decide(cfg: &RoutingConfig, local_name: &str, input: &RouteInput) -> Result<Route, UnknownModel> {
+    Ok(match requested(cfg, local_name, input.model)? {
+        Some(name) => Route::Remote {
+            name,
+            reason: Reason::Requested,
+        },
+        None => local_rules(cfg, input),
     })
 }
 

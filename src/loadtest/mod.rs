@@ -125,7 +125,9 @@ impl Server {
         };
         let mut last = start;
         let result = match req.send().await {
-            Ok(resp) => crate::sse::read_events(resp, |event| note_event(&event, start, &mut last, &mut t)).await,
+            Ok(resp) => crate::sse::read_events(resp, |event| note_event(&event, start, &mut last, &mut t))
+                .await
+                .map_err(|e| e.to_string()),
             Err(e) => Err(e.to_string()),
         };
         t.e2e = start.elapsed();

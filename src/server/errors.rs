@@ -2,11 +2,14 @@
 //! `{"error": {"message", "type", "param", "code"}}`, and the one table that maps each kind to
 //! its status code.
 //!
-//! Owns: `ApiError` and its `IntoResponse`. Must not: decide when an error happens.
+//! Owns: `ApiError`, its `IntoResponse`, and the mapping of `EngineError` kinds into it.
+//! Must not: decide when an error happens.
 
 use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use serde_json::json;
+
+use crate::engine::EngineError;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum ApiErrorKind {
@@ -27,6 +30,8 @@ pub enum ApiErrorKind {
     },
     NotReady,
     ShuttingDown,
+    /// The engine thread died; nothing local can be served.
+    EngineStopped,
     Internal,
     /// Every route failed: the remote answered badly or not at all.
     RemoteFailed,
@@ -83,6 +88,11 @@ impl ApiError {
             ),
             Overloaded { .. } => (StatusCode::TOO_MANY_REQUESTS, "rate_limit_error", Some("queue_full")),
             NotReady | ShuttingDown => (StatusCode::SERVICE_UNAVAILABLE, "service_unavailable", None),
+            EngineStopped => (
+                StatusCode::SERVICE_UNAVAILABLE,
+                "service_unavailable",
+                Some("engine_stopped"),
+            ),
             Internal => (StatusCode::INTERNAL_SERVER_ERROR, "server_error", None),
             RemoteFailed => (StatusCode::BAD_GATEWAY, "server_error", Some("upstream_error")),
             RemoteUnavailable => (
@@ -102,7 +112,7 @@ impl ApiError {
             ModelNotFound | RouteNotFound => "not_found",
             BodyTooLarge => "too_large",
             Overloaded { .. } => "overloaded",
-            NotReady | ShuttingDown => "unavailable",
+            NotReady | ShuttingDown | EngineStopped => "unavailable",
             Internal => "internal",
             RemoteFailed | RemoteUnavailable => "remote",
         }
@@ -117,6 +127,19 @@ impl ApiError {
             _ => None,
         };
         json!({"error": {"message": self.message, "type": kind, "param": param, "code": code}})
+    }
+}
+
+/// Engine errors by kind, never by message: invalid for this model or too large for the KV
+/// cache → 400; an executor failure or a request the engine lost → 500; a dead engine → 503.
+impl From<&EngineError> for ApiError {
+    fn from(e: &EngineError) -> ApiError {
+        let kind = match e {
+            EngineError::Invalid(_) | EngineError::Capacity { .. } => ApiErrorKind::Invalid { param: None },
+            EngineError::Executor(_) | EngineError::Lost => ApiErrorKind::Internal,
+            EngineError::Stopped(_) => ApiErrorKind::EngineStopped,
+        };
+        ApiError::new(kind, e.to_string())
     }
 }
 

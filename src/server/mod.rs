@@ -2,8 +2,13 @@
 //! it without a socket; `serve` binds, loads the model in the background and drains on
 //! SIGTERM/SIGINT.
 //!
-//! Owns: shared server state (served model, admission counter, readiness, metrics), the
-//! middleware (API keys, `x-request-id`) and the routes. Must not: hold engine state; requests
+//! Reading order: `api` (wire types) → `validate` (the one validation step) → `handlers`
+//! (parse → validate → policy → local or remote → respond) → `responses` (local answers) /
+//! `proxy` (remote answers) → `errors` (the status table) → `metrics` → `run` (lifecycle).
+//!
+//! Owns: shared server state (served model, admission counter, readiness and engine
+//! liveness, routing policy, metrics), the middleware (API keys, `x-request-id`) and the
+//! routes. Must not: hold engine state; requests
 //! reach the engine only through its handle.
 
 pub mod api;
@@ -13,6 +18,8 @@ pub mod metrics;
 mod proxy;
 mod responses;
 mod run;
+mod shape;
+pub mod validate;
 
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, OnceLock};
@@ -28,7 +35,7 @@ use crate::engine::EngineHandle;
 use crate::fallback::Backends;
 use crate::tokenizer::TextTokenizer;
 pub use errors::{ApiError, ApiErrorKind};
-pub use run::{serve, ServeOptions};
+pub use run::{serve, start_engine, ServeOptions};
 
 #[derive(Debug, Clone)]
 pub struct ServerConfig {
@@ -64,8 +71,10 @@ pub struct Inner {
     in_flight: AtomicUsize,
     pub metrics: metrics::Metrics,
     next_id: AtomicU64,
-    /// Remote backends and routing rules, when configured.
+    /// Remote backends, when configured.
     pub routing: Option<Backends>,
+    /// Where each request runs: every routing rule the handlers apply.
+    pub policy: crate::fallback::Policy,
     /// Moving average of local end-to-end latency in ms (for the predicted queue wait).
     ewma_latency_ms: AtomicU64,
 }
@@ -92,8 +101,10 @@ impl AppState {
     }
 
     pub fn with_routing(cfg: ServerConfig, routing: Option<Backends>) -> AppState {
+        let policy = crate::fallback::Policy::new(&cfg.model_name, routing.as_ref().map(|r| r.cfg.clone()));
         AppState(Arc::new(Inner {
             cfg,
+            policy,
             model: OnceLock::new(),
             shutting_down: AtomicBool::new(false),
             in_flight: AtomicUsize::new(0),
@@ -129,14 +140,20 @@ impl AppState {
         }
     }
 
+    /// The served model, or 503: still loading, shutting down, or its engine died.
     pub fn model(&self) -> Result<&ServedModel, ApiError> {
         if self.0.shutting_down.load(Ordering::SeqCst) {
             return Err(ApiError::new(ApiErrorKind::ShuttingDown, "the server is shutting down"));
         }
-        self.0
+        let model = self
+            .0
             .model
             .get()
-            .ok_or_else(|| ApiError::new(ApiErrorKind::NotReady, "the model is still loading; retry shortly"))
+            .ok_or_else(|| ApiError::new(ApiErrorKind::NotReady, "the model is still loading; retry shortly"))?;
+        match model.engine.failure() {
+            Some(why) => Err(ApiError::from(&crate::engine::EngineError::Stopped(why.to_string()))),
+            None => Ok(model),
+        }
     }
 
     pub fn begin_shutdown(&self) {
@@ -210,8 +227,12 @@ async fn not_found(req: Request) -> ApiError {
     )
 }
 
-async fn health() -> StatusCode {
-    StatusCode::OK
+/// 200 while the process can serve (also while the model loads); 503 once the engine died.
+async fn health(State(st): State<AppState>) -> Response {
+    match st.0.model.get().and_then(|m| m.engine.failure()) {
+        Some(why) => ApiError::from(&crate::engine::EngineError::Stopped(why.to_string())).into_response(),
+        None => StatusCode::OK.into_response(),
+    }
 }
 
 async fn ready(State(st): State<AppState>) -> Response {

@@ -15,8 +15,8 @@ use axum::Json;
 use futures_util::StreamExt;
 use serde_json::{json, Value};
 
+use super::api::Endpoint;
 use super::errors::{ApiError, ApiErrorKind};
-use super::responses::Endpoint;
 use super::AppState;
 use crate::fallback::remote::{RemoteBackend, RemoteError};
 use crate::fallback::Reason;
@@ -79,10 +79,7 @@ pub async fn proxy(
         let e = ApiError::new(ApiErrorKind::Internal, format!("remote `{name}` is not configured"));
         return e.into_response();
     };
-    let (path, prefix) = match kind {
-        Endpoint::Chat => ("chat/completions", "chatcmpl"),
-        Endpoint::Completion => ("completions", "cmpl"),
-    };
+    let (path, prefix, _) = kind.names();
     let id = format!("{prefix}-{rid}");
     let created = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs());
     let streaming = raw.get("stream").and_then(Value::as_bool).unwrap_or(false);

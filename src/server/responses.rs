@@ -1,14 +1,17 @@
-//! Turning engine events into OpenAI response objects: one JSON body, or an SSE stream of
-//! chunks in OpenAI's order (role delta, content deltas, finish chunk, optional usage chunk
-//! with empty `choices`, `data: [DONE]`).
+//! Local answers: engine events become one JSON body, or an SSE stream of chunks in OpenAI's
+//! order (role delta, content deltas, finish chunk, optional usage chunk with empty
+//! `choices`, `data: [DONE]`). A request whose events end in an engine error gets that
+//! error's status (JSON) or an error event (SSE), never an empty 200.
 //!
-//! Owns: response shapes for chat and completions, logprob formatting, per-request timing
+//! Owns: running a validated request on the engine, asking its `LocalPlan` whether to give
+//! up (deadline, local error, low confidence) before anything is sent, per-request timing
 //! (queue time, TTFT, inter-token latency, e2e) into metrics, and the request log line.
-//! Must not: validate requests.
+//! Must not: validate requests, hold routing rules (the plan has them) or build JSON shapes
+//! (`shape` does).
 
 use std::collections::VecDeque;
 use std::convert::Infallible;
-use std::time::{Instant, SystemTime, UNIX_EPOCH};
+use std::time::Instant;
 
 use axum::response::sse::{Event as SseEvent, Sse};
 use axum::response::{IntoResponse, Response};
@@ -16,57 +19,20 @@ use axum::Json;
 use futures_util::stream::{self, Stream};
 use serde_json::{json, Value};
 
-use super::errors::{ApiError, ApiErrorKind};
+use super::api::Endpoint;
+use super::errors::ApiError;
+use super::shape::{usage_json, Meta};
+use super::validate::ValidRequest;
 use super::{Admission, AppState};
-use crate::engine::{ChoiceOutput, Event, FinishReason, GenerationRequest, RequestOutput, RequestStream, Usage};
+use crate::engine::{EngineError, Event, GenerationRequest, RequestOutput, RequestStream};
+use crate::fallback::{LocalPlan, Reroute};
 use crate::sampling::TokenLogprobs;
-use crate::tokenizer::TextTokenizer;
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Endpoint {
-    Chat,
-    Completion,
-}
-
-/// A validated request, ready to submit.
-pub struct Prepared {
-    /// Confidence cascade: (minimum mean token logprob, tokens to judge a stream on).
-    pub cascade: Option<(f64, usize)>,
-    /// A local failure or deadline before any answer may be rerouted to a remote.
-    pub can_reroute: bool,
-    pub kind: Endpoint,
-    pub req: GenerationRequest,
-    pub stream: bool,
-    pub include_usage: bool,
-    pub logprobs: bool,
+/// A validated request routed here, with its admission slot.
+pub struct Local {
+    pub valid: ValidRequest,
+    pub plan: LocalPlan,
     pub admission: Admission,
-}
-
-/// What every chunk and body shares.
-struct Meta {
-    id: String,
-    object: &'static str,
-    created: u64,
-    model: String,
-    kind: Endpoint,
-    logprobs: bool,
-    tok: TextTokenizer,
-    price: crate::fallback::Price,
-}
-
-/// The local route gave up before answering; the caller asks a remote instead.
-#[derive(Debug, Clone, PartialEq)]
-pub enum Reroute {
-    /// The answer's mean token logprob was below the cascade threshold.
-    LowConfidence(f64),
-    /// The local request failed or hit its deadline.
-    Failed(String),
-}
-
-/// Mean of the logprobs, or `None` without any.
-fn mean(lps: impl Iterator<Item = f32>) -> Option<f64> {
-    let (sum, n) = lps.fold((0.0f64, 0usize), |(s, n), x| (s + x as f64, n + 1));
-    (n > 0).then(|| sum / n as f64)
 }
 
 /// Timings of one request, observed into metrics and logged when it ends.
@@ -77,17 +43,6 @@ struct Tracker {
     started: Option<Instant>,
     first: Option<Instant>,
     last: Option<Instant>,
-}
-
-fn finish_str(r: Option<FinishReason>) -> Value {
-    r.map_or(Value::Null, |r| Value::from(r.as_str()))
-}
-
-fn usage_json(u: &Usage, price: &crate::fallback::Price) -> Value {
-    json!({"prompt_tokens": u.prompt_tokens, "completion_tokens": u.completion_tokens,
-           "total_tokens": u.prompt_tokens + u.completion_tokens,
-           "prompt_tokens_details": {"cached_tokens": u.cached_tokens},
-           "cost_usd": price.cost(u.prompt_tokens, u.completion_tokens)})
 }
 
 impl Tracker {
@@ -153,177 +108,78 @@ impl Tracker {
     }
 }
 
-impl Meta {
-    fn new(st: &AppState, rid: &str, kind: Endpoint, logprobs: bool) -> Result<Meta, ApiError> {
-        let model = st.model()?;
-        let (prefix, object) = match kind {
-            Endpoint::Chat => ("chatcmpl", "chat.completion"),
-            Endpoint::Completion => ("cmpl", "text_completion"),
-        };
-        Ok(Meta {
-            id: format!("{prefix}-{rid}"),
-            object,
-            created: SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs()),
-            model: st.0.cfg.model_name.clone(),
-            kind,
-            logprobs,
-            tok: model.tokenizer.clone(),
-            price: st.0.cfg.local_price,
-        })
-    }
-
-    fn token_text(&self, id: u32) -> String {
-        self.tok.decode(&[id], false).unwrap_or_default()
-    }
-
-    /// Chat logprob entries (`logprobs.content` items) for some tokens.
-    fn chat_logprobs(&self, lps: &[TokenLogprobs]) -> Value {
-        let entry = |id: u32, lp: f32| {
-            let t = self.token_text(id);
-            json!({"token": t, "logprob": lp, "bytes": t.as_bytes()})
-        };
-        let content: Vec<Value> = lps
-            .iter()
-            .map(|lp| {
-                let mut e = entry(lp.token, lp.logprob);
-                e["top_logprobs"] = lp.top.iter().map(|&(id, l)| entry(id, l)).collect();
-                e
-            })
-            .collect();
-        json!({ "content": content })
-    }
-
-    /// Legacy completions logprobs (`tokens`, `token_logprobs`, `top_logprobs`, `text_offset`).
-    fn completion_logprobs(&self, lps: &[TokenLogprobs], offset0: usize) -> Value {
-        let mut offset = offset0;
-        let (mut tokens, mut lp, mut top, mut offsets) = (vec![], vec![], vec![], vec![]);
-        for l in lps {
-            let t = self.token_text(l.token);
-            offsets.push(offset);
-            offset += t.len();
-            tokens.push(t);
-            lp.push(l.logprob);
-            let m: serde_json::Map<String, Value> =
-                l.top.iter().map(|&(id, x)| (self.token_text(id), json!(x))).collect();
-            top.push(Value::Object(m));
-        }
-        json!({"tokens": tokens, "token_logprobs": lp, "top_logprobs": top, "text_offset": offsets})
-    }
-
-    fn logprobs_json(&self, lps: &[TokenLogprobs], offset: usize) -> Value {
-        match (self.logprobs, self.kind) {
-            (false, _) => Value::Null,
-            (true, Endpoint::Chat) => self.chat_logprobs(lps),
-            (true, Endpoint::Completion) => self.completion_logprobs(lps, offset),
-        }
-    }
-
-    fn choice_json(&self, i: usize, c: &ChoiceOutput) -> Value {
-        let lp = self.logprobs_json(&c.logprobs, 0);
-        match self.kind {
-            Endpoint::Chat => json!({"index": i, "message": {"role": "assistant", "content": c.text},
-                                     "logprobs": lp, "finish_reason": finish_str(c.finish_reason)}),
-            Endpoint::Completion => json!({"index": i, "text": c.text, "logprobs": lp,
-                                           "finish_reason": finish_str(c.finish_reason)}),
-        }
-    }
-
-    fn body(&self, out: &RequestOutput) -> Value {
-        let choices: Vec<Value> = out
-            .choices
-            .iter()
-            .enumerate()
-            .map(|(i, c)| self.choice_json(i, c))
-            .collect();
-        json!({"id": self.id, "object": self.object, "created": self.created, "model": self.model,
-               "choices": choices, "usage": usage_json(&out.usage, &self.price)})
-    }
-
-    /// One streamed chunk for choice `i`.
-    fn chunk(&self, choice: Value) -> Value {
-        let object = match self.kind {
-            Endpoint::Chat => "chat.completion.chunk",
-            Endpoint::Completion => "text_completion",
-        };
-        json!({"id": self.id, "object": object, "created": self.created, "model": self.model, "choices": [choice]})
-    }
-
-    fn delta(&self, i: usize, text: &str, lps: &[TokenLogprobs], offset: usize, finish: Option<FinishReason>) -> Value {
-        let lp = self.logprobs_json(lps, offset);
-        match self.kind {
-            Endpoint::Chat => {
-                let delta = if text.is_empty() && finish.is_some() {
-                    json!({})
-                } else {
-                    json!({"content": text})
-                };
-                self.chunk(json!({"index": i, "delta": delta, "logprobs": lp, "finish_reason": finish_str(finish)}))
-            }
-            Endpoint::Completion => {
-                self.chunk(json!({"index": i, "text": text, "logprobs": lp, "finish_reason": finish_str(finish)}))
-            }
-        }
-    }
-}
-
-fn submit(st: &AppState, req: GenerationRequest) -> Result<RequestStream, ApiError> {
+fn submit(st: &AppState, plan: &LocalPlan, mut req: GenerationRequest) -> Result<RequestStream, ApiError> {
+    plan.prepare(&mut req);
     st.model()?
         .engine
         .submit(req)
-        .map_err(|_| ApiError::new(ApiErrorKind::ShuttingDown, "the engine has stopped"))
+        .map_err(|e| ApiError::from(&EngineError::Stopped(e.to_string())))
 }
 
-fn engine_error(message: String) -> ApiError {
-    let kind = if message.starts_with("inference failed") {
-        ApiErrorKind::Internal
-    } else {
-        ApiErrorKind::Invalid { param: None }
-    };
-    ApiError::new(kind, message)
+fn count_failure(st: &AppState, e: &ApiError) {
+    st.0.metrics.failures.with_label_values(&[e.reason()]).inc();
+}
+
+/// Answer locally: a JSON body or an SSE stream, or `Err` when the plan gave up before
+/// anything was sent.
+pub async fn respond(st: AppState, rid: String, local: Local, t0: Instant) -> Result<Response, Reroute> {
+    match local.valid.shape.stream {
+        true => stream(st, rid, local, t0).await,
+        false => complete(st, rid, local, t0).await,
+    }
 }
 
 /// Run to completion and answer with one JSON body. If the client disconnects, this future is
 /// dropped with the `RequestStream`, which cancels the request.
-pub async fn complete(st: AppState, rid: String, p: Prepared, t0: Instant) -> Result<Response, Reroute> {
-    let (cascade, can_reroute) = (p.cascade, p.can_reroute);
-    let result = async {
-        let meta = Meta::new(&st, &rid, p.kind, p.logprobs)?;
-        let mut events = submit(&st, p.req)?;
-        let mut tracker = Tracker::new(&st, &rid, t0);
-        let mut out = RequestOutput::default();
-        while let Some(e) = events.next().await {
-            tracker.on_event(&e);
-            if let (Event::Error(msg), true) = (&e, can_reroute) {
-                return Ok(Err(Reroute::Failed(msg.clone())));
-            }
-            out.apply(e).map_err(engine_error)?;
-        }
-        let timed_out = out
-            .choices
-            .iter()
-            .any(|c| c.finish_reason == Some(FinishReason::Timeout));
-        if can_reroute && timed_out {
-            return Ok(Err(Reroute::Failed("the local deadline expired".into())));
-        }
-        if let Some((threshold, _)) = cascade {
-            let m = mean(out.choices.iter().flat_map(|c| c.logprobs.iter().map(|l| l.logprob)));
-            if let Some(m) = m.filter(|&m| m < threshold) {
-                return Ok(Err(Reroute::LowConfidence(m)));
-            }
-        }
-        tracker.done(&out, 200);
-        Ok::<_, ApiError>(Ok(meta.body(&out)))
-    }
-    .await;
-    drop(p.admission);
+async fn complete(st: AppState, rid: String, local: Local, t0: Instant) -> Result<Response, Reroute> {
+    let Local { valid, plan, admission } = local;
+    let result = run_to_end(&st, &rid, valid, &plan, t0).await;
+    drop(admission);
     match result {
         Ok(Ok(body)) => Ok(Json(body).into_response()),
-        Ok(Err(low)) => Err(low),
+        Ok(Err(why)) => Err(why),
         Err(e) => {
-            st.0.metrics.failures.with_label_values(&[e.reason()]).inc();
+            count_failure(&st, &e);
             Ok(e.into_response())
         }
     }
+}
+
+/// The whole answer's body, the plan's reason to give up, or the error to answer with.
+async fn run_to_end(
+    st: &AppState,
+    rid: &str,
+    valid: ValidRequest,
+    plan: &LocalPlan,
+    t0: Instant,
+) -> Result<Result<Value, Reroute>, ApiError> {
+    let meta = Meta::new(st, rid, valid.endpoint, valid.shape.logprobs)?;
+    let mut events = submit(st, plan, valid.generation)?;
+    let mut tracker = Tracker::new(st, rid, t0);
+    let mut out = RequestOutput::default();
+    let mut done = false;
+    while let Some(e) = events.next().await {
+        tracker.on_event(&e);
+        if let Event::Error(err) = &e {
+            return match plan.on_error(err) {
+                Some(why) => Ok(Err(why)),
+                None => Err(ApiError::from(err)),
+            };
+        }
+        done |= matches!(e, Event::Done(_));
+        out.apply(e).map_err(|e| ApiError::from(&e))?;
+    }
+    if !done {
+        return Err(ApiError::from(&EngineError::Lost));
+    }
+    let reroute = plan
+        .on_answer(out.choices.iter().map(|c| c.finish_reason))
+        .or_else(|| plan.judge(out.choices.iter().flat_map(|c| c.logprobs.iter().map(|l| l.logprob))));
+    if let Some(why) = reroute {
+        return Ok(Err(why));
+    }
+    tracker.done(&out, 200);
+    Ok(Ok(meta.body(&out)))
 }
 
 /// State of one SSE response.
@@ -334,7 +190,6 @@ struct Streaming {
     out: RequestOutput,
     pending: VecDeque<String>,
     include_usage: bool,
-    n: usize,
     text_offsets: Vec<usize>,
     finished: bool,
     _admission: Admission,
@@ -355,10 +210,8 @@ impl Streaming {
             }
             Event::Finished { choice, reason, text } => {
                 if !text.is_empty() {
-                    self.pending.push_back(
-                        m.delta(*choice, text, &[], self.text_offsets[*choice], None)
-                            .to_string(),
-                    );
+                    let chunk = m.delta(*choice, text, &[], self.text_offsets[*choice], None);
+                    self.pending.push_back(chunk.to_string());
                 }
                 self.pending
                     .push_back(m.delta(*choice, "", &[], 0, Some(*reason)).to_string());
@@ -372,28 +225,23 @@ impl Streaming {
                 }
                 self.pending.push_back("[DONE]".to_string());
             }
-            Event::Error(msg) => {
-                let err = engine_error(msg.clone());
-                self.tracker
-                    .st
-                    .0
-                    .metrics
-                    .failures
-                    .with_label_values(&[err.reason()])
-                    .inc();
-                self.pending.push_back(err.body().to_string());
-                self.finished = true;
-            }
+            Event::Error(err) => self.fail(ApiError::from(err)),
             _ => {}
         }
         self.tracker.on_event(&e);
-        if matches!(e, Event::Done(_)) {
-            let _ = self.out.apply(e);
+        let done = matches!(e, Event::Done(_));
+        let _ = self.out.apply(e);
+        if done {
             self.tracker.done(&self.out, 200);
             self.finished = true;
-        } else {
-            let _ = self.out.apply(e);
         }
+    }
+
+    /// End the stream with an error event (OpenAI's SDK raises on it).
+    fn fail(&mut self, err: ApiError) {
+        count_failure(&self.tracker.st, &err);
+        self.pending.push_back(err.body().to_string());
+        self.finished = true;
     }
 
     async fn next_payload(&mut self) -> Option<String> {
@@ -406,7 +254,7 @@ impl Streaming {
             }
             match self.events.next().await {
                 Some(e) => self.translate(e),
-                None => return None,
+                None => self.fail(ApiError::from(&EngineError::Lost)),
             }
         }
     }
@@ -419,32 +267,30 @@ fn sse_stream(s: Streaming) -> impl Stream<Item = Result<SseEvent, Infallible>> 
     })
 }
 
-/// Hold the start of a local stream back until it can no longer be rerouted: with a cascade,
-/// judge the first N tokens; with a fallback, wait for the first token so a failure or
-/// deadline before it can still go remote. Nothing has been sent while this runs.
-async fn hold_start(s: &mut Streaming, cascade: Option<(f64, usize)>, can_reroute: bool) -> Result<(), Reroute> {
-    let need = match (cascade, can_reroute) {
-        (Some((_, n)), _) => n.max(1),
-        (None, true) => 1,
-        (None, false) => return Ok(()),
-    };
+/// Hold the start of a local stream back as long as the plan may still give up: the
+/// cascade judges the first N tokens; a reroutable request waits for its first token so a
+/// failure or deadline before it can still go remote. Nothing has been sent while this runs.
+async fn hold_start(s: &mut Streaming, plan: &LocalPlan) -> Result<(), Reroute> {
+    let need = plan.hold_tokens();
+    if need == 0 {
+        return Ok(());
+    }
     let (mut held, mut lps, mut tokens) = (Vec::new(), Vec::new(), 0);
     while let Some(e) = s.events.next().await {
-        match &e {
+        let why = match &e {
             Event::Token {
                 choice: 0, logprobs, ..
             } => {
                 tokens += 1;
                 lps.extend(logprobs.as_ref().map(|l| l.logprob));
+                None
             }
-            Event::Finished {
-                reason: FinishReason::Timeout | FinishReason::Error,
-                ..
-            } if can_reroute && tokens == 0 => {
-                return Err(Reroute::Failed("the local deadline expired".into()));
-            }
-            Event::Error(msg) if can_reroute => return Err(Reroute::Failed(msg.clone())),
-            _ => {}
+            Event::Finished { reason, .. } => plan.on_finish(*reason, tokens),
+            Event::Error(err) => plan.on_error(err),
+            _ => None,
+        };
+        if let Some(why) = why {
+            return Err(why);
         }
         let end = matches!(e, Event::Done(_) | Event::Error(_));
         held.push(e);
@@ -452,8 +298,8 @@ async fn hold_start(s: &mut Streaming, cascade: Option<(f64, usize)>, can_rerout
             break;
         }
     }
-    if let Some(m) = cascade.and_then(|(t, _)| mean(lps.into_iter()).filter(|&m| m < t)) {
-        return Err(Reroute::LowConfidence(m));
+    if let Some(why) = plan.judge(lps.into_iter()) {
+        return Err(why);
     }
     for e in held {
         s.translate(e);
@@ -461,38 +307,48 @@ async fn hold_start(s: &mut Streaming, cascade: Option<(f64, usize)>, can_rerout
     Ok(())
 }
 
-/// Answer with an SSE stream. Dropping the stream (client gone) cancels the request.
-pub async fn stream(st: AppState, rid: String, p: Prepared, t0: Instant) -> Result<Response, Reroute> {
-    let (cascade, can_reroute) = (p.cascade, p.can_reroute);
-    let setup = || -> Result<Streaming, ApiError> {
-        let meta = Meta::new(&st, &rid, p.kind, p.logprobs)?;
-        let n = p.req.n;
-        let events = submit(&st, p.req.clone())?;
-        let mut pending = VecDeque::new();
-        if meta.kind == Endpoint::Chat {
-            for i in 0..n {
-                let role = json!({"index": i, "delta": {"role": "assistant", "content": ""}, "logprobs": null, "finish_reason": null});
-                pending.push_back(meta.chunk(role).to_string());
-            }
+/// The stream's state with the role deltas queued (chat).
+fn open_stream(
+    st: &AppState,
+    rid: &str,
+    valid: ValidRequest,
+    plan: &LocalPlan,
+    admission: Admission,
+    t0: Instant,
+) -> Result<Streaming, ApiError> {
+    let meta = Meta::new(st, rid, valid.endpoint, valid.shape.logprobs)?;
+    let n = valid.generation.n;
+    let events = submit(st, plan, valid.generation)?;
+    let mut pending = VecDeque::new();
+    if meta.kind == Endpoint::Chat {
+        for i in 0..n {
+            let role = json!({"index": i, "delta": {"role": "assistant", "content": ""}, "logprobs": null, "finish_reason": null});
+            pending.push_back(meta.chunk(role).to_string());
         }
-        Ok(Streaming {
-            meta,
-            events,
-            tracker: Tracker::new(&st, &rid, t0),
-            out: RequestOutput::default(),
-            pending,
-            include_usage: p.include_usage,
-            n,
-            text_offsets: vec![0; n],
-            finished: false,
-            _admission: p.admission,
-        })
-    };
-    let mut s = match setup() {
+    }
+    Ok(Streaming {
+        meta,
+        events,
+        tracker: Tracker::new(st, rid, t0),
+        out: RequestOutput::default(),
+        pending,
+        include_usage: valid.shape.include_usage,
+        text_offsets: vec![0; n],
+        finished: false,
+        _admission: admission,
+    })
+}
+
+/// Answer with an SSE stream. Dropping the stream (client gone) cancels the request.
+async fn stream(st: AppState, rid: String, local: Local, t0: Instant) -> Result<Response, Reroute> {
+    let Local { valid, plan, admission } = local;
+    let mut s = match open_stream(&st, &rid, valid, &plan, admission, t0) {
         Ok(s) => s,
-        Err(e) => return Ok(e.into_response()),
+        Err(e) => {
+            count_failure(&st, &e);
+            return Ok(e.into_response());
+        }
     };
-    hold_start(&mut s, cascade, can_reroute).await?;
-    debug_assert!(s.n >= 1);
+    hold_start(&mut s, &plan).await?;
     Ok(Sse::new(sse_stream(s)).into_response())
 }

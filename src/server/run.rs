@@ -71,7 +71,6 @@ pub fn model_version(dir: &Path) -> String {
 /// Load the model and start the engine (blocking; runs off the async runtime).
 fn load(opts: &ServeOptions) -> Result<(ServedModel, Engine), String> {
     let model = LoadedModel::load(&opts.model).map_err(|e| e.to_string())?;
-    let c = &model.config;
     let mut exec_opts = opts.executor.clone();
     // A request longer than the cache holds is rejected with a clear message by the engine.
     exec_opts.num_blocks = model.kv_blocks_for_mib(&opts.executor, opts.kv_cache_mib);
@@ -84,17 +83,31 @@ fn load(opts: &ServeOptions) -> Result<(ServedModel, Engine), String> {
         opts.kv_cache_mib
     );
     let core = EngineCore::new(exec, model.tokenizer.clone(), model.eos_token_ids(), opts.scheduler);
-    let engine = Engine::spawn_with_delay(core, opts.step_delay);
+    Ok(start_engine(&model, core, opts.step_delay, model_version(&model.dir)))
+}
+
+/// Spawn the engine thread for `core` and describe it for the handlers. Admission counts the
+/// scheduler's effective `max_seqs`: an executor with fixed slots (`cpu-static`, Neuron)
+/// lowers the configured one.
+pub fn start_engine(
+    model: &LoadedModel,
+    core: EngineCore,
+    step_delay: Duration,
+    version: String,
+) -> (ServedModel, Engine) {
+    let max_seqs = core.scheduler().config().max_seqs;
+    let engine = Engine::spawn_with_delay(core, step_delay);
+    let c = &model.config;
     let served = ServedModel {
         engine: engine.handle(),
         tokenizer: model.tokenizer.clone(),
         vocab: c.vocab_size,
         context: c.max_position_embeddings,
-        max_seqs: opts.scheduler.max_seqs,
-        version: model_version(&model.dir),
+        max_seqs,
+        version,
         created: SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs()),
     };
-    Ok((served, engine))
+    (served, engine)
 }
 
 async fn shutdown_signal() {

@@ -119,8 +119,20 @@ pub fn served(
     max_seqs: usize,
     step_delay: std::time::Duration,
 ) -> (aisle::server::ServedModel, aisle::engine::Engine) {
+    let exec = executor_with(model, DType::F32, block_size, num_blocks);
+    served_on(model, exec, max_batched_tokens, max_seqs, step_delay)
+}
+
+/// An engine thread on `exec` and the `ServedModel` a test server needs.
+pub fn served_on(
+    model: &LoadedModel,
+    exec: Box<dyn Executor>,
+    max_batched_tokens: usize,
+    max_seqs: usize,
+    step_delay: std::time::Duration,
+) -> (aisle::server::ServedModel, aisle::engine::Engine) {
     let core = aisle::engine::EngineCore::new(
-        executor_with(model, DType::F32, block_size, num_blocks),
+        exec,
         model.tokenizer.clone(),
         model.eos_token_ids(),
         aisle::engine::SchedulerConfig {
@@ -128,17 +140,7 @@ pub fn served(
             max_seqs,
         },
     );
-    let engine = aisle::engine::Engine::spawn_with_delay(core, step_delay);
-    let served = aisle::server::ServedModel {
-        engine: engine.handle(),
-        tokenizer: model.tokenizer.clone(),
-        vocab: model.config.vocab_size,
-        context: model.config.max_position_embeddings,
-        max_seqs,
-        version: "test".into(),
-        created: 0,
-    };
-    (served, engine)
+    aisle::server::start_engine(model, core, step_delay, "test".into())
 }
 
 /// `model` behind the real router on a loopback port (32 sequences, 512 blocks of 16):

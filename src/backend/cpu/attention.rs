@@ -170,18 +170,23 @@ impl PagedKv {
         s.acc.resize(group * hd, 0.0);
         let (kc, vc) = (&self.k[layer], &self.v[layer]);
         let isa = Isa::get();
-        let simd = isa.avx512 && hd % 16 == 0 && bs % 16 == 0;
+        let simd = isa.avx512() && hd % 16 == 0 && bs % 16 == 0;
         for b in it.lo / bs..=it.pos / bs {
             let tile = self.tile(it.table[b] as usize, it.kvh);
             let sc = b * bs - base;
             match simd {
                 #[cfg(target_arch = "x86_64")]
+                // SAFETY: `simd` implies AVX-512 F (`Isa`); the key tile is sliced to its
+                // (head_dim, block_size) extent (panics if the cache were shorter), and the
+                // scores block at `sc` spans `bs` columns of `group` rows `span` apart, inside
+                // `s.scores` (group * span) because a block never ends past `span`.
                 true => unsafe {
+                    assert!(sc + bs <= span, "score block outside the window");
                     x86_attn::scores_block(
                         &s.q,
                         group,
                         hd,
-                        kc[tile..].as_ptr(),
+                        kc[tile..tile + hd * bs].as_ptr(),
                         bs,
                         s.scores[sc..].as_mut_ptr(),
                         span,
@@ -203,6 +208,7 @@ impl PagedKv {
             let row = &mut s.scores[g * span + first..g * span + first + len];
             match simd {
                 #[cfg(target_arch = "x86_64")]
+                // SAFETY: `simd` implies AVX-512 F (`Isa`); softmax stays inside `row`.
                 true => unsafe { x86_attn::softmax(row) },
                 _ => softmax_scalar(row),
             }
@@ -215,7 +221,13 @@ impl PagedKv {
             let p = &s.scores[j0 - base..];
             match simd {
                 #[cfg(target_arch = "x86_64")]
-                true => unsafe { x86_attn::values_block(v.as_ptr(), j1 - j0, hd, p.as_ptr(), span, group, &mut s.acc) },
+                // SAFETY: `simd` implies AVX-512 F (`Isa`); `v` holds (j1 - j0, hd) values, `p`
+                // has `group` rows `span` apart of at least `j1 - j0` probabilities (checked),
+                // and `acc` is (group, hd).
+                true => unsafe {
+                    assert!(j0 - base + (j1 - j0) <= span && s.acc.len() >= group * hd);
+                    x86_attn::values_block(v.as_ptr(), j1 - j0, hd, p.as_ptr(), span, group, &mut s.acc)
+                },
                 _ => values_block_scalar(v, j1 - j0, hd, p, span, group, &mut s.acc, isa),
             }
         }

@@ -6,11 +6,15 @@
 
 use std::sync::OnceLock;
 
+/// Detected instruction sets. The fields are private and only `detect` sets them from
+/// `is_x86_feature_detected!`, so holding an `Isa` that says `avx512` proves the CPU has it:
+/// the safe helpers below and the kernels' callers rely on that to call
+/// `#[target_feature]` code.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Isa {
-    pub avx512: bool,
-    pub avx512_bf16: bool,
-    pub avx512_vnni: bool,
+    avx512: bool,
+    avx512_bf16: bool,
+    avx512_vnni: bool,
 }
 
 impl Isa {
@@ -47,6 +51,21 @@ impl Isa {
         Isa::scalar()
     }
 
+    /// AVX-512 Foundation (f32 kernels, attention, softmax).
+    pub fn avx512(&self) -> bool {
+        self.avx512
+    }
+
+    /// AVX-512 BF16 (`vdpbf16ps`, `vcvtneps2bf16`).
+    pub fn avx512_bf16(&self) -> bool {
+        self.avx512_bf16
+    }
+
+    /// AVX-512 BW + VNNI (`vpdpbusd`, the int8 kernels).
+    pub fn avx512_vnni(&self) -> bool {
+        self.avx512_vnni
+    }
+
     /// A short description for logs and `inspect`.
     pub fn describe(&self) -> String {
         let mut parts = vec![];
@@ -69,7 +88,16 @@ impl Isa {
     pub fn to_bf16_pairs(&self, src: &[f32], dst: &mut [u32]) {
         #[cfg(target_arch = "x86_64")]
         if self.avx512_bf16 {
-            debug_assert!(dst.len() >= src.len().div_ceil(2));
+            // The kernel writes `src.len().div_ceil(2)` u32s through a raw pointer: a short
+            // `dst` must stop here, in release builds too.
+            assert!(
+                dst.len() >= src.len().div_ceil(2),
+                "to_bf16_pairs: {} u32s cannot hold {} values",
+                dst.len(),
+                src.len()
+            );
+            // SAFETY: `avx512_bf16` is only set when the CPU has AVX-512 F and BF16 (see
+            // `detect`), and `dst` has room for every pair (checked above).
             return unsafe { super::kernels::x86::to_bf16_pairs(src, dst) };
         }
         for (d, pair) in dst.iter_mut().zip(src.chunks(2)) {
@@ -83,6 +111,7 @@ impl Isa {
     pub fn dot(&self, a: &[f32], b: &[f32]) -> f32 {
         #[cfg(target_arch = "x86_64")]
         if self.avx512 {
+            // SAFETY: the CPU has AVX-512 F (`detect`); the kernel reads min(len) of each.
             return unsafe { super::kernels::x86::dot(a, b) };
         }
         let mut lanes = [0f32; 16];
@@ -100,6 +129,8 @@ impl Isa {
     pub fn swiglu(&self, g: &[f32], u: &[f32], out: &mut [f32]) {
         #[cfg(target_arch = "x86_64")]
         if self.avx512 {
+            // SAFETY: the CPU has AVX-512 F (`detect`); the kernel stays within the shortest
+            // of the three slices.
             return unsafe { super::kernels::x86_attn::swiglu(g, u, out) };
         }
         for ((o, &a), &b) in out.iter_mut().zip(g).zip(u) {
@@ -111,6 +142,7 @@ impl Isa {
     pub fn axpy(&self, a: f32, x: &[f32], y: &mut [f32]) {
         #[cfg(target_arch = "x86_64")]
         if self.avx512 {
+            // SAFETY: the CPU has AVX-512 F (`detect`); the kernel stays within min(len).
             return unsafe { super::kernels::x86::axpy(a, x, y) };
         }
         for (o, v) in y.iter_mut().zip(x) {

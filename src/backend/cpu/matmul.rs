@@ -45,6 +45,21 @@ pub struct Scratch {
     q8: quant::Q8Acts,
 }
 
+impl Format {
+    /// Bytes a `(rows, cols)` matrix occupies packed in this format: rows padded to whole
+    /// 16-row panels; bf16 pairs, q8_0 and q4_k blocks padded to whole pairs / 32 columns.
+    /// (q8_0 packs 32 weights in 36 bytes, 9.0 bits each; q4_k 32 in 20 bytes, 5.0 bits.)
+    pub fn packed_bytes(self, rows: usize, cols: usize) -> usize {
+        let panels = rows.div_ceil(16);
+        match self {
+            Format::F32 => panels * cols * 16 * 4,
+            Format::Bf16 => panels * cols.div_ceil(2) * 32 * 2,
+            Format::Q8_0 => panels * cols.div_ceil(32) * Q8_BLOCK,
+            Format::Q4K => panels * cols.div_ceil(32) * Q4_BLOCK,
+        }
+    }
+}
+
 impl PackedMatrix {
     /// Pack a row-major `(rows, cols)` f32 matrix in `format`.
     pub fn pack(w: &[f32], rows: usize, cols: usize, format: Format) -> Result<PackedMatrix, CpuError> {
@@ -65,11 +80,12 @@ impl PackedMatrix {
     ) -> Result<PackedMatrix, CpuError> {
         let panels = rows.div_ceil(16);
         let (k2, nb) = (cols.div_ceil(2), cols.div_ceil(32));
+        let bytes = format.packed_bytes(rows, cols);
         let mut data = match format {
-            Format::F32 => Data::F32(WeightBuf::zeroed(panels * cols * 16)?),
-            Format::Bf16 => Data::Bf16(WeightBuf::zeroed(panels * k2 * 32)?),
-            Format::Q8_0 => Data::Q8(WeightBuf::zeroed(panels * nb * Q8_BLOCK)?),
-            Format::Q4K => Data::Q4(WeightBuf::zeroed(panels * nb * Q4_BLOCK)?),
+            Format::F32 => Data::F32(WeightBuf::zeroed(bytes / 4)?),
+            Format::Bf16 => Data::Bf16(WeightBuf::zeroed(bytes / 2)?),
+            Format::Q8_0 => Data::Q8(WeightBuf::zeroed(bytes)?),
+            Format::Q4K => Data::Q4(WeightBuf::zeroed(bytes)?),
         };
         let mut panel = vec![0f32; 16 * cols]; // (16, cols)
         for p in 0..panels {
@@ -157,9 +173,14 @@ impl PackedMatrix {
         );
         let out = SyncPtr::new(y); // members write disjoint columns
         match &self.data {
-            Data::F32(w) => self.drive(pool, m, 6, 4, |t| unsafe {
-                t.f32(isa, x, w, self.cols, out, accumulate)
-            }),
+            Data::F32(w) => {
+                // SAFETY: `drive` hands out tiles inside (m, rows) (this and the arms below);
+                // `x` and `y` hold m rows (asserted above) and the packed `w` every panel; tiles
+                // are disjoint, so team members never write the same output element.
+                self.drive(pool, m, 6, 4, |t| unsafe {
+                    t.f32(isa, x, w, self.cols, out, accumulate)
+                })
+            }
             Data::Bf16(w) => {
                 let k2 = self.cols.div_ceil(2);
                 s.bf16.resize(m * k2, 0);
@@ -167,11 +188,13 @@ impl PackedMatrix {
                     isa.to_bf16_pairs(src, dst);
                 }
                 let xb = &s.bf16;
+                // SAFETY: as above; `xb` holds m rows of k2 pairs (resized above).
                 self.drive(pool, m, 6, 4, |t| unsafe { t.bf16(isa, xb, w, k2, out, accumulate) })
             }
             Data::Q8(w) => {
                 s.q8.quantize(x, m, self.cols);
                 let a = &s.q8;
+                // SAFETY: as above; `a` holds the m quantised rows.
                 self.drive(pool, m, 4, if m == 1 { 4 } else { 2 }, |t| unsafe {
                     t.q8(isa, a, w, out, accumulate)
                 })
@@ -179,6 +202,7 @@ impl PackedMatrix {
             Data::Q4(w) => {
                 s.q8.quantize(x, m, self.cols);
                 let a = &s.q8;
+                // SAFETY: as above; `a` holds the m quantised rows.
                 self.drive(pool, m, 4, if m == 1 { 4 } else { 2 }, |t| unsafe {
                     t.q4(isa, a, w, out, accumulate)
                 })
@@ -251,104 +275,119 @@ impl Tile {
     }
 
     unsafe fn f32(&self, isa: Isa, x: &[f32], w: &[f32], k: usize, y: SyncPtr, acc: bool) {
-        let xp = x.as_ptr().add(self.i * k);
-        let wp = w.as_ptr().add(self.p * k * 16);
-        #[cfg(target_arch = "x86_64")]
-        if isa.avx512 {
-            use super::kernels::x86::tile_f32;
-            let o = self.out(y, acc);
-            return tiles!(
-                self.mr,
-                self.np,
-                tile_f32,
-                (xp, k, wp, k, o),
-                [1, 2, 3, 4, 5, 6],
-                [1, 2, 3, 4]
-            );
+        // SAFETY: the caller (`drive`) passes a tile inside the packed matrix and the activations, and `y` covering the output tile; the kernel branch runs only when `Isa` detected its features.
+        unsafe {
+            let xp = x.as_ptr().add(self.i * k);
+            let wp = w.as_ptr().add(self.p * k * 16);
+            #[cfg(target_arch = "x86_64")]
+            if isa.avx512() {
+                use super::kernels::x86::tile_f32;
+                let o = self.out(y, acc);
+                return tiles!(
+                    self.mr,
+                    self.np,
+                    tile_f32,
+                    (xp, k, wp, k, o),
+                    [1, 2, 3, 4, 5, 6],
+                    [1, 2, 3, 4]
+                );
+            }
+            let _ = isa;
+            scalar_tile(self.mr, self.np, self.out(y, acc), |i, j, lane| {
+                (0..k)
+                    .map(|kk| *xp.add(i * k + kk) * *wp.add((j * k + kk) * 16 + lane))
+                    .sum()
+            })
         }
-        let _ = isa;
-        scalar_tile(self.mr, self.np, self.out(y, acc), |i, j, lane| {
-            (0..k)
-                .map(|kk| *xp.add(i * k + kk) * *wp.add((j * k + kk) * 16 + lane))
-                .sum()
-        })
     }
 
     unsafe fn bf16(&self, isa: Isa, x: &[u32], w: &[u16], k2: usize, y: SyncPtr, acc: bool) {
-        let xp = x.as_ptr().add(self.i * k2);
-        let wp = w.as_ptr().add(self.p * k2 * 32);
-        #[cfg(target_arch = "x86_64")]
-        if isa.avx512_bf16 {
-            use super::kernels::x86::tile_bf16;
-            let o = self.out(y, acc);
-            return tiles!(
-                self.mr,
-                self.np,
-                tile_bf16,
-                (xp, k2, wp, k2, o),
-                [1, 2, 3, 4, 5, 6],
-                [1, 2, 3, 4]
-            );
+        // SAFETY: the caller (`drive`) passes a tile inside the packed matrix and the activations, and `y` covering the output tile; the kernel branch runs only when `Isa` detected its features.
+        unsafe {
+            let xp = x.as_ptr().add(self.i * k2);
+            let wp = w.as_ptr().add(self.p * k2 * 32);
+            #[cfg(target_arch = "x86_64")]
+            if isa.avx512_bf16() {
+                use super::kernels::x86::tile_bf16;
+                let o = self.out(y, acc);
+                return tiles!(
+                    self.mr,
+                    self.np,
+                    tile_bf16,
+                    (xp, k2, wp, k2, o),
+                    [1, 2, 3, 4, 5, 6],
+                    [1, 2, 3, 4]
+                );
+            }
+            let _ = isa;
+            let f = |b: u16| half::bf16::from_bits(b).to_f32();
+            scalar_tile(self.mr, self.np, self.out(y, acc), |i, j, lane| {
+                (0..k2)
+                    .map(|kk| {
+                        let xv = *xp.add(i * k2 + kk);
+                        let wv = wp.add(((j * k2 + kk) * 16 + lane) * 2);
+                        f(xv as u16) * f(*wv) + f((xv >> 16) as u16) * f(*wv.add(1))
+                    })
+                    .sum()
+            })
         }
-        let _ = isa;
-        let f = |b: u16| half::bf16::from_bits(b).to_f32();
-        scalar_tile(self.mr, self.np, self.out(y, acc), |i, j, lane| {
-            (0..k2)
-                .map(|kk| {
-                    let xv = *xp.add(i * k2 + kk);
-                    let wv = wp.add(((j * k2 + kk) * 16 + lane) * 2);
-                    f(xv as u16) * f(*wv) + f((xv >> 16) as u16) * f(*wv.add(1))
-                })
-                .sum()
-        })
     }
 
     unsafe fn q8(&self, isa: Isa, a: &quant::Q8Acts, w: &[u8], y: SyncPtr, acc: bool) {
-        let nb = a.blocks();
-        let wp = w.as_ptr().add(self.p * nb * Q8_BLOCK);
-        let act = a.at(self.i);
-        #[cfg(target_arch = "x86_64")]
-        if isa.avx512_vnni {
-            use super::kernels::x86::tile_q8;
-            let o = self.out(y, acc);
-            return tiles!(self.mr, self.np, tile_q8, (act, wp, nb, o), [1, 2, 3, 4], [1, 2, 3, 4]);
+        // SAFETY: the caller (`drive`) passes a tile inside the packed matrix and the activations, and `y` covering the output tile; the kernel branch runs only when `Isa` detected its features.
+        unsafe {
+            let nb = a.blocks();
+            let wp = w.as_ptr().add(self.p * nb * Q8_BLOCK);
+            let act = a.at(self.i);
+            #[cfg(target_arch = "x86_64")]
+            if isa.avx512_vnni() {
+                use super::kernels::x86::tile_q8;
+                let o = self.out(y, acc);
+                return tiles!(self.mr, self.np, tile_q8, (act, wp, nb, o), [1, 2, 3, 4], [1, 2, 3, 4]);
+            }
+            let _ = isa;
+            scalar_tile(self.mr, self.np, self.out(y, acc), |i, j, lane| {
+                quant::q8_dot_scalar(act, i, wp.add(j * nb * Q8_BLOCK), nb, lane)
+            })
         }
-        let _ = isa;
-        scalar_tile(self.mr, self.np, self.out(y, acc), |i, j, lane| {
-            quant::q8_dot_scalar(act, i, wp.add(j * nb * Q8_BLOCK), nb, lane)
-        })
     }
 
     unsafe fn q4(&self, isa: Isa, a: &quant::Q8Acts, w: &[u8], y: SyncPtr, acc: bool) {
-        let nb = a.blocks();
-        let wp = w.as_ptr().add(self.p * nb * Q4_BLOCK);
-        let act = a.at(self.i);
-        #[cfg(target_arch = "x86_64")]
-        if isa.avx512_vnni {
-            use super::kernels::x86::tile_q4k;
-            let o = self.out(y, acc);
-            return tiles!(self.mr, self.np, tile_q4k, (act, wp, nb, o), [1, 2, 3, 4], [1, 2, 3, 4]);
+        // SAFETY: the caller (`drive`) passes a tile inside the packed matrix and the activations, and `y` covering the output tile; the kernel branch runs only when `Isa` detected its features.
+        unsafe {
+            let nb = a.blocks();
+            let wp = w.as_ptr().add(self.p * nb * Q4_BLOCK);
+            let act = a.at(self.i);
+            #[cfg(target_arch = "x86_64")]
+            if isa.avx512_vnni() {
+                use super::kernels::x86::tile_q4k;
+                let o = self.out(y, acc);
+                return tiles!(self.mr, self.np, tile_q4k, (act, wp, nb, o), [1, 2, 3, 4], [1, 2, 3, 4]);
+            }
+            let _ = isa;
+            scalar_tile(self.mr, self.np, self.out(y, acc), |i, j, lane| {
+                quant4::q4k_dot_scalar(act, i, wp.add(j * nb * Q4_BLOCK), nb, lane)
+            })
         }
-        let _ = isa;
-        scalar_tile(self.mr, self.np, self.out(y, acc), |i, j, lane| {
-            quant4::q4k_dot_scalar(act, i, wp.add(j * nb * Q4_BLOCK), nb, lane)
-        })
     }
 }
 
 /// The portable tile loop: `f(i, j, lane)` computes one output element.
 unsafe fn scalar_tile(mr: usize, np: usize, o: Out, f: impl Fn(usize, usize, usize) -> f32) {
-    for i in 0..mr {
-        for j in 0..np {
-            let lanes = if j + 1 == np {
-                o.last_mask.count_ones() as usize
-            } else {
-                16
-            };
-            for lane in 0..lanes {
-                let dst = o.y.add(i * o.ldy + j * 16 + lane);
-                let v = f(i, j, lane);
-                *dst = if o.accumulate { *dst + v } else { v };
+    // SAFETY: the caller's `Out` covers `mr` rows of `np` panels (the last one `last_mask` lanes wide), which is every element written here.
+    unsafe {
+        for i in 0..mr {
+            for j in 0..np {
+                let lanes = if j + 1 == np {
+                    o.last_mask.count_ones() as usize
+                } else {
+                    16
+                };
+                for lane in 0..lanes {
+                    let dst = o.y.add(i * o.ldy + j * 16 + lane);
+                    let v = f(i, j, lane);
+                    *dst = if o.accumulate { *dst + v } else { v };
+                }
             }
         }
     }

@@ -62,6 +62,11 @@ pub fn weight_format(dtype: DType, quantize: Option<Quantize>) -> Format {
     }
 }
 
+/// Bytes of packed weights `--device cpu` holds for this config, dtype and quantization.
+pub fn weight_bytes(cfg: &Config, dtype: DType, quantize: Option<Quantize>) -> usize {
+    CpuModel::packed_bytes(cfg, weight_format(dtype, quantize))
+}
+
 /// Build the CPU executor. Its KV cache is f32 whatever the weights (see `attention.rs`).
 pub fn create(weights: &Weights, cfg: &Config, opts: &ExecutorOptions) -> Result<Box<dyn Executor>, BackendError> {
     let format = weight_format(opts.dtype, opts.quantize);

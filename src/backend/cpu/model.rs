@@ -136,16 +136,21 @@ impl Layer {
     }
 }
 
+/// Embeddings and lm_head use q8_0 when the layers use q4_k.
+fn head_format(format: Format) -> Format {
+    match format {
+        Format::Q4K => Format::Q8_0,
+        f => f,
+    }
+}
+
 impl CpuModel {
     /// Load and pack every tensor. `format` is the weights' format; embeddings and lm_head
     /// use q8_0 when the layers use q4_k (as llama.cpp's Q4_K_M keeps its output layer wider).
     pub fn load(weights: &Weights, cfg: &Config, format: Format) -> Result<CpuModel, CpuError> {
         let l = Loader { weights };
         let (v, h) = (cfg.vocab_size, cfg.hidden_size);
-        let head_format = match format {
-            Format::Q4K => Format::Q8_0,
-            f => f,
-        };
+        let head_format = head_format(format);
         let layers = (0..cfg.num_layers)
             .map(|i| Layer::load(&l, i, cfg, format))
             .collect::<Result<Vec<_>, _>>()?;
@@ -167,6 +172,20 @@ impl CpuModel {
         })
     }
 
+    /// What `bytes()` will be once `load` packed this config in `format`, without loading:
+    /// the same matrices and norm vectors (a test holds the two equal).
+    pub fn packed_bytes(cfg: &Config, format: Format) -> usize {
+        let (h, hd, inter, v) = (cfg.hidden_size, cfg.head_dim, cfg.intermediate_size, cfg.vocab_size);
+        let (qd, kvd) = (cfg.num_heads * hd, cfg.num_kv_heads * hd);
+        let layer = format.packed_bytes(qd + 2 * kvd, h)
+            + format.packed_bytes(h, qd)
+            + format.packed_bytes(2 * inter, h)
+            + format.packed_bytes(h, inter)
+            + 2 * h * 4;
+        let heads = if cfg.tie_word_embeddings { 1 } else { 2 };
+        cfg.num_layers * layer + heads * head_format(format).packed_bytes(v, h)
+    }
+
     /// Bytes of packed weights and vectors.
     pub fn bytes(&self) -> usize {
         let vecs = |l: &Layer| (l.input_norm.len() + l.post_norm.len()) * 4;
@@ -181,5 +200,22 @@ impl CpuModel {
     /// The embedding table (tied models look rows up in the lm_head).
     pub fn embedding(&self) -> &PackedMatrix {
         self.embed.as_ref().unwrap_or(&self.lm_head)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn packed_bytes_predicts_what_loading_packs() {
+        for family in ["llama", "qwen3", "mistral"] {
+            let dir = format!("{}/tests/fixtures/{family}", env!("CARGO_MANIFEST_DIR"));
+            let m = crate::runtime::LoadedModel::load(&dir).unwrap();
+            for f in [Format::F32, Format::Bf16, Format::Q8_0] {
+                let loaded = CpuModel::load(&m.weights, &m.config, f).unwrap();
+                assert_eq!(CpuModel::packed_bytes(&m.config, f), loaded.bytes(), "{family} {f:?}");
+            }
+        }
     }
 }

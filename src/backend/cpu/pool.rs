@@ -30,12 +30,28 @@ struct Shared {
 // SAFETY: `job` is written only by the owner while no worker reads it (between jobs, ordered
 // by the `epoch` release/acquire pair) and read by workers only while `run` is blocked.
 unsafe impl Sync for Shared {}
+// SAFETY: the raw job pointer is only dereferenced under the protocol above; everything else
+// in `Shared` is atomics.
 unsafe impl Send for Shared {}
 
+/// The team. `Send` but not `Sync`: `run` publishes one job at a time through `Shared::job`,
+/// so two threads calling `run` on one pool at once would overwrite each other's job while
+/// workers run it. Without `Sync`, `&Pool` cannot reach a second thread and `run(&self)` is
+/// only ever called by one thread at a time. A job cannot capture its own pool either (the
+/// job must be `Sync`), so `run` is never re-entered from inside a job:
+///
+/// ```compile_fail
+/// let pool = aisle::backend::cpu::Pool::new(2);
+/// std::thread::scope(|s| {
+///     s.spawn(|| pool.run(|_, _| {}));
+///     pool.run(|_, _| {});
+/// });
+/// ```
 pub struct Pool {
     shared: Arc<Shared>,
     threads: Vec<Thread>,
     handles: Vec<JoinHandle<()>>,
+    _not_sync: std::marker::PhantomData<std::cell::Cell<()>>,
 }
 
 /// The cores this process may run on, read once: threads inherit their creator's affinity,
@@ -102,6 +118,7 @@ impl Pool {
             shared,
             threads,
             handles,
+            _not_sync: std::marker::PhantomData,
         }
     }
 
@@ -134,6 +151,8 @@ impl Pool {
         while s.done.load(Ordering::Acquire) != n - 1 {
             std::hint::spin_loop();
         }
+        // SAFETY: every worker has incremented `done`, so none reads `job` until the next
+        // epoch bump, which only this (single, see `Pool`) caller makes.
         unsafe { *s.job.get() = None };
         if let Err(p) = mine {
             std::panic::resume_unwind(p);
@@ -170,8 +189,10 @@ fn worker(s: &Shared, tid: usize) {
             s.sleeping[tid - 1].store(false, Ordering::Release);
             spins = 0;
         }
-        // SAFETY: see `run`: the job is set before the epoch bump we just observed.
+        // SAFETY: see `run`: the job is set before the epoch bump we just observed, and is not
+        // written again until this worker has incremented `done`.
         if let Some(job) = unsafe { *s.job.get() } {
+            // SAFETY: `run` keeps the closure alive until every worker is done with it.
             let f = unsafe { &*job };
             if catch_unwind(AssertUnwindSafe(|| f(tid, s.size.load(Ordering::Acquire)))).is_err() {
                 s.panicked.store(true, Ordering::Release);
@@ -197,7 +218,10 @@ impl Drop for Pool {
 /// disjoint part of the buffer (the callers' SAFETY notes say which part).
 #[derive(Clone, Copy)]
 pub struct SyncPtr(*mut f32);
+// SAFETY: `SyncPtr` only carries the address; every dereference is an `unsafe` block in a
+// caller that writes a range no other member writes, while the buffer outlives `Pool::run`.
 unsafe impl Sync for SyncPtr {}
+// SAFETY: as for `Sync`.
 unsafe impl Send for SyncPtr {}
 
 impl SyncPtr {
@@ -222,10 +246,11 @@ mod tests {
     #[test]
     fn every_member_runs_each_job_once() {
         let pool = Pool::new(3);
+        let size = pool.size();
         let hits = AtomicUsize::new(0);
         for round in 0..2000 {
             pool.run(|tid, n| {
-                assert_eq!(n, pool.size());
+                assert_eq!(n, size);
                 hits.fetch_add(tid + 1, Ordering::Relaxed);
             });
             let n = pool.size();

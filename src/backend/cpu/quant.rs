@@ -116,16 +116,19 @@ impl Q8Acts {
 /// # Safety
 /// `a` must cover row `i` and `w` one panel of `nb` blocks.
 pub unsafe fn q8_dot_scalar(a: Q8Act, i: usize, w: *const u8, nb: usize, lane: usize) -> f32 {
-    let mut acc = 0f32;
-    for b in 0..nb {
-        let blk = std::slice::from_raw_parts(w.add(b * Q8_BLOCK), Q8_BLOCK);
-        let mut dot = 0i32;
-        for k in 0..32 {
-            let wq = blk[(k / 4) * 64 + lane * 4 + k % 4] as i32;
-            dot += wq * *a.q.add(i * a.ldx + b * 32 + k) as i32;
+    // SAFETY: the caller guarantees `a` covers row `i` and `w` one panel of `nb` blocks (see `# Safety`), which bounds every access.
+    unsafe {
+        let mut acc = 0f32;
+        for b in 0..nb {
+            let blk = std::slice::from_raw_parts(w.add(b * Q8_BLOCK), Q8_BLOCK);
+            let mut dot = 0i32;
+            for k in 0..32 {
+                let wq = blk[(k / 4) * 64 + lane * 4 + k % 4] as i32;
+                dot += wq * *a.q.add(i * a.ldx + b * 32 + k) as i32;
+            }
+            let f = dot as f32 - *a.c.add(i * a.lds + b);
+            acc += f * (scale(blk, lane) * *a.d.add(i * a.lds + b));
         }
-        let f = dot as f32 - *a.c.add(i * a.lds + b);
-        acc += f * (scale(blk, lane) * *a.d.add(i * a.lds + b));
+        acc
     }
-    acc
 }

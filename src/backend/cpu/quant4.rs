@@ -110,16 +110,19 @@ pub fn q4k_row(d: &[u8], cols: usize, p: usize, lane: usize, out: &mut [f32]) {
 /// # Safety
 /// `a` must cover row `i` and `w` one panel of `nb` blocks.
 pub unsafe fn q4k_dot_scalar(a: Q8Act, i: usize, w: *const u8, nb: usize, lane: usize) -> f32 {
-    let mut acc = 0f32;
-    for b in 0..nb {
-        let blk = std::slice::from_raw_parts(w.add(b * Q4_BLOCK), Q4_BLOCK);
-        let mut dot = 0i32;
-        for k in 0..32 {
-            dot += nibble(blk, lane, k) as i32 * *a.q.add(i * a.ldx + b * 32 + k) as i32;
+    // SAFETY: the caller guarantees `a` covers row `i` and `w` one panel of `nb` blocks (see `# Safety`), which bounds every access.
+    unsafe {
+        let mut acc = 0f32;
+        for b in 0..nb {
+            let blk = std::slice::from_raw_parts(w.add(b * Q4_BLOCK), Q4_BLOCK);
+            let mut dot = 0i32;
+            for k in 0..32 {
+                dot += nibble(blk, lane, k) as i32 * *a.q.add(i * a.ldx + b * 32 + k) as i32;
+            }
+            let (scale, min) = (half_at(blk, 256 + lane * 2), half_at(blk, 288 + lane * 2));
+            let sum_q = *a.c.add(i * a.lds + b) / 128.0; // Σ q_x of this block
+            acc += (dot as f32 * scale - min * sum_q) * *a.d.add(i * a.lds + b);
         }
-        let (scale, min) = (half_at(blk, 256 + lane * 2), half_at(blk, 288 + lane * 2));
-        let sum_q = *a.c.add(i * a.lds + b) / 128.0; // Σ q_x of this block
-        acc += (dot as f32 * scale - min * sum_q) * *a.d.add(i * a.lds + b);
+        acc
     }
-    acc
 }

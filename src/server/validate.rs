@@ -1,0 +1,329 @@
+//! The one validation step: a parsed OpenAI body becomes a `ValidRequest` for the local model,
+//! or a 400 naming the offending `param` (as OpenAI reports it). Every such 400 comes from
+//! here, in a fixed order: JSON shape → messages/prompt → logprobs → context length →
+//! sampling parameters.
+//!
+//! Owns: parsing the body into its endpoint's type, prompt tokenization (chat template or
+//! raw prompt), range checks, `max_tokens` defaults and the mapping to `GenerationRequest`.
+//! Must not: route (the `fallback::Policy` does), run anything, or check engine state (KV
+//! cache size is the engine's check).
+
+use serde::Deserialize;
+use serde_json::Value;
+
+use super::api::{
+    Body, ChatRequest, CommonParams, CompletionRequest, Endpoint, MessageContent, PromptInput, StopInput,
+};
+use super::errors::{ApiError, ApiErrorKind};
+use crate::chat_template::ChatMessage;
+use crate::engine::GenerationRequest;
+use crate::sampling::{SamplingParams, MAX_TOP_LOGPROBS};
+use crate::tokenizer::TextTokenizer;
+
+/// What validation checks against: the served model and the server's defaults.
+pub struct Limits<'a> {
+    pub tokenizer: &'a TextTokenizer,
+    pub vocab: usize,
+    pub context: usize,
+    /// `max_tokens` when a request gives none (clipped to the room left in the context).
+    pub default_max_tokens: usize,
+}
+
+/// How the response must look, as the client asked.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ResponseShape {
+    pub stream: bool,
+    pub include_usage: bool,
+    /// Logprobs in the response (the engine may compute them for the cascade regardless).
+    pub logprobs: bool,
+}
+
+/// A request that passed validation, ready for the policy and the engine.
+#[derive(Debug, Clone)]
+pub struct ValidRequest {
+    pub endpoint: Endpoint,
+    /// The text a complexity rule reads: the last user message, or the prompt.
+    pub route_text: String,
+    /// The engine request, prompt tokens filled in.
+    pub generation: GenerationRequest,
+    pub shape: ResponseShape,
+}
+
+/// Parse the JSON body as its endpoint's request type.
+pub fn parse(endpoint: Endpoint, raw: &Value) -> Result<Body, ApiError> {
+    let data_err =
+        |e: serde_json::Error| ApiError::new(ApiErrorKind::Invalid { param: None }, format!("invalid request: {e}"));
+    Ok(match endpoint {
+        Endpoint::Chat => Body::Chat(ChatRequest::deserialize(raw).map_err(data_err)?),
+        Endpoint::Completion => Body::Completion(CompletionRequest::deserialize(raw).map_err(data_err)?),
+    })
+}
+
+/// Validate either endpoint's body.
+pub fn request(body: &Body, limits: &Limits) -> Result<ValidRequest, ApiError> {
+    match body {
+        Body::Chat(c) => chat(c, limits),
+        Body::Completion(c) => completion(c, limits),
+    }
+}
+
+/// `/v1/chat/completions`.
+pub fn chat(body: &ChatRequest, limits: &Limits) -> Result<ValidRequest, ApiError> {
+    let messages = text_messages(body)?;
+    let prompt = limits
+        .tokenizer
+        .encode_chat(&messages)
+        .map_err(|e| ApiError::invalid("messages", e.to_string()))?;
+    let prompt = check_prompt(prompt, limits, "messages")?;
+    let logprobs = chat_logprobs(body)?;
+    let max_tokens = body.max_completion_tokens.or(body.common.max_tokens);
+    let generation = generation(&body.common, prompt, max_tokens, logprobs, limits)?;
+    let last_user = body.messages.iter().rev().find(|m| m.role == "user");
+    let route_text = match last_user.and_then(|m| m.content.as_ref()) {
+        Some(MessageContent::Text(t)) => t.clone(),
+        Some(MessageContent::Parts(p)) => p.iter().filter_map(|x| x.text.clone()).collect::<Vec<_>>().join(" "),
+        None => String::new(),
+    };
+    Ok(valid(Endpoint::Chat, &body.common, route_text, generation, logprobs))
+}
+
+/// `/v1/completions`.
+pub fn completion(body: &CompletionRequest, limits: &Limits) -> Result<ValidRequest, ApiError> {
+    let tok = limits.tokenizer;
+    let prompt = match &body.prompt {
+        PromptInput::Text(t) => tok.encode(t, true),
+        PromptInput::Texts(v) if v.len() == 1 => tok.encode(&v[0], true),
+        PromptInput::Texts(v) if v.is_empty() => Ok(Vec::new()),
+        PromptInput::Texts(_) => return Err(ApiError::invalid("prompt", "only one prompt per request is supported")),
+        PromptInput::Tokens(ids) => Ok(ids.clone()),
+    }
+    .map_err(|e| ApiError::invalid("prompt", e.to_string()))?;
+    let prompt = check_prompt(prompt, limits, "prompt")?;
+    let logprobs = match body.logprobs {
+        None => None,
+        Some(k) if (0..=MAX_TOP_LOGPROBS as i64).contains(&k) => Some(k as usize),
+        Some(_) => {
+            return Err(ApiError::invalid(
+                "logprobs",
+                format!("logprobs must be between 0 and {MAX_TOP_LOGPROBS}"),
+            ))
+        }
+    };
+    let generation = generation(&body.common, prompt, body.common.max_tokens, logprobs, limits)?;
+    let route_text = match &body.prompt {
+        PromptInput::Text(t) => t.clone(),
+        PromptInput::Texts(v) => v.join(" "),
+        PromptInput::Tokens(_) => String::new(),
+    };
+    Ok(valid(
+        Endpoint::Completion,
+        &body.common,
+        route_text,
+        generation,
+        logprobs,
+    ))
+}
+
+fn valid(
+    endpoint: Endpoint,
+    common: &CommonParams,
+    route_text: String,
+    generation: GenerationRequest,
+    logprobs: Option<usize>,
+) -> ValidRequest {
+    let include_usage = common.stream_options.as_ref().and_then(|o| o.include_usage);
+    ValidRequest {
+        endpoint,
+        route_text,
+        generation,
+        shape: ResponseShape {
+            stream: common.stream.unwrap_or(false),
+            include_usage: include_usage.unwrap_or(false),
+            logprobs: logprobs.is_some(),
+        },
+    }
+}
+
+/// Flatten message content to text; image or audio parts are rejected.
+fn text_messages(body: &ChatRequest) -> Result<Vec<ChatMessage>, ApiError> {
+    if body.messages.is_empty() {
+        return Err(ApiError::invalid(
+            "messages",
+            "messages must contain at least one message",
+        ));
+    }
+    let part_text = |i: usize, p: &super::api::ContentPart| match (p.kind.as_str(), &p.text) {
+        ("text", Some(t)) => Ok(t.clone()),
+        _ => Err(ApiError::invalid(
+            &format!("messages[{i}].content"),
+            format!("content part type `{}` is not supported; only text", p.kind),
+        )),
+    };
+    let mut out = Vec::with_capacity(body.messages.len());
+    for (i, m) in body.messages.iter().enumerate() {
+        let content = match &m.content {
+            None => String::new(),
+            Some(MessageContent::Text(t)) => t.clone(),
+            Some(MessageContent::Parts(parts)) => parts
+                .iter()
+                .map(|p| part_text(i, p))
+                .collect::<Result<Vec<_>, _>>()?
+                .concat(),
+        };
+        out.push(ChatMessage::new(&m.role, &content));
+    }
+    Ok(out)
+}
+
+/// Token ids inside the vocabulary, and at least one.
+fn check_prompt(ids: Vec<u32>, limits: &Limits, param: &str) -> Result<Vec<u32>, ApiError> {
+    if let Some(&bad) = ids.iter().find(|&&t| t as usize >= limits.vocab) {
+        return Err(ApiError::invalid(
+            "prompt",
+            format!("token id {bad} is outside the vocabulary"),
+        ));
+    }
+    if ids.is_empty() {
+        return Err(ApiError::invalid(param, "the prompt is empty"));
+    }
+    Ok(ids)
+}
+
+/// Logprobs as OpenAI's chat API asks for them: `logprobs: true` plus `top_logprobs`.
+fn chat_logprobs(body: &ChatRequest) -> Result<Option<usize>, ApiError> {
+    let top = body.top_logprobs.unwrap_or(0);
+    if !(0..=MAX_TOP_LOGPROBS as i64).contains(&top) {
+        return Err(ApiError::invalid(
+            "top_logprobs",
+            format!("top_logprobs must be between 0 and {MAX_TOP_LOGPROBS}"),
+        ));
+    }
+    match (body.logprobs.unwrap_or(false), body.top_logprobs) {
+        (true, _) => Ok(Some(top as usize)),
+        (false, Some(t)) if t > 0 => Err(ApiError::invalid(
+            "top_logprobs",
+            "top_logprobs requires logprobs: true",
+        )),
+        _ => Ok(None),
+    }
+}
+
+/// The context check, then the sampling parameters; builds the engine request.
+fn generation(
+    common: &CommonParams,
+    prompt: Vec<u32>,
+    max_tokens: Option<i64>,
+    logprobs: Option<usize>,
+    limits: &Limits,
+) -> Result<GenerationRequest, ApiError> {
+    let room = limits.context.saturating_sub(prompt.len());
+    let asked = max_tokens.unwrap_or(1).max(1) as usize;
+    if room == 0 || (max_tokens.is_some() && asked > room) {
+        return Err(ApiError::new(
+            ApiErrorKind::ContextLength,
+            format!(
+                "this model's maximum context length is {} tokens, but the request has {} prompt tokens and asks for {} completion tokens",
+                limits.context,
+                prompt.len(),
+                if max_tokens.is_some() { asked } else { 1 }
+            ),
+        ));
+    }
+    let default_max = limits.default_max_tokens.min(room);
+    let mut req = sampling(common, max_tokens, logprobs, limits.vocab, default_max)?;
+    req.prompt = prompt;
+    Ok(req)
+}
+
+fn range(param: &str, v: Option<f64>, lo: f64, hi: f64) -> Result<Option<f64>, ApiError> {
+    match v {
+        Some(x) if !(lo..=hi).contains(&x) || x.is_nan() => Err(ApiError::invalid(
+            param,
+            format!("{param} must be between {lo} and {hi}, got {x}"),
+        )),
+        other => Ok(other),
+    }
+}
+
+/// Range-check the sampling fields and build the request (prompt filled in by the caller).
+fn sampling(
+    c: &CommonParams,
+    max_tokens: Option<i64>,
+    logprobs: Option<usize>,
+    vocab: usize,
+    default_max: usize,
+) -> Result<GenerationRequest, ApiError> {
+    let temperature = range("temperature", c.temperature, 0.0, 2.0)?.unwrap_or(1.0);
+    let top_p = range("top_p", c.top_p, 0.0, 1.0)?.unwrap_or(1.0);
+    if top_p == 0.0 {
+        return Err(ApiError::invalid("top_p", "top_p must be greater than 0"));
+    }
+    let presence = range("presence_penalty", c.presence_penalty, -2.0, 2.0)?.unwrap_or(0.0);
+    let frequency = range("frequency_penalty", c.frequency_penalty, -2.0, 2.0)?.unwrap_or(0.0);
+    let min_p = range("min_p", c.min_p, 0.0, 1.0)?.unwrap_or(0.0);
+    let repetition = range("repetition_penalty", c.repetition_penalty, 0.01, 10.0)?.unwrap_or(1.0);
+    let n = c.n.unwrap_or(1);
+    if !(1..=16).contains(&n) {
+        return Err(ApiError::invalid("n", "n must be between 1 and 16"));
+    }
+    let top_k = match c.top_k.unwrap_or(0) {
+        -1 | 0 => 0,
+        k if k > 0 => k as usize,
+        _ => return Err(ApiError::invalid("top_k", "top_k must be -1 (disabled) or positive")),
+    };
+    let max_tokens = match max_tokens {
+        None => default_max,
+        Some(m) if m >= 1 => m as usize,
+        Some(_) => return Err(ApiError::invalid("max_tokens", "max_tokens must be at least 1")),
+    };
+    let stop = stops(&c.stop)?;
+    let logit_bias = logit_bias(c, vocab)?;
+    Ok(GenerationRequest {
+        sampling: SamplingParams {
+            temperature: temperature as f32,
+            top_p: top_p as f32,
+            top_k,
+            min_p: min_p as f32,
+            repetition_penalty: repetition as f32,
+            presence_penalty: presence as f32,
+            frequency_penalty: frequency as f32,
+            logit_bias,
+            seed: c.seed.map(|s| s as u64),
+            logprobs,
+        },
+        max_tokens,
+        n: n as usize,
+        stop,
+        ignore_eos: c.ignore_eos.unwrap_or(false),
+        priority: c.priority.unwrap_or(0),
+        ..GenerationRequest::default()
+    })
+}
+
+fn stops(stop: &Option<StopInput>) -> Result<Vec<String>, ApiError> {
+    match stop {
+        None => Ok(Vec::new()),
+        Some(StopInput::One(s)) => Ok(vec![s.clone()]),
+        Some(StopInput::Many(v)) if v.len() <= 4 => Ok(v.clone()),
+        Some(StopInput::Many(_)) => Err(ApiError::invalid("stop", "stop accepts at most 4 sequences")),
+    }
+}
+
+fn logit_bias(c: &CommonParams, vocab: usize) -> Result<Vec<(u32, f32)>, ApiError> {
+    let mut out = Vec::new();
+    for (k, &v) in c.logit_bias.iter().flatten() {
+        let id: u32 = k
+            .parse()
+            .ok()
+            .filter(|&id: &u32| (id as usize) < vocab)
+            .ok_or_else(|| {
+                ApiError::invalid(
+                    "logit_bias",
+                    format!("logit_bias key `{k}` is not a token id below {vocab}"),
+                )
+            })?;
+        range("logit_bias", Some(v), -100.0, 100.0)?;
+        out.push((id, v as f32));
+    }
+    Ok(out)
+}

@@ -1,8 +1,12 @@
 //! Aisle: a native inference engine for small Llama-family models.
 //!
-//! Reading order: `config` → `weights` → `model` (one forward pass) → `batch` (the step
-//! contract) → `backend` (executors and KV caches) → `tokenizer` / `chat_template` →
-//! `sampling` → `generate` → `runtime` (loading a model directory as a whole).
+//! Reading order: `config` / `model_dir` → `weights` → `model` (one forward pass) → `batch`
+//! (the step contract) → `backend` (executors and KV caches) → `tokenizer` /
+//! `chat_template` → `sampling` → `runtime` (loading a model directory as a whole) → `engine`
+//! (scheduler, steps, the engine thread) → `server` (the OpenAI API: validate → policy →
+//! local or remote) with `fallback` (routing policy and remote clients) and `sse` → `eval` and
+//! `loadtest` (the `aisle eval` and `aisle bench-serve` harnesses). The binary's
+//! subcommands live in `src/cli/`.
 
 pub mod backend;
 pub mod batch;

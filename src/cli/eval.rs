@@ -109,18 +109,7 @@ pub fn run(args: EvalArgs) -> Result<()> {
         &results,
         wall,
     );
-    if let Some(path) = &args.results {
-        let mut f = std::fs::File::create(path).with_context(|| format!("creating {}", path.display()))?;
-        for r in &results {
-            writeln!(f, "{}", serde_json::to_string(r)?)?;
-        }
-    }
-    let mut stdout = std::io::stdout().lock();
-    if args.json {
-        writeln!(stdout, "{}", serde_json::to_string_pretty(&report)?)?;
-    } else {
-        stdout.write_all(report.table().as_bytes())?;
-    }
+    write_outputs(&args, &report, &results)?;
     if let Some(floor) = args.min_accuracy {
         if report.key_fact_accuracy < floor {
             anyhow::bail!(
@@ -129,6 +118,23 @@ pub fn run(args: EvalArgs) -> Result<()> {
                 100.0 * floor
             );
         }
+    }
+    Ok(())
+}
+
+/// The per-item results file (`--results`) and the report on stdout (table or JSON).
+fn write_outputs(args: &EvalArgs, report: &Report, results: &[eval::ItemResult]) -> Result<()> {
+    if let Some(path) = &args.results {
+        let mut f = std::fs::File::create(path).with_context(|| format!("creating {}", path.display()))?;
+        for r in results {
+            writeln!(f, "{}", serde_json::to_string(r)?)?;
+        }
+    }
+    let mut stdout = std::io::stdout().lock();
+    if args.json {
+        writeln!(stdout, "{}", serde_json::to_string_pretty(report)?)?;
+    } else {
+        stdout.write_all(report.table().as_bytes())?;
     }
     Ok(())
 }

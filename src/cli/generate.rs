@@ -11,7 +11,7 @@ use clap::Args;
 
 use super::args::{EngineArgs, ModelArgs};
 use aisle::chat_template::ChatMessage;
-use aisle::engine::{Engine, EngineCore, Event, GenerationRequest, RequestOutput};
+use aisle::engine::{Engine, EngineCore, Event, GenerationRequest, RequestOutput, RequestStream};
 use aisle::runtime::LoadedModel;
 use aisle::sampling::SamplingParams;
 
@@ -144,36 +144,10 @@ pub fn run(args: GenerateArgs) -> Result<()> {
             engine.handle().submit(req)
         })
         .collect::<Result<Vec<_>, _>>()?;
-    let mut stdout = std::io::stdout().lock();
-    let mut generated = 0;
     let single = streams.len() == 1;
-    for (i, mut stream) in streams.into_iter().enumerate() {
-        let mut out = RequestOutput::default();
-        if !single {
-            writeln!(stdout, "=== prompt {} ===", i + 1)?;
-        }
-        while let Some(event) = stream.blocking_next() {
-            if let Event::Token { text, .. } | Event::Finished { text, .. } = &event {
-                if single {
-                    stdout.write_all(text.as_bytes())?;
-                    stdout.flush()?;
-                }
-            }
-            out.apply(event)?;
-        }
-        let choice = out.choices.first().cloned().unwrap_or_default();
-        if !single {
-            stdout.write_all(choice.text.as_bytes())?;
-        }
-        writeln!(stdout)?;
-        generated += out.usage.completion_tokens;
-        let reason = choice.finish_reason.map(|r| r.as_str()).unwrap_or("none");
-        eprintln!(
-            "[{}] prompt {} tokens, generated {} tokens, finish_reason: {reason}",
-            i + 1,
-            out.usage.prompt_tokens,
-            out.usage.completion_tokens
-        );
+    let mut generated = 0;
+    for (i, stream) in streams.into_iter().enumerate() {
+        generated += print_output(i, stream, single)?;
     }
     let secs = start.elapsed().as_secs_f64();
     eprintln!(
@@ -183,4 +157,36 @@ pub fn run(args: GenerateArgs) -> Result<()> {
     );
     engine.shutdown();
     Ok(())
+}
+
+/// Print one prompt's output (streamed as it comes when it is the only one); returns the
+/// tokens generated.
+fn print_output(i: usize, mut stream: RequestStream, single: bool) -> Result<usize> {
+    let mut stdout = std::io::stdout().lock();
+    let mut out = RequestOutput::default();
+    if !single {
+        writeln!(stdout, "=== prompt {} ===", i + 1)?;
+    }
+    while let Some(event) = stream.blocking_next() {
+        if let Event::Token { text, .. } | Event::Finished { text, .. } = &event {
+            if single {
+                stdout.write_all(text.as_bytes())?;
+                stdout.flush()?;
+            }
+        }
+        out.apply(event)?;
+    }
+    let choice = out.choices.first().cloned().unwrap_or_default();
+    if !single {
+        stdout.write_all(choice.text.as_bytes())?;
+    }
+    writeln!(stdout)?;
+    let reason = choice.finish_reason.map(|r| r.as_str()).unwrap_or("none");
+    eprintln!(
+        "[{}] prompt {} tokens, generated {} tokens, finish_reason: {reason}",
+        i + 1,
+        out.usage.prompt_tokens,
+        out.usage.completion_tokens
+    );
+    Ok(out.usage.completion_tokens)
 }

@@ -8,22 +8,21 @@ use anyhow::Result;
 
 use super::args::ModelArgs;
 use aisle::backend::{compiled_backends, DeviceSpec, ExecutorOptions};
+use aisle::runtime::LoadedModel;
 
 pub fn run(args: ModelArgs) -> Result<()> {
     let model = args.load()?;
-    let c = &model.config;
-    let dtype = args.dtype.0;
-    let opts = args.executor_options(ExecutorOptions::default().block_size, 0);
-    let params = c.num_parameters();
-    // The native backend's packed sizes come from its formats (panel padding included);
-    // other devices hold the weights in the run dtype.
-    let bytes = match opts.device {
-        DeviceSpec::Cpu => aisle::backend::cpu::weight_bytes(c, dtype, args.quantize),
-        _ => params * dtype.size_in_bytes(),
-    };
-    let kv_per_token = 2 * c.num_layers * c.num_kv_heads * c.head_dim * opts.kv_dtype().size_in_bytes();
     let mut text = String::new();
     let mut row = |label: &str, value: String| text.push_str(&format!("{label:<22}{value}\n"));
+    config_rows(&model, &mut row);
+    memory_rows(&args, &model, &mut row);
+    std::io::stdout().lock().write_all(text.as_bytes())?;
+    Ok(())
+}
+
+/// The resolved configuration.
+fn config_rows(model: &LoadedModel, row: &mut impl FnMut(&str, String)) {
+    let c = &model.config;
     row("model directory", model.dir.display().to_string());
     row("family", c.family.name().to_string());
     row("layers", c.num_layers.to_string());
@@ -52,6 +51,20 @@ pub fn run(args: ModelArgs) -> Result<()> {
         .to_string(),
     );
     row("weights on disk", model.weights.disk_dtype().unwrap_or_default());
+}
+
+/// Sizes on the chosen device: the native backend's packed sizes come from its formats
+/// (panel padding included); other devices hold the weights in the run dtype.
+fn memory_rows(args: &ModelArgs, model: &LoadedModel, row: &mut impl FnMut(&str, String)) {
+    let c = &model.config;
+    let dtype = args.dtype.0;
+    let opts = args.executor_options(ExecutorOptions::default().block_size, 0);
+    let params = c.num_parameters();
+    let bytes = match opts.device {
+        DeviceSpec::Cpu => aisle::backend::cpu::weight_bytes(c, dtype, args.quantize),
+        _ => params * dtype.size_in_bytes(),
+    };
+    let kv_per_token = 2 * c.num_layers * c.num_kv_heads * c.head_dim * opts.kv_dtype().size_in_bytes();
     row("parameters", format!("{params} ({:.2} M)", params as f64 / 1e6));
     row("run dtype", format!("{dtype:?}"));
     row(
@@ -75,6 +88,4 @@ pub fn run(args: ModelArgs) -> Result<()> {
     let full = (kv_per_token * c.max_position_embeddings) as f64 / (1 << 20) as f64;
     row("KV cache, full ctx", format!("{full:.2} MiB"));
     row("backends compiled in", compiled_backends().join(", "));
-    std::io::stdout().lock().write_all(text.as_bytes())?;
-    Ok(())
 }

@@ -249,3 +249,48 @@ impl Drop for RequestStream {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn stream(death: Option<&str>) -> (RequestStream, crate::engine::EventSink) {
+        let (sink, rx) = unbounded_channel();
+        let (tx, _) = channel();
+        let dead = Arc::new(OnceLock::new());
+        if let Some(why) = death {
+            let _ = dead.set(why.to_string());
+        }
+        let s = RequestStream {
+            id: 0,
+            rx,
+            tx,
+            done: false,
+            death: dead,
+        };
+        (s, sink)
+    }
+
+    #[test]
+    fn a_stream_closed_before_done_ends_with_one_error() {
+        let (mut s, sink) = stream(None);
+        sink.send(Event::Started).unwrap();
+        drop(sink);
+        assert_eq!(s.blocking_next(), Some(Event::Started));
+        assert_eq!(s.blocking_next(), Some(Event::Error(EngineError::Lost)));
+        assert_eq!(s.blocking_next(), None);
+        let (s, sink) = stream(Some("the engine thread panicked: boom"));
+        drop(sink);
+        let e = s.collect_blocking().unwrap_err();
+        assert_eq!(e, EngineError::Stopped("the engine thread panicked: boom".into()));
+    }
+
+    #[test]
+    fn nothing_follows_done() {
+        let (mut s, sink) = stream(None);
+        sink.send(Event::Done(Default::default())).unwrap();
+        drop(sink);
+        assert!(matches!(s.blocking_next(), Some(Event::Done(_))));
+        assert_eq!(s.blocking_next(), None);
+    }
+}

@@ -3,7 +3,7 @@
 //!
 //! Reading order: `dataset` (items and scoring) → `target` (sending one request) → `report`
 //! (figures). Owns: running a dataset with bounded concurrency and a progress bar.
-//! Must not: build engines or parse command lines (main.rs does).
+//! Must not: build engines or parse command lines (`cli/eval.rs` does).
 
 pub mod dataset;
 pub mod report;

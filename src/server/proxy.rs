@@ -73,78 +73,121 @@ pub async fn proxy(
     reason: Reason,
     t0: Instant,
 ) -> Response {
-    let m = &st.0.metrics;
-    m.fallback.with_label_values(&[reason.as_str()]).inc();
+    st.0.metrics.fallback.with_label_values(&[reason.as_str()]).inc();
     let Some(b) = st.0.routing.as_ref().and_then(|r| r.remote(name)) else {
         let e = ApiError::new(ApiErrorKind::Internal, format!("remote `{name}` is not configured"));
         return e.into_response();
     };
     let (path, prefix, _) = kind.names();
-    let id = format!("{prefix}-{rid}");
-    let created = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs());
-    let streaming = raw.get("stream").and_then(Value::as_bool).unwrap_or(false);
-    let start = Instant::now();
-    if !streaming {
-        let result = b.complete(path, &raw).await;
-        m.remote_latency
-            .with_label_values(&[name])
-            .observe(start.elapsed().as_secs_f64());
-        return match result {
-            Ok(mut v) => {
-                let cost = rewrite(&mut v, &id, created, b);
-                log_done(st, rid, name, reason, 200, cost, t0);
-                route_header(Json(v).into_response(), name)
-            }
-            Err(e) => {
-                let err = to_api_error(&e);
-                m.failures.with_label_values(&[err.reason()]).inc();
-                log_done(st, rid, name, reason, err.parts().0.as_u16(), 0.0, t0);
-                route_header(err.into_response(), name)
-            }
-        };
-    }
-    let chunks = match b.stream(path, &raw).await {
-        Ok(c) => c,
-        Err(e) => {
-            let err = to_api_error(&e);
-            m.failures.with_label_values(&[err.reason()]).inc();
-            log_done(st, rid, name, reason, err.parts().0.as_u16(), 0.0, t0);
-            return route_header(err.into_response(), name);
-        }
+    let leg = Leg {
+        st,
+        rid,
+        name,
+        reason,
+        t0,
+        id: format!("{prefix}-{rid}"),
+        created: SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs()),
     };
-    m.remote_latency
-        .with_label_values(&[name])
-        .observe(start.elapsed().as_secs_f64());
-    // Cost accumulates from the usage chunk; the line is logged when the stream ends.
-    let cost = std::sync::Arc::new(std::sync::Mutex::new((0.0f64, 200u16)));
-    let (st2, name2, cost2) = (st.clone(), name.to_string(), cost.clone());
-    let events = chunks.map(move |item| {
-        let b = st2.0.routing.as_ref().and_then(|r| r.remote(&name2));
-        match (item, b) {
-            (Ok(mut v), Some(b)) => {
-                let c = rewrite(&mut v, &id, created, b);
-                if let Ok(mut g) = cost2.lock() {
-                    g.0 += c;
-                }
-                v.to_string()
+    let resp = match raw.get("stream").and_then(Value::as_bool).unwrap_or(false) {
+        false => leg.json(b, path, &raw).await,
+        true => leg.stream(b, path, &raw).await,
+    };
+    route_header(resp, name)
+}
+
+/// One request's remote leg: who asks, which remote, and the ids the answer gets.
+struct Leg<'a> {
+    st: &'a AppState,
+    rid: &'a str,
+    name: &'a str,
+    reason: Reason,
+    t0: Instant,
+    id: String,
+    created: u64,
+}
+
+impl Leg<'_> {
+    fn failed(&self, e: &RemoteError) -> Response {
+        let err = to_api_error(e);
+        self.st.0.metrics.failures.with_label_values(&[err.reason()]).inc();
+        log_done(
+            self.st,
+            self.rid,
+            self.name,
+            self.reason,
+            err.parts().0.as_u16(),
+            0.0,
+            self.t0,
+        );
+        err.into_response()
+    }
+
+    fn observe_latency(&self, start: Instant) {
+        let m = &self.st.0.metrics;
+        m.remote_latency
+            .with_label_values(&[self.name])
+            .observe(start.elapsed().as_secs_f64());
+    }
+
+    async fn json(&self, b: &RemoteBackend, path: &str, raw: &Value) -> Response {
+        let start = Instant::now();
+        let result = b.complete(path, raw).await;
+        self.observe_latency(start);
+        match result {
+            Ok(mut v) => {
+                let cost = rewrite(&mut v, &self.id, self.created, b);
+                log_done(self.st, self.rid, self.name, self.reason, 200, cost, self.t0);
+                Json(v).into_response()
             }
-            (Ok(v), None) => v.to_string(),
-            (Err(e), _) => {
-                if let Ok(mut g) = cost2.lock() {
-                    g.1 = 502;
-                }
-                to_api_error(&e).body().to_string()
-            }
+            Err(e) => self.failed(&e),
         }
-    });
-    let (st3, rid3, name3) = (st.clone(), rid.to_string(), name.to_string());
-    let done = futures_util::stream::once(async move {
-        let (c, status) = cost.lock().map(|g| *g).unwrap_or((0.0, 200));
-        log_done(&st3, &rid3, &name3, reason, status, c, t0);
-        "[DONE]".to_string()
-    });
-    let events = events
-        .chain(done)
-        .map(|data| Ok::<_, Infallible>(SseEvent::default().data(data)));
-    route_header(Sse::new(events).into_response(), name)
+    }
+
+    async fn stream(&self, b: &RemoteBackend, path: &str, raw: &Value) -> Response {
+        let start = Instant::now();
+        let chunks = match b.stream(path, raw).await {
+            Ok(c) => c,
+            Err(e) => return self.failed(&e),
+        };
+        self.observe_latency(start);
+        // Cost accumulates from the usage chunk; the line is logged when the stream ends.
+        let cost = std::sync::Arc::new(std::sync::Mutex::new((0.0f64, 200u16)));
+        let (st2, name2, cost2) = (self.st.clone(), self.name.to_string(), cost.clone());
+        let (id, created) = (self.id.clone(), self.created);
+        let events = chunks.map(move |item| {
+            let b = st2.0.routing.as_ref().and_then(|r| r.remote(&name2));
+            match (item, b) {
+                (Ok(mut v), Some(b)) => {
+                    let c = rewrite(&mut v, &id, created, b);
+                    if let Ok(mut g) = cost2.lock() {
+                        g.0 += c;
+                    }
+                    v.to_string()
+                }
+                (Ok(v), None) => v.to_string(),
+                (Err(e), _) => {
+                    if let Ok(mut g) = cost2.lock() {
+                        g.1 = 502;
+                    }
+                    to_api_error(&e).body().to_string()
+                }
+            }
+        });
+        let (st3, rid3, name3, reason, t0) = (
+            self.st.clone(),
+            self.rid.to_string(),
+            self.name.to_string(),
+            self.reason,
+            self.t0,
+        );
+        let done = futures_util::stream::once(async move {
+            let (c, status) = cost.lock().map(|g| *g).unwrap_or((0.0, 200));
+            log_done(&st3, &rid3, &name3, reason, status, c, t0);
+            "[DONE]".to_string()
+        });
+        let events = events
+            .chain(done)
+            .map(|data| Ok::<_, Infallible>(SseEvent::default().data(data)));
+        Sse::new(events).into_response()
+    }
 }

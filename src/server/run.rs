@@ -128,20 +128,16 @@ async fn shutdown_signal() {
     tokio::select! { _ = ctrl_c => {}, _ = term => {} }
 }
 
-/// Serve until SIGTERM/SIGINT, then drain. Errors: bind failure or model load failure.
-pub async fn serve(opts: ServeOptions) -> Result<(), String> {
-    let backends = match opts.routing.clone() {
-        Some(cfg) => Some(crate::fallback::Backends::new(cfg)?),
-        None => None,
-    };
-    let state = AppState::with_routing(opts.server.clone(), backends);
-    let addr = format!("{}:{}", opts.host, opts.port);
-    let listener = tokio::net::TcpListener::bind(&addr)
-        .await
-        .map_err(|e| format!("cannot listen on {addr}: {e}"))?;
-    tracing::info!("listening on http://{addr} (model loading)");
-    eprintln!("aisle: listening on http://{addr}");
-    let (fail_tx, mut fail_rx) = tokio::sync::mpsc::channel::<String>(1);
+/// Load the model off the async runtime; the server turns ready when it is in. A load
+/// failure arrives on the returned channel.
+fn spawn_loader(
+    state: &AppState,
+    opts: &ServeOptions,
+) -> (
+    tokio::task::JoinHandle<Option<Engine>>,
+    tokio::sync::mpsc::Receiver<String>,
+) {
+    let (fail_tx, fail_rx) = tokio::sync::mpsc::channel::<String>(1);
     let loader_state = state.clone();
     let load_opts = opts.clone();
     let loader = tokio::task::spawn_blocking(move || match load(&load_opts) {
@@ -155,6 +151,23 @@ pub async fn serve(opts: ServeOptions) -> Result<(), String> {
             None
         }
     });
+    (loader, fail_rx)
+}
+
+/// Serve until SIGTERM/SIGINT, then drain. Errors: bind failure or model load failure.
+pub async fn serve(opts: ServeOptions) -> Result<(), String> {
+    let backends = match opts.routing.clone() {
+        Some(cfg) => Some(crate::fallback::Backends::new(cfg)?),
+        None => None,
+    };
+    let state = AppState::with_routing(opts.server.clone(), backends);
+    let addr = format!("{}:{}", opts.host, opts.port);
+    let listener = tokio::net::TcpListener::bind(&addr)
+        .await
+        .map_err(|e| format!("cannot listen on {addr}: {e}"))?;
+    tracing::info!("listening on http://{addr} (model loading)");
+    eprintln!("aisle: listening on http://{addr}");
+    let (loader, mut fail_rx) = spawn_loader(&state, &opts);
     let drain_state = state.clone();
     let timeout = opts.shutdown_timeout;
     let (failed_tx, failed_rx) = tokio::sync::oneshot::channel::<String>();

@@ -125,9 +125,11 @@ pub struct Runtime {
     _lib: Library,
 }
 
-// The runtime's entry points are thread-safe C functions; handles are used from the one
+// SAFETY: the runtime's entry points are thread-safe C functions (nrt.h); `Runtime` only
+// holds their addresses and the library that keeps them mapped. Handles are used from the one
 // engine thread that owns the executor.
 unsafe impl Send for Runtime {}
+// SAFETY: as for `Send`: every call through `api` is thread-safe in libnrt.
 unsafe impl Sync for Runtime {}
 
 /// Where `libnrt` is looked for, in order: `AISLE_LIBNRT`, the loader's search path, and the
@@ -234,6 +236,8 @@ pub struct Model {
     handle: Handle,
 }
 
+// SAFETY: the handle is an opaque libnrt object, owned here alone and usable from any thread;
+// libnrt's calls on it are thread-safe, and it is freed once, on drop.
 unsafe impl Send for Model {}
 
 impl Model {
@@ -308,6 +312,8 @@ pub struct Tensor {
     size: usize,
 }
 
+// SAFETY: the handle is an opaque libnrt object, owned here alone and usable from any thread;
+// libnrt's calls on it are thread-safe, and it is freed once, on drop.
 unsafe impl Send for Tensor {}
 
 impl Tensor {
@@ -362,6 +368,8 @@ pub struct TensorSet {
     handle: Handle,
 }
 
+// SAFETY: the handle is an opaque libnrt object, owned here alone and usable from any thread;
+// libnrt's calls on it are thread-safe, and it is freed once, on drop.
 unsafe impl Send for TensorSet {}
 
 impl TensorSet {

@@ -94,26 +94,34 @@ pub unsafe extern "C" fn nrt_load(
     _count: i32,
     model: *mut *mut Neff,
 ) -> c_int {
-    let slice = std::slice::from_raw_parts(bytes.cast::<u8>(), size);
-    let Ok(neff) = serde_json::from_slice::<Neff>(slice) else {
-        return NRT_INVALID;
-    };
-    if neff.fake_neff != 1 {
-        return NRT_INVALID;
+    // SAFETY: the caller keeps libnrt's contract for this entry point (nrt.h): every pointer
+    // argument is valid for the access its parameter describes, and handles come from this library.
+    unsafe {
+        let slice = std::slice::from_raw_parts(bytes.cast::<u8>(), size);
+        let Ok(neff) = serde_json::from_slice::<Neff>(slice) else {
+            return NRT_INVALID;
+        };
+        if neff.fake_neff != 1 {
+            return NRT_INVALID;
+        }
+        if let Some(code) = neff.fail_load {
+            return code;
+        }
+        *model = Box::into_raw(Box::new(neff));
+        NRT_SUCCESS
     }
-    if let Some(code) = neff.fail_load {
-        return code;
-    }
-    *model = Box::into_raw(Box::new(neff));
-    NRT_SUCCESS
 }
 
 /// # Safety
 /// `model` came from `nrt_load`.
 #[no_mangle]
 pub unsafe extern "C" fn nrt_unload(model: *mut Neff) -> c_int {
-    drop(Box::from_raw(model));
-    NRT_SUCCESS
+    // SAFETY: the caller keeps libnrt's contract for this entry point (nrt.h): every pointer
+    // argument is valid for the access its parameter describes, and handles come from this library.
+    unsafe {
+        drop(Box::from_raw(model));
+        NRT_SUCCESS
+    }
 }
 
 /// The info array: a u64 count followed by `count` infos (allocated as u64 words so the
@@ -126,44 +134,52 @@ fn info_words(count: usize) -> usize {
 /// `model` came from `nrt_load`; `out` is writable.
 #[no_mangle]
 pub unsafe extern "C" fn nrt_get_model_tensor_info(model: *mut Neff, out: *mut *mut u64) -> c_int {
-    let neff = &*model;
-    let n = neff.tensors.len();
-    let words = vec![0u64; info_words(n)].into_boxed_slice();
-    let base = Box::into_raw(words).cast::<u64>();
-    *base = n as u64;
-    let infos = base.add(1).cast::<TensorInfo>();
-    for (i, t) in neff.tensors.iter().enumerate() {
-        let mut name = [0 as c_char; NAME_MAX];
-        for (d, s) in name.iter_mut().zip(t.name.bytes().take(NAME_MAX - 1)) {
-            *d = s as c_char;
+    // SAFETY: the caller keeps libnrt's contract for this entry point (nrt.h): every pointer
+    // argument is valid for the access its parameter describes, and handles come from this library.
+    unsafe {
+        let neff = &*model;
+        let n = neff.tensors.len();
+        let words = vec![0u64; info_words(n)].into_boxed_slice();
+        let base = Box::into_raw(words).cast::<u64>();
+        *base = n as u64;
+        let infos = base.add(1).cast::<TensorInfo>();
+        for (i, t) in neff.tensors.iter().enumerate() {
+            let mut name = [0 as c_char; NAME_MAX];
+            for (d, s) in name.iter_mut().zip(t.name.bytes().take(NAME_MAX - 1)) {
+                *d = s as c_char;
+            }
+            let shape = Box::into_raw(t.shape.clone().into_boxed_slice()).cast::<u32>();
+            infos.add(i).write(TensorInfo {
+                name,
+                usage: t.usage(),
+                size: t.bytes(),
+                dtype: t.dtype,
+                shape,
+                ndim: t.shape.len() as u32,
+            });
         }
-        let shape = Box::into_raw(t.shape.clone().into_boxed_slice()).cast::<u32>();
-        infos.add(i).write(TensorInfo {
-            name,
-            usage: t.usage(),
-            size: t.bytes(),
-            dtype: t.dtype,
-            shape,
-            ndim: t.shape.len() as u32,
-        });
+        *out = base;
+        NRT_SUCCESS
     }
-    *out = base;
-    NRT_SUCCESS
 }
 
 /// # Safety
 /// `arr` came from `nrt_get_model_tensor_info`.
 #[no_mangle]
 pub unsafe extern "C" fn nrt_free_model_tensor_info(arr: *mut u64) -> c_int {
-    let n = *arr as usize;
-    let infos = arr.add(1).cast::<TensorInfo>();
-    for i in 0..n {
-        let t = &*infos.add(i);
-        let shape = std::ptr::slice_from_raw_parts_mut(t.shape, t.ndim as usize);
-        drop(Box::from_raw(shape));
+    // SAFETY: the caller keeps libnrt's contract for this entry point (nrt.h): every pointer
+    // argument is valid for the access its parameter describes, and handles come from this library.
+    unsafe {
+        let n = *arr as usize;
+        let infos = arr.add(1).cast::<TensorInfo>();
+        for i in 0..n {
+            let t = &*infos.add(i);
+            let shape = std::ptr::slice_from_raw_parts_mut(t.shape, t.ndim as usize);
+            drop(Box::from_raw(shape));
+        }
+        drop(Box::from_raw(std::ptr::slice_from_raw_parts_mut(arr, info_words(n))));
+        NRT_SUCCESS
     }
-    drop(Box::from_raw(std::ptr::slice_from_raw_parts_mut(arr, info_words(n))));
-    NRT_SUCCESS
 }
 
 /// # Safety
@@ -176,17 +192,25 @@ pub unsafe extern "C" fn nrt_tensor_allocate(
     _name: *const c_char,
     out: *mut *mut FakeTensor,
 ) -> c_int {
-    *out = Box::into_raw(Box::new(FakeTensor { data: vec![0xAB; size] }));
-    NRT_SUCCESS
+    // SAFETY: the caller keeps libnrt's contract for this entry point (nrt.h): every pointer
+    // argument is valid for the access its parameter describes, and handles come from this library.
+    unsafe {
+        *out = Box::into_raw(Box::new(FakeTensor { data: vec![0xAB; size] }));
+        NRT_SUCCESS
+    }
 }
 
 /// # Safety
 /// `*t` came from `nrt_tensor_allocate` (or is null).
 #[no_mangle]
 pub unsafe extern "C" fn nrt_tensor_free(t: *mut *mut FakeTensor) {
-    if !(*t).is_null() {
-        drop(Box::from_raw(*t));
-        *t = std::ptr::null_mut();
+    // SAFETY: the caller keeps libnrt's contract for this entry point (nrt.h): every pointer
+    // argument is valid for the access its parameter describes, and handles come from this library.
+    unsafe {
+        if !(*t).is_null() {
+            drop(Box::from_raw(*t));
+            *t = std::ptr::null_mut();
+        }
     }
 }
 
@@ -194,41 +218,57 @@ pub unsafe extern "C" fn nrt_tensor_free(t: *mut *mut FakeTensor) {
 /// `t` is a live tensor; `buf` is writable for `size` bytes.
 #[no_mangle]
 pub unsafe extern "C" fn nrt_tensor_read(t: *const FakeTensor, buf: *mut c_void, offset: usize, size: usize) -> c_int {
-    let data = &(*t).data;
-    if offset.checked_add(size).is_none_or(|end| end > data.len()) {
-        return NRT_INVALID;
+    // SAFETY: the caller keeps libnrt's contract for this entry point (nrt.h): every pointer
+    // argument is valid for the access its parameter describes, and handles come from this library.
+    unsafe {
+        let data = &(*t).data;
+        if offset.checked_add(size).is_none_or(|end| end > data.len()) {
+            return NRT_INVALID;
+        }
+        std::ptr::copy_nonoverlapping(data.as_ptr().add(offset), buf.cast::<u8>(), size);
+        NRT_SUCCESS
     }
-    std::ptr::copy_nonoverlapping(data.as_ptr().add(offset), buf.cast::<u8>(), size);
-    NRT_SUCCESS
 }
 
 /// # Safety
 /// `t` is a live tensor; `buf` is readable for `size` bytes.
 #[no_mangle]
 pub unsafe extern "C" fn nrt_tensor_write(t: *mut FakeTensor, buf: *const c_void, offset: usize, size: usize) -> c_int {
-    let data = &mut (*t).data;
-    if offset.checked_add(size).is_none_or(|end| end > data.len()) {
-        return NRT_INVALID;
+    // SAFETY: the caller keeps libnrt's contract for this entry point (nrt.h): every pointer
+    // argument is valid for the access its parameter describes, and handles come from this library.
+    unsafe {
+        let data = &mut (*t).data;
+        if offset.checked_add(size).is_none_or(|end| end > data.len()) {
+            return NRT_INVALID;
+        }
+        std::ptr::copy_nonoverlapping(buf.cast::<u8>(), data.as_mut_ptr().add(offset), size);
+        NRT_SUCCESS
     }
-    std::ptr::copy_nonoverlapping(buf.cast::<u8>(), data.as_mut_ptr().add(offset), size);
-    NRT_SUCCESS
 }
 
 /// # Safety
 /// `out` is writable.
 #[no_mangle]
 pub unsafe extern "C" fn nrt_allocate_tensor_set(out: *mut *mut Set) -> c_int {
-    *out = Box::into_raw(Box::default());
-    NRT_SUCCESS
+    // SAFETY: the caller keeps libnrt's contract for this entry point (nrt.h): every pointer
+    // argument is valid for the access its parameter describes, and handles come from this library.
+    unsafe {
+        *out = Box::into_raw(Box::default());
+        NRT_SUCCESS
+    }
 }
 
 /// # Safety
 /// `*set` came from `nrt_allocate_tensor_set` (or is null).
 #[no_mangle]
 pub unsafe extern "C" fn nrt_destroy_tensor_set(set: *mut *mut Set) {
-    if !(*set).is_null() {
-        drop(Box::from_raw(*set));
-        *set = std::ptr::null_mut();
+    // SAFETY: the caller keeps libnrt's contract for this entry point (nrt.h): every pointer
+    // argument is valid for the access its parameter describes, and handles come from this library.
+    unsafe {
+        if !(*set).is_null() {
+            drop(Box::from_raw(*set));
+            *set = std::ptr::null_mut();
+        }
     }
 }
 
@@ -236,35 +276,43 @@ pub unsafe extern "C" fn nrt_destroy_tensor_set(set: *mut *mut Set) {
 /// `set` is live, `name` NUL-terminated, `t` a live tensor.
 #[no_mangle]
 pub unsafe extern "C" fn nrt_add_tensor_to_tensor_set(set: *mut Set, name: *const c_char, t: *mut FakeTensor) -> c_int {
-    let name = CStr::from_ptr(name).to_string_lossy().into_owned();
-    let set = &mut *set;
-    set.retain(|(n, _)| *n != name);
-    set.push((name, t));
-    NRT_SUCCESS
+    // SAFETY: the caller keeps libnrt's contract for this entry point (nrt.h): every pointer
+    // argument is valid for the access its parameter describes, and handles come from this library.
+    unsafe {
+        let name = CStr::from_ptr(name).to_string_lossy().into_owned();
+        let set = &mut *set;
+        set.retain(|(n, _)| *n != name);
+        set.push((name, t));
+        NRT_SUCCESS
+    }
 }
 
 /// # Safety
 /// `model` came from `nrt_load`; both sets are live, as are their tensors.
 #[no_mangle]
 pub unsafe extern "C" fn nrt_execute(model: *mut Neff, inputs: *const Set, outputs: *mut Set) -> c_int {
-    let neff = &*model;
-    let mut bound: HashMap<&str, *mut FakeTensor> = HashMap::new();
-    for (set, usage) in [(&*inputs, USAGE_INPUT), (&*outputs, USAGE_OUTPUT)] {
-        for spec in neff.tensors.iter().filter(|s| s.usage() == usage) {
-            let Some(&(_, t)) = set.iter().find(|(n, _)| *n == spec.name) else {
-                return NRT_INVALID; // a tensor the NEFF needs is not bound
-            };
-            if (*t).data.len() != spec.bytes() {
-                return NRT_INVALID; // bound tensor of the wrong size
+    // SAFETY: the caller keeps libnrt's contract for this entry point (nrt.h): every pointer
+    // argument is valid for the access its parameter describes, and handles come from this library.
+    unsafe {
+        let neff = &*model;
+        let mut bound: HashMap<&str, *mut FakeTensor> = HashMap::new();
+        for (set, usage) in [(&*inputs, USAGE_INPUT), (&*outputs, USAGE_OUTPUT)] {
+            for spec in neff.tensors.iter().filter(|s| s.usage() == usage) {
+                let Some(&(_, t)) = set.iter().find(|(n, _)| *n == spec.name) else {
+                    return NRT_INVALID; // a tensor the NEFF needs is not bound
+                };
+                if (*t).data.len() != spec.bytes() {
+                    return NRT_INVALID; // bound tensor of the wrong size
+                }
+                bound.insert(spec.name.as_str(), t);
             }
-            bound.insert(spec.name.as_str(), t);
         }
+        if let Some(code) = neff.fail_execute {
+            return code;
+        }
+        run(neff, &bound);
+        NRT_SUCCESS
     }
-    if let Some(code) = neff.fail_execute {
-        return code;
-    }
-    run(neff, &bound);
-    NRT_SUCCESS
 }
 
 fn i32s(t: *mut FakeTensor) -> Vec<i32> {

@@ -2,9 +2,10 @@
 //! total timeouts, retries (exponential backoff with jitter, honouring `Retry-After` on 429 and
 //! 503) and a circuit breaker.
 //!
-//! Owns: HTTP to one remote, SSE parsing, and classifying failures. Retries happen only before
-//! the first byte of a response body reaches the caller. Must not: decide routing or rewrite
-//! responses into Aisle's format (the server does).
+//! Owns: HTTP to one remote, turning its SSE (through `crate::sse::SseDecoder`) into chunks,
+//! and classifying failures. Retries happen only before the first byte of a response body
+//! reaches the caller. Must not: decide routing or rewrite responses into Aisle's format (the
+//! server does).
 
 use std::pin::Pin;
 use std::sync::Mutex;

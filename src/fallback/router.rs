@@ -1,9 +1,11 @@
 //! Where a request goes: the local model or a named remote, with the reason as a label for
 //! logs and `aisle:fallback_total{reason}`.
 //!
-//! Owns: the pure decision from the request (model name, sizes, text) and the local engine's
-//! queue state. Runtime fallbacks (`local_error`, `low_confidence`) are decided by the caller
-//! after trying locally; this module names them. Must not: perform I/O.
+//! Owns: the pure rules from the request (model name, sizes, text) and the local engine's
+//! queue state: `requested` (which backend `model` names) and `local_rules` (overflow,
+//! complexity, overload), with `decide` composing them; and `Reason`, the names of every
+//! route, the runtime ones (`local_error`, `low_confidence`) included. `policy` applies them.
+//! Must not: perform I/O.
 
 use super::config::RoutingConfig;
 

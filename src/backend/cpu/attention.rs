@@ -133,6 +133,10 @@ impl PagedKv {
         };
         let parts = group / per;
         let items = steps.slots.len() * nkv * parts;
+        assert!(
+            out.len() >= batch.positions.len() * heads * hd,
+            "attention output too small"
+        );
         let out = SyncPtr::new(out);
         pool.run(|tid, n| {
             let (lo, hi) = share(items, tid, n);
@@ -161,78 +165,87 @@ impl PagedKv {
     fn attend_item(&self, layer: usize, it: &Item, q: &[f32], group: usize, s: &mut Scratch, dst: &mut [f32]) {
         let (hd, bs) = (self.geo.head_dim, self.geo.block_size);
         let base = it.lo / bs * bs; // scores start at the first block's first slot
-        let span = (it.pos / bs + 1) * bs - base; // (block-aligned) positions scored
+        let w = Span {
+            group,
+            base,
+            span: (it.pos / bs + 1) * bs - base, // (block-aligned) positions scored
+            simd: Isa::get().avx512() && hd % 16 == 0 && bs % 16 == 0,
+        };
         let scale = 1.0 / (hd as f32).sqrt();
         s.q.clear();
         s.q.extend(q.iter().map(|v| v * scale));
-        s.scores.resize(group * span, 0.0);
+        s.scores.resize(group * w.span, 0.0);
         s.acc.clear();
         s.acc.resize(group * hd, 0.0);
-        let (kc, vc) = (&self.k[layer], &self.v[layer]);
-        let isa = Isa::get();
-        let simd = isa.avx512() && hd % 16 == 0 && bs % 16 == 0;
-        for b in it.lo / bs..=it.pos / bs {
-            let tile = self.tile(it.table[b] as usize, it.kvh);
-            let sc = b * bs - base;
-            match simd {
-                #[cfg(target_arch = "x86_64")]
-                // SAFETY: `simd` implies AVX-512 F (`Isa`); the key tile is sliced to its
-                // (head_dim, block_size) extent (panics if the cache were shorter), and the
-                // scores block at `sc` spans `bs` columns of `group` rows `span` apart, inside
-                // `s.scores` (group * span) because a block never ends past `span`.
-                true => unsafe {
-                    assert!(sc + bs <= span, "score block outside the window");
-                    x86_attn::scores_block(
-                        &s.q,
-                        group,
-                        hd,
-                        kc[tile..tile + hd * bs].as_ptr(),
-                        bs,
-                        s.scores[sc..].as_mut_ptr(),
-                        span,
-                    )
-                },
-                _ => scores_block_scalar(
-                    &s.q,
-                    group,
-                    hd,
-                    &kc[tile..tile + hd * bs],
-                    bs,
-                    &mut s.scores[sc..],
-                    span,
-                ),
-            }
-        }
+        self.scores(layer, it, &w, s);
         let (first, len) = (it.lo - base, it.pos + 1 - it.lo);
         for g in 0..group {
-            let row = &mut s.scores[g * span + first..g * span + first + len];
-            match simd {
+            let row = &mut s.scores[g * w.span + first..g * w.span + first + len];
+            match w.simd {
                 #[cfg(target_arch = "x86_64")]
                 // SAFETY: `simd` implies AVX-512 F (`Isa`); softmax stays inside `row`.
                 true => unsafe { x86_attn::softmax(row) },
                 _ => softmax_scalar(row),
             }
         }
+        self.weighted_values(layer, it, &w, s);
+        dst.copy_from_slice(&s.acc);
+    }
+
+    /// scores (group, span) = q Kᵀ, block by block of the item's window.
+    fn scores(&self, layer: usize, it: &Item, w: &Span, s: &mut Scratch) {
+        let (hd, bs) = (self.geo.head_dim, self.geo.block_size);
+        let (kc, group, span) = (&self.k[layer], w.group, w.span);
+        for b in it.lo / bs..=it.pos / bs {
+            let tile = self.tile(it.table[b] as usize, it.kvh);
+            let kt = &kc[tile..tile + hd * bs];
+            let sc = b * bs - w.base;
+            match w.simd {
+                #[cfg(target_arch = "x86_64")]
+                // SAFETY: `simd` implies AVX-512 F (`Isa`); the key tile is sliced to its
+                // (head_dim, block_size) extent, and the scores block at `sc` spans `bs`
+                // columns of `group` rows `span` apart, inside `s.scores` (group * span)
+                // because a block never ends past `span` (checked).
+                true => unsafe {
+                    assert!(sc + bs <= span, "score block outside the window");
+                    x86_attn::scores_block(&s.q, group, hd, kt.as_ptr(), bs, s.scores[sc..].as_mut_ptr(), span)
+                },
+                _ => scores_block_scalar(&s.q, group, hd, kt, bs, &mut s.scores[sc..], span),
+            }
+        }
+    }
+
+    /// acc (group, head_dim) = P V over the item's window.
+    fn weighted_values(&self, layer: usize, it: &Item, w: &Span, s: &mut Scratch) {
+        let (hd, bs) = (self.geo.head_dim, self.geo.block_size);
+        let (vc, group, span) = (&self.v[layer], w.group, w.span);
         for b in it.lo / bs..=it.pos / bs {
             let tile = self.tile(it.table[b] as usize, it.kvh);
             let j0 = (b * bs).max(it.lo);
             let j1 = ((b + 1) * bs).min(it.pos + 1);
             let v = &vc[tile + (j0 - b * bs) * hd..tile + (j1 - b * bs) * hd];
-            let p = &s.scores[j0 - base..];
-            match simd {
+            let p = &s.scores[j0 - w.base..];
+            match w.simd {
                 #[cfg(target_arch = "x86_64")]
                 // SAFETY: `simd` implies AVX-512 F (`Isa`); `v` holds (j1 - j0, hd) values, `p`
-                // has `group` rows `span` apart of at least `j1 - j0` probabilities (checked),
-                // and `acc` is (group, hd).
+                // has `group` rows `span` apart of at least `j1 - j0` probabilities, and `acc`
+                // is (group, hd) (both checked).
                 true => unsafe {
-                    assert!(j0 - base + (j1 - j0) <= span && s.acc.len() >= group * hd);
+                    assert!(j0 - w.base + (j1 - j0) <= span && s.acc.len() >= group * hd);
                     x86_attn::values_block(v.as_ptr(), j1 - j0, hd, p.as_ptr(), span, group, &mut s.acc)
                 },
-                _ => values_block_scalar(v, j1 - j0, hd, p, span, group, &mut s.acc, isa),
+                _ => values_block_scalar(v, j1 - j0, hd, p, span, group, &mut s.acc, Isa::get()),
             }
         }
-        dst.copy_from_slice(&s.acc);
     }
+}
+
+/// Where one item's scores live: `group` rows of `span` block-aligned positions from `base`.
+struct Span {
+    group: usize,
+    base: usize,
+    span: usize,
+    simd: bool,
 }
 
 fn scores_block_scalar(q: &[f32], group: usize, hd: usize, kt: &[f32], bs: usize, scores: &mut [f32], ld: usize) {

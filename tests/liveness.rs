@@ -50,14 +50,7 @@ impl Executor for PanicsAfter {
 }
 
 fn config() -> ServerConfig {
-    ServerConfig {
-        model_name: "shop".into(),
-        api_keys: vec![],
-        max_waiting: 8,
-        max_body_bytes: 1 << 16,
-        default_max_tokens: 16,
-        local_price: Default::default(),
-    }
+    common::server_config()
 }
 
 /// A server whose engine panics on its `steps + 1`-th step.

@@ -20,14 +20,7 @@ struct Server {
 }
 
 fn config() -> ServerConfig {
-    ServerConfig {
-        model_name: "shop".into(),
-        api_keys: vec![],
-        max_waiting: 8,
-        max_body_bytes: 1 << 16,
-        default_max_tokens: 16,
-        local_price: Default::default(),
-    }
+    common::server_config()
 }
 
 fn server_with(cfg: ServerConfig, max_seqs: usize) -> Server {

@@ -143,6 +143,19 @@ pub fn served_on(
     aisle::server::start_engine(model, core, step_delay, "test".into())
 }
 
+/// The in-process test servers' config: model `shop`, 8 waiting, 64 KiB bodies, 16 tokens
+/// by default, no keys.
+pub fn server_config() -> aisle::server::ServerConfig {
+    aisle::server::ServerConfig {
+        model_name: "shop".into(),
+        api_keys: vec![],
+        max_waiting: 8,
+        max_body_bytes: 1 << 16,
+        default_max_tokens: 16,
+        local_price: Default::default(),
+    }
+}
+
 /// `model` behind the real router on a loopback port (32 sequences, 512 blocks of 16):
 /// returns the base URL `http://127.0.0.1:PORT` and the engine (keep it alive).
 pub async fn serve_on_loopback(model: &LoadedModel, name: &str) -> (String, aisle::engine::Engine) {

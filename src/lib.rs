@@ -15,6 +15,7 @@ pub mod config;
 pub mod engine;
 pub mod eval;
 pub mod fallback;
+pub mod grammar;
 pub mod loadtest;
 pub mod model;
 pub mod model_dir;

@@ -2,12 +2,12 @@
 //!
 //! Owns: per-sequence sampling parameters and random state (a seeded sequence draws the same
 //! tokens whatever else runs beside it), logit processing (penalties, bias), truncation
-//! (top-k, top-p, min-p) and logprobs.
+//! (top-k, top-p, min-p), grammar masks and logprobs.
 //! Must not: touch tensors or the tokenizer; it works on host `f32` rows.
 //!
 //! Order of processing, as in vLLM: logit bias → repetition penalty (HF: divide positive and
 //! multiply negative logits of every prompt or output token) → presence/frequency penalties
-//! (OpenAI: output tokens only) → temperature → top-k → top-p → min-p → draw. Logprobs are
+//! (OpenAI: output tokens only) → grammar mask (disallowed tokens get −∞) → temperature → top-k → top-p → min-p → draw. Logprobs are
 //! those of the model's raw distribution (log-softmax of the unprocessed logits).
 
 use std::collections::HashMap;
@@ -59,6 +59,26 @@ pub struct TokenLogprobs {
     pub token: u32,
     pub logprob: f32,
     pub top: Vec<(u32, f32)>,
+}
+
+/// The tokens a grammar allows next, as a bitset: token `i` is bit `i % 32` of word `i / 32`;
+/// ids past the end are not allowed.
+#[derive(Debug, Clone, Copy)]
+pub struct TokenMask<'a>(pub &'a [u32]);
+
+impl TokenMask<'_> {
+    pub fn allows(&self, token: usize) -> bool {
+        self.0.get(token / 32).is_some_and(|w| w >> (token % 32) & 1 == 1)
+    }
+
+    /// Set every disallowed entry of `row` to −∞.
+    fn apply(&self, row: &mut [f32]) {
+        for (i, x) in row.iter_mut().enumerate() {
+            if !self.allows(i) {
+                *x = f32::NEG_INFINITY;
+            }
+        }
+    }
 }
 
 /// A sequence's sampler: its parameters and its own random stream.
@@ -160,11 +180,28 @@ impl Sampler {
             || p.frequency_penalty != 0.0
     }
 
-    /// Pick the next token; with `logprobs` requested also return them.
-    pub fn sample(&mut self, logits: &[f32], prompt: &[u32], output: &[u32]) -> (u32, Option<TokenLogprobs>) {
-        let row = match self.processes() {
-            true => std::borrow::Cow::Owned(self.process(logits, prompt, output)),
-            false => std::borrow::Cow::Borrowed(logits),
+    /// Pick the next token (one `mask` allows, when given); with `logprobs` requested also
+    /// return them. The mask must allow at least one token.
+    pub fn sample(
+        &mut self,
+        logits: &[f32],
+        prompt: &[u32],
+        output: &[u32],
+        mask: Option<TokenMask>,
+    ) -> (u32, Option<TokenLogprobs>) {
+        let row = match (self.processes(), mask) {
+            (false, None) => std::borrow::Cow::Borrowed(logits),
+            (processes, mask) => {
+                let mut row = if processes {
+                    self.process(logits, prompt, output)
+                } else {
+                    logits.to_vec()
+                };
+                if let Some(m) = mask {
+                    m.apply(&mut row);
+                }
+                std::borrow::Cow::Owned(row)
+            }
         };
         let token = if self.params.temperature <= 0.0 || self.params.top_k == 1 {
             argmax(&row)

@@ -12,13 +12,13 @@ fn params() -> SamplingParams {
 
 fn draws(p: &SamplingParams, logits: &[f32], n: usize) -> Vec<u32> {
     let mut s = Sampler::new(p.clone());
-    (0..n).map(|_| s.sample(logits, &[], &[]).0).collect()
+    (0..n).map(|_| s.sample(logits, &[], &[], None).0).collect()
 }
 
 #[test]
 fn greedy_picks_first_max() {
     let mut s = Sampler::new(SamplingParams::default());
-    assert_eq!(s.sample(&[0.1, 3.0, 3.0, -1.0], &[], &[]).0, 1);
+    assert_eq!(s.sample(&[0.1, 3.0, 3.0, -1.0], &[], &[], None).0, 1);
 }
 
 #[test]
@@ -89,7 +89,7 @@ fn logit_bias_can_force_or_ban_tokens() {
         logit_bias: vec![(0, -100.0), (2, 100.0)],
         ..SamplingParams::default()
     });
-    assert_eq!(s.sample(&[5.0, 1.0, 0.0], &[], &[]).0, 2);
+    assert_eq!(s.sample(&[5.0, 1.0, 0.0], &[], &[], None).0, 2);
 }
 
 #[test]
@@ -100,7 +100,7 @@ fn logprobs_are_the_raw_distribution() {
         ..SamplingParams::default()
     });
     let logits = [2.0f32, 1.0, 0.0];
-    let (token, lp) = s.sample(&logits, &[0], &[]);
+    let (token, lp) = s.sample(&logits, &[0], &[], None);
     let lp = lp.expect("logprobs requested");
     let norm = (2.0f32.exp() + 1.0f32.exp() + 1.0).ln();
     assert_eq!(token, 1, "penalty moved the choice");
@@ -112,5 +112,36 @@ fn logprobs_are_the_raw_distribution() {
         logprobs: Some(50),
         ..SamplingParams::default()
     });
-    assert_eq!(s.sample(&[0.0; 30], &[], &[]).1.unwrap().top.len(), MAX_TOP_LOGPROBS);
+    assert_eq!(
+        s.sample(&[0.0; 30], &[], &[], None).1.unwrap().top.len(),
+        MAX_TOP_LOGPROBS
+    );
+}
+
+#[test]
+fn a_mask_limits_greedy_and_random_draws_before_truncation() {
+    // Allowed: tokens 0 and 33 (word 1, bit 1); the best logit (token 5) is masked out.
+    let words = [1u32, 2];
+    let mask = TokenMask(&words);
+    let mut logits = vec![0.0f32; 40];
+    logits[5] = 10.0;
+    logits[33] = 1.0;
+    let mut greedy = Sampler::new(SamplingParams::default());
+    assert_eq!(greedy.sample(&logits, &[], &[], Some(mask)).0, 33);
+    let p = SamplingParams { top_k: 1, ..params() };
+    assert_eq!(
+        Sampler::new(p).sample(&logits, &[], &[], Some(mask)).0,
+        33,
+        "top-k counts allowed tokens only"
+    );
+    let mut s = Sampler::new(SamplingParams {
+        logprobs: Some(1),
+        ..params()
+    });
+    for _ in 0..64 {
+        let (t, lp) = s.sample(&logits, &[], &[], Some(mask));
+        assert!(t == 0 || t == 33, "{t}");
+        assert_eq!(lp.unwrap().top[0].0, 5, "logprobs stay the model's own distribution");
+    }
+    assert!(!mask.allows(64), "ids past the mask are not allowed");
 }

@@ -120,6 +120,12 @@ impl TextTokenizer {
         self.inner.get_vocab_size(true)
     }
 
+    /// The tokenizer as `tokenizer.json` holds it.
+    pub fn to_json(&self) -> Result<Value, String> {
+        let text = self.inner.to_string(false).map_err(|e| e.to_string())?;
+        serde_json::from_str(&text).map_err(|e| e.to_string())
+    }
+
     pub fn token_id(&self, token: &str) -> Option<u32> {
         self.inner.token_to_id(token)
     }

@@ -1,14 +1,18 @@
 //! One engine step: `schedule() → execute(batch) → sample → update → emit`.
 //!
 //! Owns: the executor, the scheduler (and through it the block manager), and per-request state
-//! (samplers, detokenizers, stop detection, deadlines, event sinks). Synchronous, so tests can
-//! drive it step by step; `thread` runs it on the engine thread.
+//! (samplers, grammar states, detokenizers, stop detection, deadlines, event sinks).
+//! Synchronous, so tests can drive it step by step; `thread` runs it on the engine thread.
+//! Grammar masks for a step's constrained sequences are computed together, in parallel, right
+//! after the forward pass; a sequence's grammar state only ever advances by tokens it keeps
+//! (preemption recomputes KV but keeps the tokens, so the state stays valid).
 //! Must not: block on clients. Events go to unbounded channels; a closed channel means the
 //! client left, and its request is cancelled at the next step.
 
 use std::collections::HashMap;
 use std::time::Instant;
 
+use rayon::prelude::*;
 use tokio::sync::mpsc::UnboundedSender;
 
 use super::block_manager::{BlockManager, SeqId};
@@ -16,7 +20,8 @@ use super::error::{EngineError, RequestError};
 use super::request::{Event, FinishReason, GenerationRequest, RequestId, StopText, Usage};
 use super::scheduler::{Scheduler, SchedulerConfig, Step};
 use crate::backend::Executor;
-use crate::sampling::{Sampler, TokenLogprobs};
+use crate::grammar::{Constrained, GrammarError};
+use crate::sampling::{Sampler, TokenLogprobs, TokenMask};
 use crate::tokenizer::{StreamDecoder, TextTokenizer};
 
 pub type EventSink = UnboundedSender<Event>;
@@ -35,6 +40,9 @@ pub struct EngineStats {
     pub preemptions: u64,
     /// Requests ended because their client went away (dropped stream or abort).
     pub cancelled: u64,
+    /// Grammar masks computed, and the time spent on them (wall clock, all in parallel).
+    pub grammar_masks: u64,
+    pub grammar_mask_nanos: u64,
 }
 
 /// One sequence's work in a step, by request and choice.
@@ -57,6 +65,7 @@ pub struct StepSummary {
 struct Choice {
     seq: SeqId,
     sampler: Sampler,
+    grammar: Option<Constrained>,
     tokens: Vec<u32>,
     decoder: StreamDecoder,
     text: StopText,
@@ -82,6 +91,8 @@ pub struct EngineCore {
     owner: HashMap<SeqId, (RequestId, usize)>,
     next_seq: SeqId,
     cancelled: u64,
+    grammar_masks: u64,
+    grammar_mask_nanos: u64,
 }
 
 impl EngineCore {
@@ -99,6 +110,8 @@ impl EngineCore {
             owner: HashMap::new(),
             next_seq: 0,
             cancelled: 0,
+            grammar_masks: 0,
+            grammar_mask_nanos: 0,
         }
     }
 
@@ -123,6 +136,8 @@ impl EngineCore {
             prefix_cache_hits: b.stats.hits,
             preemptions: self.sched.num_preemptions,
             cancelled: self.cancelled,
+            grammar_masks: self.grammar_masks,
+            grammar_mask_nanos: self.grammar_mask_nanos,
         }
     }
 
@@ -175,6 +190,7 @@ impl EngineCore {
             choices.push(Choice {
                 seq,
                 sampler: Sampler::new(params),
+                grammar: req.grammar.as_ref().map(|g| g.start()),
                 tokens: Vec::new(),
                 decoder: self.tok.stream(true),
                 text: StopText::new(&req.stop),
@@ -252,6 +268,7 @@ impl EngineCore {
                 return Some(summary);
             }
         };
+        let masks = self.grammar_masks(&step);
         let mut sampled = Vec::new();
         let mut logprobs = Vec::new();
         for (row, s) in step.seqs.iter().filter(|s| s.samples).enumerate() {
@@ -261,8 +278,18 @@ impl EngineCore {
             let Some(state) = self.requests.get_mut(&rid) else {
                 continue;
             };
+            let mask = match masks.get(&s.id) {
+                Some(Ok(m)) => Some(TokenMask(m.as_slice())),
+                Some(Err(e)) => {
+                    self.fail_grammar(rid, c, e);
+                    continue;
+                }
+                None => None,
+            };
             let choice = &mut state.choices[c];
-            let (token, lp) = choice.sampler.sample(out.row(row), &state.req.prompt, &choice.tokens);
+            let (token, lp) = choice
+                .sampler
+                .sample(out.row(row), &state.req.prompt, &choice.tokens, mask);
             sampled.push((s.id, token));
             logprobs.push(lp);
         }
@@ -271,6 +298,33 @@ impl EngineCore {
             self.on_token(seq, token, lp);
         }
         Some(summary)
+    }
+
+    /// The allowed-token masks of this step's constrained sequences that sample, computed in
+    /// parallel.
+    fn grammar_masks(&mut self, step: &Step) -> HashMap<SeqId, Result<llguidance::toktrie::SimpleVob, GrammarError>> {
+        let sampling: std::collections::HashSet<SeqId> = step.seqs.iter().filter(|s| s.samples).map(|s| s.id).collect();
+        let mut work: Vec<(SeqId, &mut Constrained)> = self
+            .requests
+            .values_mut()
+            .flat_map(|r| r.choices.iter_mut())
+            .filter(|c| !c.finished && sampling.contains(&c.seq))
+            .filter_map(|c| Some((c.seq, c.grammar.as_mut()?)))
+            .collect();
+        if work.is_empty() {
+            return HashMap::new();
+        }
+        let t0 = Instant::now();
+        let masks: HashMap<_, _> = work.par_iter_mut().map(|(seq, g)| (*seq, g.mask())).collect();
+        self.grammar_masks += masks.len() as u64;
+        self.grammar_mask_nanos += t0.elapsed().as_nanos() as u64;
+        masks
+    }
+
+    /// A choice's grammar failed: it ends with an error and the request's other choices go on.
+    fn fail_grammar(&mut self, rid: RequestId, c: usize, e: &GrammarError) {
+        tracing::error!(request = rid, choice = c, "grammar failed: {e}");
+        self.finish_choice(rid, c, FinishReason::Error, false);
     }
 
     /// Announce requests scheduled for the first time; a first scheduling that starts past
@@ -319,13 +373,21 @@ impl EngineCore {
         };
         state.completion_tokens += 1;
         let req = &state.req;
-        let stop_id = (!req.ignore_eos && self.eos.contains(&token)) || req.stop_token_ids.contains(&token);
-        if stop_id {
+        // Under a grammar an end-of-sequence id is only allowed where the grammar may end.
+        let eos = self.eos.contains(&token) && (!req.ignore_eos || req.grammar.is_some());
+        if eos || req.stop_token_ids.contains(&token) {
             self.finish_choice(rid, c, FinishReason::Stop, false);
             return;
         }
         let max_tokens = req.max_tokens;
         let choice = &mut state.choices[c];
+        let grammar = choice.grammar.as_mut().map(|g| g.accept(token).map(|()| g.is_done()));
+        if let Some(Err(e)) = &grammar {
+            let e = e.clone();
+            self.fail_grammar(rid, c, &e);
+            return;
+        }
+        let grammar_done = matches!(grammar, Some(Ok(true)));
         choice.tokens.push(token);
         let delta = match choice.decoder.step(token) {
             Ok(d) => d.unwrap_or_default(),
@@ -344,6 +406,8 @@ impl EngineCore {
         });
         if matched {
             self.finish_choice(rid, c, FinishReason::Stop, true);
+        } else if grammar_done {
+            self.finish_choice(rid, c, FinishReason::Stop, false);
         } else if full {
             self.finish_choice(rid, c, FinishReason::Length, false);
         }

@@ -8,6 +8,7 @@
 use std::time::Duration;
 
 use super::error::EngineError;
+use crate::grammar::Grammar;
 use crate::sampling::{SamplingParams, TokenLogprobs};
 
 pub type RequestId = u64;
@@ -28,6 +29,8 @@ pub struct GenerationRequest {
     pub priority: i32,
     /// End the request with `FinishReason::Timeout` this long after it arrives.
     pub timeout: Option<Duration>,
+    /// Every choice's output must match this grammar; it ends when the grammar is complete.
+    pub grammar: Option<Grammar>,
 }
 
 impl Default for GenerationRequest {
@@ -42,6 +45,7 @@ impl Default for GenerationRequest {
             ignore_eos: false,
             priority: 0,
             timeout: None,
+            grammar: None,
         }
     }
 }

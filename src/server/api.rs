@@ -6,6 +6,7 @@
 use std::collections::HashMap;
 
 use serde::Deserialize;
+use serde_json::Value;
 
 /// Which OpenAI endpoint a request came to.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -80,6 +81,13 @@ pub struct CommonParams {
     pub repetition_penalty: Option<f64>,
     pub priority: Option<i32>,
     pub ignore_eos: Option<bool>,
+    /// Output constraints, read by `structured` (kept as JSON so errors can name the field).
+    pub response_format: Option<Value>,
+    pub structured_outputs: Option<Value>,
+    pub guided_json: Option<Value>,
+    pub guided_regex: Option<Value>,
+    pub guided_choice: Option<Value>,
+    pub guided_grammar: Option<Value>,
 }
 
 #[derive(Debug, Clone, Deserialize)]

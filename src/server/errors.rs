@@ -53,6 +53,14 @@ impl ApiError {
         }
     }
 
+    /// The request field a 400 names, if any.
+    pub fn param(&self) -> Option<&str> {
+        match &self.kind {
+            ApiErrorKind::Invalid { param } => param.as_deref(),
+            _ => None,
+        }
+    }
+
     pub fn invalid(param: &str, message: impl Into<String>) -> ApiError {
         ApiError::new(
             ApiErrorKind::Invalid {

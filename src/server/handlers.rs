@@ -149,6 +149,7 @@ fn plan(st: &AppState, raw: &Value, endpoint: Endpoint) -> Result<Plan, ApiError
         vocab: model.vocab,
         context: model.context,
         default_max_tokens: st.0.cfg.default_max_tokens,
+        grammars: &model.grammars,
     };
     let valid = match validate::request(&body, &limits) {
         Ok(v) => v,

@@ -19,6 +19,7 @@ mod proxy;
 mod responses;
 mod run;
 mod shape;
+pub mod structured;
 pub mod validate;
 
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
@@ -56,6 +57,8 @@ pub struct ServerConfig {
 pub struct ServedModel {
     pub engine: EngineHandle,
     pub tokenizer: TextTokenizer,
+    /// Compiles the grammars of structured-output requests for this model.
+    pub grammars: Arc<crate::grammar::Grammars>,
     pub vocab: usize,
     pub context: usize,
     pub max_seqs: usize,

@@ -7,6 +7,7 @@
 use axum::serve::ListenerExt;
 use std::io::Read;
 use std::path::Path;
+use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use sha2::{Digest, Sha256};
@@ -98,9 +99,12 @@ pub fn start_engine(
     let max_seqs = core.scheduler().config().max_seqs;
     let engine = Engine::spawn_with_delay(core, step_delay);
     let c = &model.config;
+    let grammars = crate::grammar::Grammars::new(model.tokenizer.clone(), c.vocab_size, model.eos_token_ids());
+    grammars.prepare();
     let served = ServedModel {
         engine: engine.handle(),
         tokenizer: model.tokenizer.clone(),
+        grammars: Arc::new(grammars),
         vocab: c.vocab_size,
         context: c.max_position_embeddings,
         max_seqs,

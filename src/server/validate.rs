@@ -1,7 +1,7 @@
 //! The one validation step: a parsed OpenAI body becomes a `ValidRequest` for the local model,
 //! or a 400 naming the offending `param` (as OpenAI reports it). Every such 400 comes from
 //! here, in a fixed order: JSON shape → messages/prompt → logprobs → context length →
-//! sampling parameters.
+//! sampling parameters → output constraints (`structured`).
 //!
 //! Owns: parsing the body into its endpoint's type, prompt tokenization (chat template or
 //! raw prompt), range checks, `max_tokens` defaults and the mapping to `GenerationRequest`.
@@ -17,6 +17,7 @@ use super::api::{
 use super::errors::{ApiError, ApiErrorKind};
 use crate::chat_template::ChatMessage;
 use crate::engine::GenerationRequest;
+use crate::grammar::Grammars;
 use crate::sampling::{SamplingParams, MAX_TOP_LOGPROBS};
 use crate::tokenizer::TextTokenizer;
 
@@ -27,6 +28,7 @@ pub struct Limits<'a> {
     pub context: usize,
     /// `max_tokens` when a request gives none (clipped to the room left in the context).
     pub default_max_tokens: usize,
+    pub grammars: &'a Grammars,
 }
 
 /// How the response must look, as the client asked.
@@ -232,6 +234,9 @@ fn generation(
     let default_max = limits.default_max_tokens.min(room);
     let mut req = sampling(common, max_tokens, logprobs, limits.vocab, default_max)?;
     req.prompt = prompt;
+    if let Some(r) = super::structured::requested(common)? {
+        req.grammar = Some(super::structured::compile(&r, limits.grammars)?);
+    }
     Ok(req)
 }
 

@@ -2,6 +2,9 @@
 //! greedy decoder that keeps every step's logits.
 #![allow(dead_code)]
 
+pub mod driver;
+pub mod http;
+
 use std::path::PathBuf;
 
 use aisle::backend::{DeviceSpec, Executor, ExecutorOptions};

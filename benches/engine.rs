@@ -4,12 +4,14 @@
 //!
 //! Model: `AISLE_BENCH_MODEL=DIR`, default `target/bench-models/smollm2-135m` (made by
 //! `scripts/make_bench_model.py`), falling back to the tiny `tests/fixtures/llama3`.
-//! Run: `cargo bench --bench engine`.
+//! Run: `cargo bench --bench engine`; `engine_json` times the same decode under a JSON-schema
+//! grammar (masks computed every step) against none, and prints the mask time per token.
 
 use std::time::{Duration, Instant};
 
 use aisle::backend::{DeviceSpec, ExecutorOptions, Quantize};
 use aisle::engine::{EngineCore, GenerationRequest, SchedulerConfig};
+use aisle::grammar::{Grammar, GrammarSpec, Grammars};
 use aisle::runtime::LoadedModel;
 use candle_core::DType;
 mod common;
@@ -20,14 +22,29 @@ use tokio::sync::mpsc::unbounded_channel;
 
 const CONTEXT: usize = 128;
 const STEPS: usize = 8;
+/// Shorter contexts for `engine_json`: its figure is the relative cost of the masks, and a
+/// shorter context makes each step cheaper, so the masks' share larger (never flattering).
+const JSON_CONTEXT: usize = 32;
 
 /// A core with `seqs` sequences whose prompts are prefilled, each `CONTEXT - 1` tokens long.
 fn prefilled(model: &LoadedModel, dtype: DType, quantize: Option<Quantize>, seqs: usize) -> EngineCore {
+    prefilled_with(model, dtype, quantize, seqs, CONTEXT, None)
+}
+
+/// `prefilled` with `context`-token contexts, every sequence under `grammar` when given.
+fn prefilled_with(
+    model: &LoadedModel,
+    dtype: DType,
+    quantize: Option<Quantize>,
+    seqs: usize,
+    context: usize,
+    grammar: Option<&Grammar>,
+) -> EngineCore {
     let opts = ExecutorOptions {
         device: DeviceSpec::Cpu,
         dtype,
         block_size: 16,
-        num_blocks: seqs * (CONTEXT + 64) / 16 + 8,
+        num_blocks: seqs * (context + 64) / 16 + 8,
         quantize,
         ..Default::default()
     };
@@ -44,11 +61,12 @@ fn prefilled(model: &LoadedModel, dtype: DType, quantize: Option<Quantize>, seqs
     for i in 0..seqs {
         let (tx, rx) = unbounded_channel();
         std::mem::forget(rx); // keep the client "connected" without reading
-        let prompt = (0..CONTEXT - 1).map(|t| ((t * 31 + i * 7) % 300 + 4) as u32).collect();
+        let prompt = (0..context - 1).map(|t| ((t * 31 + i * 7) % 300 + 4) as u32).collect();
         let req = GenerationRequest {
             prompt,
             max_tokens: 48, // > STEPS + 1; the cache below holds CONTEXT + 64 tokens per sequence
             ignore_eos: true,
+            grammar: grammar.cloned(),
             ..GenerationRequest::default()
         };
         core.add(i as u64, req, tx);
@@ -93,5 +111,57 @@ fn bench_decode(c: &mut Criterion) {
     g.finish();
 }
 
-criterion_group!(engine, bench_decode);
+/// A product record whose free-text field keeps every sequence inside the grammar (and its
+/// widest masks: most of the vocabulary is allowed in a JSON string) for the timed steps.
+fn product_grammar(model: &LoadedModel) -> Grammar {
+    let schema = serde_json::json!({
+        "type": "object",
+        "properties": {"description": {"type": "string"}, "watts": {"type": "integer"}},
+        "required": ["description", "watts"],
+        "additionalProperties": false,
+    });
+    let grammars = Grammars::new(model.tokenizer.clone(), model.config.vocab_size, vec![]);
+    grammars
+        .compile(&GrammarSpec::JsonSchema(schema))
+        .expect("schema compiles")
+}
+
+fn bench_constrained(c: &mut Criterion) {
+    let model = LoadedModel::load_dir(&model_dir()).expect("bench model");
+    let grammar = product_grammar(&model);
+    let mut g = c.benchmark_group("engine_json");
+    g.sample_size(10).measurement_time(Duration::from_secs(8));
+    for seqs in [1usize, 32] {
+        for (name, grammar) in [("none", None), ("json_schema", Some(&grammar))] {
+            g.throughput(Throughput::Elements((seqs * STEPS) as u64));
+            let (mut masks, mut nanos) = (0u64, 0u64);
+            g.bench_function(BenchmarkId::new(name, seqs), |b| {
+                b.iter_custom(|iters| {
+                    let mut total = Duration::ZERO;
+                    for _ in 0..iters {
+                        let mut core = prefilled_with(&model, DType::F32, None, seqs, JSON_CONTEXT, grammar);
+                        let before = core.stats();
+                        let start = Instant::now();
+                        for _ in 0..STEPS {
+                            core.step();
+                        }
+                        total += start.elapsed();
+                        let after = core.stats();
+                        assert_eq!(after.running, seqs, "every sequence is still inside its grammar");
+                        masks += after.grammar_masks - before.grammar_masks;
+                        nanos += after.grammar_mask_nanos - before.grammar_mask_nanos;
+                    }
+                    total
+                })
+            });
+            if masks > 0 {
+                let per_step = nanos as f64 / (masks as f64 / seqs as f64) / 1e3;
+                eprintln!("engine_json/{name}/{seqs}: masks {per_step:.0} µs per step for {seqs} sequences ({:.1} µs per token)", per_step / seqs as f64);
+            }
+        }
+    }
+    g.finish();
+}
+
+criterion_group!(engine, bench_decode, bench_constrained);
 criterion_main!(engine);

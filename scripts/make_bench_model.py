@@ -5,12 +5,18 @@ embeddings (134.5 M parameters), as f32 safetensors (538 MB) in HF layout.
 
 Usage: python3 scripts/make_bench_model.py [OUT_DIR]   (default: target/bench-models/smollm2-135m)
 Needs numpy and safetensors (scripts/setup_python.sh, or `pip install numpy safetensors`).
-The tokenizer is the small llama fixture's: benchmarks feed token ids, not text.
+Benchmarks feed token ids, not text, but grammar masks walk the tokenizer's whole vocabulary:
+with the `tokenizers` package installed, a byte-level BPE of the full 49152 tokens is trained on
+this Python's standard-library sources (same special tokens as the llama fixture); without it
+the small fixture tokenizer (384 tokens) is copied, and constrained-decoding figures are then
+not representative.
 """
+import glob
 import json
 import os
 import shutil
 import sys
+import sysconfig
 
 import numpy as np
 from safetensors.numpy import save_file
@@ -50,7 +56,35 @@ def main() -> None:
     fixture = os.path.join(ROOT, "tests", "fixtures", "llama")
     for name in ("tokenizer.json", "tokenizer_config.json", "chat_template.jinja"):
         shutil.copy(os.path.join(fixture, name), OUT)
+    train_tokenizer()
     print(f"wrote {OUT}: {sum(x.size for x in t.values()) / 1e6:.1f} M parameters")
+
+
+def train_tokenizer() -> None:
+    """Replace the copied tokenizer.json with a full-size byte-level BPE, when possible."""
+    try:
+        from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+    except ImportError:
+        print("tokenizers not installed: keeping the 384-token fixture tokenizer")
+        return
+    files = sorted(glob.glob(os.path.join(sysconfig.get_paths()["stdlib"], "**", "*.py"), recursive=True))
+
+    def texts():
+        for path in files:
+            with open(path, "rb") as f:
+                yield f.read().decode("utf-8", errors="replace")
+    tok = Tokenizer(models.BPE())
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tok.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(
+        vocab_size=V,
+        special_tokens=["<|endoftext|>", "<|im_start|>", "<|im_end|>", "<s>"],
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+        show_progress=False,
+    )
+    tok.train_from_iterator(texts(), trainer)
+    tok.save(os.path.join(OUT, "tokenizer.json"))
+    print(f"trained a {tok.get_vocab_size()}-token byte-level BPE on {len(files)} files")
 
 
 if __name__ == "__main__":

@@ -128,21 +128,22 @@ fn structured_outputs(v: Option<&Value>) -> Result<Option<GrammarSpec>, ApiError
     };
     let mut specs = Vec::new();
     for (key, val) in map.iter().filter(|(_, v)| !v.is_null()) {
-        let spec =
-            match key.as_str() {
-                "json" => json_schema(P, val)?,
-                "regex" => GrammarSpec::Regex(string(P, val)?),
-                "choice" => choice(P, val)?,
-                "grammar" => GrammarSpec::Lark(string(P, val)?),
-                "json_object" if val == &Value::Bool(true) => GrammarSpec::JsonObject,
-                "json_object" => continue,
-                other => return Err(ApiError::invalid(
+        let spec = match key.as_str() {
+            "json" => json_schema(P, val)?,
+            "regex" => GrammarSpec::Regex(string(P, val)?),
+            "choice" => choice(P, val)?,
+            "grammar" => GrammarSpec::Lark(string(P, val)?),
+            "json_object" if val == &Value::Bool(true) => GrammarSpec::JsonObject,
+            "json_object" => continue,
+            other => {
+                return Err(ApiError::invalid(
                     P,
                     format!(
                         "structured_outputs.{other} is not supported; use json, regex, choice, grammar or json_object"
                     ),
-                )),
-            };
+                ))
+            }
+        };
         specs.push(spec);
     }
     match specs.len() {

@@ -71,6 +71,7 @@ pub fn request(body: &Body, limits: &Limits) -> Result<ValidRequest, ApiError> {
 
 /// `/v1/chat/completions`.
 pub fn chat(body: &ChatRequest, limits: &Limits) -> Result<ValidRequest, ApiError> {
+    no_tools(body)?;
     let messages = text_messages(body)?;
     let prompt = limits
         .tokenizer
@@ -143,6 +144,30 @@ fn valid(
             include_usage: include_usage.unwrap_or(false),
             logprobs: logprobs.is_some(),
         },
+    }
+}
+
+/// Tool calling is not implemented yet: a request that offers tools is refused by name
+/// rather than answered as if it had none. `tool_choice: "none"` and an empty list ask for
+/// no call and are honoured as they are.
+fn no_tools(body: &ChatRequest) -> Result<(), ApiError> {
+    let offered = body
+        .tools
+        .as_ref()
+        .is_some_and(|t| !t.is_null() && t.as_array().is_none_or(|a| !a.is_empty()));
+    if offered {
+        return Err(ApiError::invalid(
+            "tools",
+            "tool calling is not supported by this server yet",
+        ));
+    }
+    match &body.tool_choice {
+        None | Some(Value::Null) => Ok(()),
+        Some(Value::String(s)) if s == "none" => Ok(()),
+        Some(_) => Err(ApiError::invalid(
+            "tool_choice",
+            "tool_choice needs `tools`, which this server does not support yet",
+        )),
     }
 }
 

@@ -303,6 +303,9 @@ impl EngineCore {
     /// The allowed-token masks of this step's constrained sequences that sample, computed in
     /// parallel.
     fn grammar_masks(&mut self, step: &Step) -> HashMap<SeqId, Result<llguidance::toktrie::SimpleVob, GrammarError>> {
+        if !self.requests.values().any(|r| r.req.grammar.is_some()) {
+            return HashMap::new(); // no constrained request: nothing to allocate per step
+        }
         let sampling: std::collections::HashSet<SeqId> = step.seqs.iter().filter(|s| s.samples).map(|s| s.id).collect();
         let mut work: Vec<(SeqId, &mut Constrained)> = self
             .requests

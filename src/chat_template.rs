@@ -6,19 +6,33 @@
 
 use minijinja::{Environment, ErrorKind, Value};
 use serde::{Deserialize, Serialize};
+use serde_json::Value as JsonValue;
 
-/// One chat turn as OpenAI's API and HF templates see it.
+/// One chat turn as OpenAI's API and HF templates see it. Fields a message does not have are
+/// left out (templates test them with `is defined`); `content` is `null` only when the
+/// client sent none with tool calls.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ChatMessage {
     pub role: String,
-    pub content: String,
+    pub content: Option<String>,
+    /// An assistant's calls, `function.arguments` as an object (as HF templates expect).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tool_calls: Option<Vec<JsonValue>>,
+    /// A `tool` message: which call it answers.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tool_call_id: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
 }
 
 impl ChatMessage {
     pub fn new(role: &str, content: &str) -> ChatMessage {
         ChatMessage {
             role: role.to_string(),
-            content: content.to_string(),
+            content: Some(content.to_string()),
+            tool_calls: None,
+            tool_call_id: None,
+            name: None,
         }
     }
 }
@@ -57,10 +71,12 @@ impl ChatTemplate {
         Ok(ChatTemplate { env })
     }
 
-    /// Render `messages` into the prompt text.
+    /// Render `messages` (and `tools`, a list of OpenAI tool objects, passed as
+    /// `apply_chat_template(tools=...)` does: `none` when absent) into the prompt text.
     pub fn render(
         &self,
         messages: &[ChatMessage],
+        tools: Option<&JsonValue>,
         add_generation_prompt: bool,
         bos: Option<&str>,
         eos: Option<&str>,
@@ -68,6 +84,7 @@ impl ChatTemplate {
         let tmpl = self.env.get_template("chat").map_err(|e| e.to_string())?;
         let ctx = minijinja::context! {
             messages => messages,
+            tools => Value::from_serialize(tools),
             add_generation_prompt => add_generation_prompt,
             bos_token => bos.unwrap_or(""),
             eos_token => eos.unwrap_or(""),

@@ -25,4 +25,5 @@ pub mod sampling;
 pub mod server;
 pub mod sse;
 pub mod tokenizer;
+pub mod tools;
 pub mod weights;

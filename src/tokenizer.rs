@@ -5,6 +5,7 @@
 //! deltas that never split a UTF-8 character.
 //! Must not: sample or decide when generation stops.
 
+use std::collections::HashMap;
 use std::path::Path;
 use std::sync::Arc;
 
@@ -30,6 +31,10 @@ pub enum TokenizerError {
 pub struct TextTokenizer {
     inner: Arc<tokenizers::Tokenizer>,
     chat: Option<Arc<ChatTemplate>>,
+    /// The template's source (tool-call formats are detected from it).
+    chat_source: Option<Arc<str>>,
+    /// Added tokens marked special (skipped when decoding unless kept).
+    special: Arc<HashMap<String, u32>>,
     pub bos_token: Option<String>,
     pub eos_token: Option<String>,
 }
@@ -95,18 +100,27 @@ impl TextTokenizer {
                 source,
             })?,
         };
-        let chat = match find_template(dir, &cfg)? {
+        let source = find_template(dir, &cfg)?;
+        let chat = match &source {
             None => None,
-            Some(src) => Some(Arc::new(ChatTemplate::new(&src).map_err(|message| {
+            Some(src) => Some(Arc::new(ChatTemplate::new(src).map_err(|message| {
                 LoadError::ChatTemplate {
                     path: dir.to_path_buf(),
                     message,
                 }
             })?)),
         };
+        let special = inner
+            .get_added_tokens_decoder()
+            .into_iter()
+            .filter(|(_, t)| t.special)
+            .map(|(id, t)| (t.content, id))
+            .collect();
         Ok(TextTokenizer {
             inner: Arc::new(inner),
             chat,
+            chat_source: source.map(Arc::from),
+            special: Arc::new(special),
             bos_token: token_text(cfg.get("bos_token")),
             eos_token: token_text(cfg.get("eos_token")),
         })
@@ -114,6 +128,15 @@ impl TextTokenizer {
 
     pub fn has_chat_template(&self) -> bool {
         self.chat.is_some()
+    }
+
+    pub fn chat_template_source(&self) -> Option<&str> {
+        self.chat_source.as_deref()
+    }
+
+    /// The id of `text` when it is one special token.
+    pub fn special_token_id(&self, text: &str) -> Option<u32> {
+        self.special.get(text).copied()
     }
 
     pub fn vocab_size(&self) -> usize {
@@ -145,11 +168,17 @@ impl TextTokenizer {
             .map_err(|e| TokenizerError::Decode(e.to_string()))
     }
 
-    /// Render a conversation with the model's chat template.
-    pub fn render_chat(&self, messages: &[ChatMessage], add_generation_prompt: bool) -> Result<String, TokenizerError> {
+    /// Render a conversation (and the tools it may call) with the model's chat template.
+    pub fn render_chat(
+        &self,
+        messages: &[ChatMessage],
+        tools: Option<&Value>,
+        add_generation_prompt: bool,
+    ) -> Result<String, TokenizerError> {
         let chat = self.chat.as_ref().ok_or(TokenizerError::NoChatTemplate)?;
         chat.render(
             messages,
+            tools,
             add_generation_prompt,
             self.bos_token.as_deref(),
             self.eos_token.as_deref(),
@@ -159,19 +188,30 @@ impl TextTokenizer {
 
     /// Render and encode a conversation as HF's `apply_chat_template(tokenize=True)` does
     /// (the template supplies special tokens, so the post-processor is not applied).
-    pub fn encode_chat(&self, messages: &[ChatMessage]) -> Result<Vec<u32>, TokenizerError> {
-        let text = self.render_chat(messages, true)?;
+    pub fn encode_chat(&self, messages: &[ChatMessage], tools: Option<&Value>) -> Result<Vec<u32>, TokenizerError> {
+        let text = self.render_chat(messages, tools, true)?;
         self.encode(&text, false)
     }
 
     /// A streaming decoder for one sequence of generated tokens.
     pub fn stream(&self, skip_special_tokens: bool) -> StreamDecoder {
+        self.stream_keeping(skip_special_tokens, &[])
+    }
+
+    /// A streaming decoder that skips special tokens except those in `keep` (tool-call
+    /// markers that are special tokens in some tokenizers).
+    pub fn stream_keeping(&self, skip_special_tokens: bool, keep: &[u32]) -> StreamDecoder {
+        let drop = match (skip_special_tokens, keep.is_empty()) {
+            (true, false) => self.special.values().copied().filter(|id| !keep.contains(id)).collect(),
+            _ => Vec::new(),
+        };
         StreamDecoder {
             tok: self.clone(),
             ids: Vec::new(),
             prefix_offset: 0,
             read_offset: 0,
-            skip_special_tokens,
+            skip_special_tokens: skip_special_tokens && keep.is_empty(),
+            drop,
         }
     }
 }
@@ -186,11 +226,16 @@ pub struct StreamDecoder {
     prefix_offset: usize,
     read_offset: usize,
     skip_special_tokens: bool,
+    /// Special tokens skipped by hand (when some are kept).
+    drop: Vec<u32>,
 }
 
 impl StreamDecoder {
     /// Add one token; returns the new text it completes, if any.
     pub fn step(&mut self, id: u32) -> Result<Option<String>, TokenizerError> {
+        if self.drop.contains(&id) {
+            return Ok(None);
+        }
         self.ids.push(id);
         let skip = self.skip_special_tokens;
         let prefix = self.tok.decode(&self.ids[self.prefix_offset..self.read_offset], skip)?;

@@ -120,7 +120,7 @@ fn prompts_for(name: &str, model: &LoadedModel) -> Vec<Vec<u32>> {
         .collect();
     let messages: Vec<aisle::chat_template::ChatMessage> =
         serde_json::from_value(golden.json["chat_messages"].clone()).unwrap();
-    prompts.push(model.tokenizer.encode_chat(&messages).unwrap());
+    prompts.push(model.tokenizer.encode_chat(&messages, None).unwrap());
     prompts
 }
 

@@ -215,7 +215,7 @@ fn template_raise_exception_becomes_an_error() {
         aisle::chat_template::ChatMessage::new("system", "a"),
         aisle::chat_template::ChatMessage::new("tool", "b"),
     ];
-    let err = model.tokenizer.render_chat(&msgs, true).unwrap_err().to_string();
+    let err = model.tokenizer.render_chat(&msgs, None, true).unwrap_err().to_string();
     assert_contains(&err, &["Only user and assistant roles are supported"]);
 }
 

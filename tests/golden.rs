@@ -85,7 +85,7 @@ fn chat_template_matches_transformers() {
         let golden = Golden::load(name);
         let messages: Vec<aisle::chat_template::ChatMessage> =
             serde_json::from_value(golden.json["chat_messages"].clone()).unwrap();
-        let rendered = model.tokenizer.render_chat(&messages, true).unwrap();
+        let rendered = model.tokenizer.render_chat(&messages, None, true).unwrap();
         assert_eq!(
             rendered,
             golden.json["chat_rendered"].as_str().unwrap(),
@@ -93,7 +93,7 @@ fn chat_template_matches_transformers() {
         );
         let ids: Vec<u32> = serde_json::from_value(golden.json["chat_input_ids"].clone()).unwrap();
         assert_eq!(
-            model.tokenizer.encode_chat(&messages).unwrap(),
+            model.tokenizer.encode_chat(&messages, None).unwrap(),
             ids,
             "{name}: chat token ids"
         );

@@ -119,6 +119,7 @@ fn local_full(
             prompt_per_1m: 1.0,
             completion_per_1m: 2.0,
         },
+        tool_parser: Default::default(),
     };
     let state = AppState::with_routing(cfg, Some(Backends::new(routing(base_url, cascade, extra)).unwrap()));
     state.set_model(served);

@@ -107,7 +107,7 @@ fn encode(model: &LoadedModel, args: &GenerateArgs, text: &str) -> Result<Vec<u3
         messages.push(ChatMessage::new("system", s));
     }
     messages.push(ChatMessage::new("user", text));
-    Ok(tok.encode_chat(&messages)?)
+    Ok(tok.encode_chat(&messages, None)?)
 }
 
 pub fn run(args: GenerateArgs) -> Result<()> {

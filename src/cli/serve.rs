@@ -34,6 +34,10 @@ pub struct ServeArgs {
     /// max_tokens when a request gives none.
     #[arg(long, default_value_t = 256)]
     default_max_tokens: usize,
+    /// How tool calls are written and read: `auto` (detected from the chat template),
+    /// `hermes`, `llama3_json`, `mistral`, or `none` (requests that need calls get a 400).
+    #[arg(long, default_value = "auto")]
+    tool_call_parser: aisle::tools::ParserChoice,
     /// KV cache size in MiB.
     #[arg(long, default_value_t = 512)]
     kv_cache_mb: usize,
@@ -105,6 +109,7 @@ pub fn run(args: ServeArgs) -> Result<()> {
             max_body_bytes: args.max_body_bytes,
             default_max_tokens: args.default_max_tokens,
             local_price,
+            tool_parser: args.tool_call_parser,
         },
     };
     let rt = tokio::runtime::Builder::new_multi_thread()

@@ -192,7 +192,7 @@ impl EngineCore {
                 sampler: Sampler::new(params),
                 grammar: req.grammar.as_ref().map(|g| g.start()),
                 tokens: Vec::new(),
-                decoder: self.tok.stream(true),
+                decoder: self.tok.stream_keeping(true, &req.keep_special),
                 text: StopText::new(&req.stop),
                 finished: false,
             });

@@ -31,6 +31,8 @@ pub struct GenerationRequest {
     pub timeout: Option<Duration>,
     /// Every choice's output must match this grammar; it ends when the grammar is complete.
     pub grammar: Option<Grammar>,
+    /// Special tokens that stay in the text (tool-call markers); others are skipped.
+    pub keep_special: Vec<u32>,
 }
 
 impl Default for GenerationRequest {
@@ -46,6 +48,7 @@ impl Default for GenerationRequest {
             priority: 0,
             timeout: None,
             grammar: None,
+            keep_special: Vec::new(),
         }
     }
 }
@@ -58,6 +61,8 @@ pub enum FinishReason {
     Timeout,
     Cancelled,
     Error,
+    /// The choice ended with tool calls (set by the server when it reads calls in the text).
+    ToolCalls,
 }
 
 impl FinishReason {
@@ -68,6 +73,7 @@ impl FinishReason {
             FinishReason::Timeout => "timeout",
             FinishReason::Cancelled => "cancelled",
             FinishReason::Error => "error",
+            FinishReason::ToolCalls => "tool_calls",
         }
     }
 }

@@ -126,7 +126,7 @@ async fn ask_local(
     start: Instant,
     out: &mut Outcome,
 ) -> Result<(), String> {
-    let prompt = tokenizer.encode_chat(&item.messages).map_err(|e| e.to_string())?;
+    let prompt = tokenizer.encode_chat(&item.messages, None).map_err(|e| e.to_string())?;
     let req = GenerationRequest {
         prompt,
         max_tokens,

@@ -150,6 +150,7 @@ fn plan(st: &AppState, raw: &Value, endpoint: Endpoint) -> Result<Plan, ApiError
         context: model.context,
         default_max_tokens: st.0.cfg.default_max_tokens,
         grammars: &model.grammars,
+        tool_format: st.0.cfg.tool_parser.resolve(model.detected_tools),
     };
     let valid = match validate::request(&body, &limits) {
         Ok(v) => v,

@@ -20,6 +20,7 @@ mod responses;
 mod run;
 mod shape;
 pub mod structured;
+pub mod tools;
 pub mod validate;
 
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
@@ -51,6 +52,8 @@ pub struct ServerConfig {
     pub default_max_tokens: usize,
     /// Price of the local model, for `usage.cost_usd` and the cost counter.
     pub local_price: crate::fallback::Price,
+    /// How tool calls are read (`--tool-call-parser`).
+    pub tool_parser: crate::tools::ParserChoice,
 }
 
 /// The loaded model as handlers need it.
@@ -59,6 +62,8 @@ pub struct ServedModel {
     pub tokenizer: TextTokenizer,
     /// Compiles the grammars of structured-output requests for this model.
     pub grammars: Arc<crate::grammar::Grammars>,
+    /// The tool-call format the chat template writes, when unambiguous.
+    pub detected_tools: Option<crate::tools::ToolFormat>,
     pub vocab: usize,
     pub context: usize,
     pub max_seqs: usize,

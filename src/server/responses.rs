@@ -21,12 +21,13 @@ use serde_json::{json, Value};
 
 use super::api::Endpoint;
 use super::errors::ApiError;
-use super::shape::{usage_json, Meta};
+use super::shape::{tool_delta_json, tool_finish, usage_json, Meta};
 use super::validate::ValidRequest;
 use super::{Admission, AppState};
-use crate::engine::{EngineError, Event, GenerationRequest, RequestOutput, RequestStream};
+use crate::engine::{EngineError, Event, FinishReason, GenerationRequest, RequestOutput, RequestStream};
 use crate::fallback::{LocalPlan, Reroute};
 use crate::sampling::TokenLogprobs;
+use crate::tools::ToolStream;
 
 /// A validated request routed here, with its admission slot.
 pub struct Local {
@@ -153,7 +154,8 @@ async fn run_to_end(
     plan: &LocalPlan,
     t0: Instant,
 ) -> Result<Result<Value, Reroute>, ApiError> {
-    let meta = Meta::new(st, rid, valid.endpoint, valid.shape.logprobs)?;
+    let mut meta = Meta::new(st, rid, valid.endpoint, valid.shape.logprobs)?;
+    meta.tools = valid.tools;
     let mut events = submit(st, plan, valid.generation)?;
     let mut tracker = Tracker::new(st, rid, t0);
     let mut out = RequestOutput::default();
@@ -191,15 +193,52 @@ struct Streaming {
     pending: VecDeque<String>,
     include_usage: bool,
     text_offsets: Vec<usize>,
+    /// Per choice, when the output is read as tool calls.
+    tool_streams: Vec<ToolStream>,
     finished: bool,
     _admission: Admission,
 }
 
 impl Streaming {
+    /// Tool-call deltas for a choice's new text; the token's logprobs ride on the first.
+    fn tool_chunks(&mut self, choice: usize, text: &str, lps: &[TokenLogprobs], end: Option<FinishReason>) {
+        let s = &mut self.tool_streams[choice];
+        let mut deltas: Vec<Value> = s.push(text).iter().map(tool_delta_json).collect();
+        if end.is_some() {
+            deltas.extend(s.finish().iter().map(tool_delta_json));
+        }
+        if deltas.is_empty() && !lps.is_empty() {
+            deltas.push(json!({}));
+        }
+        let m = &self.meta;
+        for (k, d) in deltas.into_iter().enumerate() {
+            let lp = if k == 0 { lps } else { &[] };
+            self.pending.push_back(m.delta_chunk(choice, d, lp, None).to_string());
+        }
+        if let Some(reason) = end {
+            let finish = tool_finish(Some(reason), &self.tool_streams[choice].turn());
+            self.pending
+                .push_back(m.delta_chunk(choice, json!({}), &[], finish).to_string());
+        }
+    }
+
     /// Translate one engine event into zero or more `data:` payloads.
     fn translate(&mut self, e: Event) {
+        if !self.tool_streams.is_empty() {
+            match &e {
+                Event::Token {
+                    choice, text, logprobs, ..
+                } => {
+                    let lps: Vec<TokenLogprobs> = logprobs.iter().cloned().collect();
+                    self.tool_chunks(*choice, text, &lps, None);
+                }
+                Event::Finished { choice, reason, text } => self.tool_chunks(*choice, text, &[], Some(*reason)),
+                _ => {}
+            }
+        }
         let m = &self.meta;
         match &e {
+            Event::Token { .. } | Event::Finished { .. } if !self.tool_streams.is_empty() => {}
             Event::Token {
                 choice, text, logprobs, ..
             } if !text.is_empty() || logprobs.is_some() => {
@@ -316,9 +355,14 @@ fn open_stream(
     admission: Admission,
     t0: Instant,
 ) -> Result<Streaming, ApiError> {
-    let meta = Meta::new(st, rid, valid.endpoint, valid.shape.logprobs)?;
+    let mut meta = Meta::new(st, rid, valid.endpoint, valid.shape.logprobs)?;
+    meta.tools = valid.tools;
     let n = valid.generation.n;
     let events = submit(st, plan, valid.generation)?;
+    let tool_streams = match (meta.kind, meta.tools) {
+        (Endpoint::Chat, Some(f)) => (0..n).map(|_| ToolStream::new(f)).collect(),
+        _ => Vec::new(),
+    };
     let mut pending = VecDeque::new();
     if meta.kind == Endpoint::Chat {
         for i in 0..n {
@@ -334,6 +378,7 @@ fn open_stream(
         pending,
         include_usage: valid.shape.include_usage,
         text_offsets: vec![0; n],
+        tool_streams,
         finished: false,
         _admission: admission,
     })

@@ -105,6 +105,10 @@ pub fn start_engine(
         engine: engine.handle(),
         tokenizer: model.tokenizer.clone(),
         grammars: Arc::new(grammars),
+        detected_tools: model
+            .tokenizer
+            .chat_template_source()
+            .and_then(crate::tools::ToolFormat::detect),
         vocab: c.vocab_size,
         context: c.max_position_embeddings,
         max_seqs,

@@ -14,6 +14,7 @@ use super::AppState;
 use crate::engine::{ChoiceOutput, FinishReason, RequestOutput, Usage};
 use crate::sampling::TokenLogprobs;
 use crate::tokenizer::TextTokenizer;
+use crate::tools::{ToolDelta, ToolFormat, ToolStream, Turn};
 
 /// What every chunk and body shares.
 pub struct Meta {
@@ -25,10 +26,45 @@ pub struct Meta {
     logprobs: bool,
     tok: TextTokenizer,
     pub price: crate::fallback::Price,
+    /// Chat output is read as tool calls in this format.
+    pub tools: Option<ToolFormat>,
 }
 
 fn finish_str(r: Option<FinishReason>) -> Value {
     r.map_or(Value::Null, |r| Value::from(r.as_str()))
+}
+
+/// The finish reason with calls: `stop` becomes OpenAI's `tool_calls`.
+pub fn tool_finish(r: Option<FinishReason>, turn: &Turn) -> Option<FinishReason> {
+    match r {
+        Some(FinishReason::Stop) if !turn.calls.is_empty() => Some(FinishReason::ToolCalls),
+        other => other,
+    }
+}
+
+/// An assistant message with its calls (`content` is null when there is only calls).
+fn message_json(turn: &Turn) -> Value {
+    if turn.calls.is_empty() {
+        return json!({"role": "assistant", "content": turn.content.clone().unwrap_or_default()});
+    }
+    let calls: Vec<Value> = turn
+        .calls
+        .iter()
+        .map(|c| json!({"id": c.id, "type": "function", "function": {"name": c.name, "arguments": c.arguments}}))
+        .collect();
+    json!({"role": "assistant", "content": turn.content, "tool_calls": calls})
+}
+
+/// A chat delta for one piece of a tool-reading stream.
+pub fn tool_delta_json(d: &ToolDelta) -> Value {
+    match d {
+        ToolDelta::Content(t) => json!({"content": t}),
+        ToolDelta::Start { index, id, name } => json!({"tool_calls": [{"index": index, "id": id, "type": "function",
+                                                        "function": {"name": name, "arguments": ""}}]}),
+        ToolDelta::Args { index, fragment } => {
+            json!({"tool_calls": [{"index": index, "function": {"arguments": fragment}}]})
+        }
+    }
 }
 
 pub fn usage_json(u: &Usage, price: &crate::fallback::Price) -> Value {
@@ -51,6 +87,7 @@ impl Meta {
             logprobs,
             tok: model.tokenizer.clone(),
             price: st.0.cfg.local_price,
+            tools: None,
         })
     }
 
@@ -102,10 +139,18 @@ impl Meta {
 
     fn choice_json(&self, i: usize, c: &ChoiceOutput) -> Value {
         let lp = self.logprobs_json(&c.logprobs, 0);
-        match self.kind {
-            Endpoint::Chat => json!({"index": i, "message": {"role": "assistant", "content": c.text},
+        match (self.kind, self.tools) {
+            (Endpoint::Chat, Some(format)) => {
+                let mut s = ToolStream::new(format);
+                s.push(&c.text);
+                s.finish();
+                let turn = s.turn();
+                json!({"index": i, "message": message_json(&turn), "logprobs": lp,
+                       "finish_reason": finish_str(tool_finish(c.finish_reason, &turn))})
+            }
+            (Endpoint::Chat, None) => json!({"index": i, "message": {"role": "assistant", "content": c.text},
                                      "logprobs": lp, "finish_reason": finish_str(c.finish_reason)}),
-            Endpoint::Completion => json!({"index": i, "text": c.text, "logprobs": lp,
+            (Endpoint::Completion, _) => json!({"index": i, "text": c.text, "logprobs": lp,
                                            "finish_reason": finish_str(c.finish_reason)}),
         }
     }
@@ -128,6 +173,16 @@ impl Meta {
             Endpoint::Completion => "text_completion",
         };
         json!({"id": self.id, "object": object, "created": self.created, "model": self.model, "choices": [choice]})
+    }
+
+    /// A chat chunk with an explicit delta object.
+    pub fn delta_chunk(&self, i: usize, delta: Value, lps: &[TokenLogprobs], finish: Option<FinishReason>) -> Value {
+        let lp = if lps.is_empty() {
+            Value::Null
+        } else {
+            self.logprobs_json(lps, 0)
+        };
+        self.chunk(json!({"index": i, "delta": delta, "logprobs": lp, "finish_reason": finish_str(finish)}))
     }
 
     pub fn delta(

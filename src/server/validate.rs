@@ -20,6 +20,7 @@ use crate::engine::GenerationRequest;
 use crate::grammar::Grammars;
 use crate::sampling::{SamplingParams, MAX_TOP_LOGPROBS};
 use crate::tokenizer::TextTokenizer;
+use crate::tools::ToolFormat;
 
 /// What validation checks against: the served model and the server's defaults.
 pub struct Limits<'a> {
@@ -29,6 +30,8 @@ pub struct Limits<'a> {
     /// `max_tokens` when a request gives none (clipped to the room left in the context).
     pub default_max_tokens: usize,
     pub grammars: &'a Grammars,
+    /// How this model writes tool calls (`--tool-call-parser`, or detected).
+    pub tool_format: Option<ToolFormat>,
 }
 
 /// How the response must look, as the client asked.
@@ -49,6 +52,8 @@ pub struct ValidRequest {
     /// The engine request, prompt tokens filled in.
     pub generation: GenerationRequest,
     pub shape: ResponseShape,
+    /// Read the output as tool calls in this format.
+    pub tools: Option<ToolFormat>,
 }
 
 /// Parse the JSON body as its endpoint's request type.
@@ -71,23 +76,38 @@ pub fn request(body: &Body, limits: &Limits) -> Result<ValidRequest, ApiError> {
 
 /// `/v1/chat/completions`.
 pub fn chat(body: &ChatRequest, limits: &Limits) -> Result<ValidRequest, ApiError> {
-    no_tools(body)?;
     let messages = text_messages(body)?;
+    let tools = super::tools::plan(body, limits.tool_format, limits.tokenizer, limits.grammars)?;
     let prompt = limits
         .tokenizer
-        .encode_chat(&messages)
+        .encode_chat(&messages, tools.template_tools.as_ref())
         .map_err(|e| ApiError::invalid("messages", e.to_string()))?;
     let prompt = check_prompt(prompt, limits, "messages")?;
     let logprobs = chat_logprobs(body)?;
     let max_tokens = body.max_completion_tokens.or(body.common.max_tokens);
-    let generation = generation(&body.common, prompt, max_tokens, logprobs, limits)?;
+    let mut generation = generation(&body.common, prompt, max_tokens, logprobs, limits)?;
+    if let Some(g) = tools.grammar {
+        if let Some(r) = super::structured::requested(&body.common)? {
+            return Err(ApiError::invalid(
+                r.param,
+                format!(
+                    "`{}` cannot be combined with tool calls; use tool_choice \"none\" or drop it",
+                    r.param
+                ),
+            ));
+        }
+        generation.grammar = Some(g);
+    }
+    generation.keep_special = tools.keep_special;
     let last_user = body.messages.iter().rev().find(|m| m.role == "user");
     let route_text = match last_user.and_then(|m| m.content.as_ref()) {
         Some(MessageContent::Text(t)) => t.clone(),
         Some(MessageContent::Parts(p)) => p.iter().filter_map(|x| x.text.clone()).collect::<Vec<_>>().join(" "),
         None => String::new(),
     };
-    Ok(valid(Endpoint::Chat, &body.common, route_text, generation, logprobs))
+    let mut v = valid(Endpoint::Chat, &body.common, route_text, generation, logprobs);
+    v.tools = tools.parse;
+    Ok(v)
 }
 
 /// `/v1/completions`.
@@ -144,30 +164,7 @@ fn valid(
             include_usage: include_usage.unwrap_or(false),
             logprobs: logprobs.is_some(),
         },
-    }
-}
-
-/// Tool calling is not implemented yet: a request that offers tools is refused by name
-/// rather than answered as if it had none. `tool_choice: "none"` and an empty list ask for
-/// no call and are honoured as they are.
-fn no_tools(body: &ChatRequest) -> Result<(), ApiError> {
-    let offered = body
-        .tools
-        .as_ref()
-        .is_some_and(|t| !t.is_null() && t.as_array().is_none_or(|a| !a.is_empty()));
-    if offered {
-        return Err(ApiError::invalid(
-            "tools",
-            "tool calling is not supported by this server yet",
-        ));
-    }
-    match &body.tool_choice {
-        None | Some(Value::Null) => Ok(()),
-        Some(Value::String(s)) if s == "none" => Ok(()),
-        Some(_) => Err(ApiError::invalid(
-            "tool_choice",
-            "tool_choice needs `tools`, which this server does not support yet",
-        )),
+        tools: None,
     }
 }
 
@@ -189,15 +186,17 @@ fn text_messages(body: &ChatRequest) -> Result<Vec<ChatMessage>, ApiError> {
     let mut out = Vec::with_capacity(body.messages.len());
     for (i, m) in body.messages.iter().enumerate() {
         let content = match &m.content {
-            None => String::new(),
-            Some(MessageContent::Text(t)) => t.clone(),
-            Some(MessageContent::Parts(parts)) => parts
-                .iter()
-                .map(|p| part_text(i, p))
-                .collect::<Result<Vec<_>, _>>()?
-                .concat(),
+            None => None,
+            Some(MessageContent::Text(t)) => Some(t.clone()),
+            Some(MessageContent::Parts(parts)) => Some(
+                parts
+                    .iter()
+                    .map(|p| part_text(i, p))
+                    .collect::<Result<Vec<_>, _>>()?
+                    .concat(),
+            ),
         };
-        out.push(ChatMessage::new(&m.role, &content));
+        out.push(super::tools::message(i, m, content)?);
     }
     Ok(out)
 }

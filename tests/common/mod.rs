@@ -156,6 +156,7 @@ pub fn server_config() -> aisle::server::ServerConfig {
         max_body_bytes: 1 << 16,
         default_max_tokens: 16,
         local_price: Default::default(),
+        tool_parser: Default::default(),
     }
 }
 
@@ -170,6 +171,7 @@ pub async fn serve_on_loopback(model: &LoadedModel, name: &str) -> (String, aisl
         max_body_bytes: 1 << 20,
         default_max_tokens: 64,
         local_price: Default::default(),
+        tool_parser: Default::default(),
     });
     state.set_model(served);
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0")

@@ -346,3 +346,83 @@ async fn tool_fields_that_cannot_be_honoured_are_400s_naming_them() {
         assert_eq!((st.as_u16(), e["param"].as_str()), (400, Some(param)), "{body}: {e}");
     }
 }
+
+/// A golden conversation's messages as an OpenAI client sends them: call arguments as JSON
+/// strings.
+fn openai_messages(messages: &Value) -> Value {
+    let mut m = messages.clone();
+    for msg in m.as_array_mut().unwrap() {
+        for c in msg["tool_calls"].as_array_mut().into_iter().flatten() {
+            let args = c["function"]["arguments"].to_string();
+            c["function"]["arguments"] = json!(args);
+        }
+    }
+    m
+}
+
+/// The trained fixture answers with tool calls greedily, as transformers does: the prompt
+/// (tools, call history and tool answers rendered by its Qwen2.5-style template) matches
+/// transformers' token for token, the hermes parser is detected from the template, and the
+/// parsed calls and the final text answer equal those parsed from transformers' output.
+#[tokio::test]
+async fn a_trained_model_calls_tools_as_transformers_does() {
+    let golden: Value =
+        serde_json::from_str(&std::fs::read_to_string(fixture("hermes-tools").join("golden.json")).unwrap()).unwrap();
+    let model = LoadedModel::load_dir(&fixture("hermes-tools")).unwrap();
+    let (served, _engine) = common::served(&model, 16, 256, 512, 4, std::time::Duration::ZERO);
+    assert_eq!(served.detected_tools, Some(ToolFormat::Hermes));
+    let state = aisle::server::AppState::new(config());
+    state.set_model(served);
+    let router = aisle::server::app(state);
+    for conv in golden["conversations"].as_array().unwrap() {
+        let body = json!({"messages": openai_messages(&conv["messages"]), "tools": golden["tools"],
+                          "temperature": 0, "max_tokens": 80});
+        let (st, r) = json_of(&router, post("/v1/chat/completions", body.clone())).await;
+        assert_eq!(st, 200, "{r}");
+        assert_eq!(
+            r["usage"]["prompt_tokens"],
+            conv["input_ids"].as_array().unwrap().len(),
+            "prompt length"
+        );
+        let c = &r["choices"][0];
+        let calls: Vec<Value> = c["message"]["tool_calls"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .map(|t| json!({"name": t["function"]["name"], "arguments": t["function"]["arguments"]}))
+            .collect();
+        assert_eq!(Value::from(calls.clone()), conv["tool_calls"], "{r}");
+        assert_eq!(c["message"]["content"], conv["content"], "{r}");
+        let want_finish = if calls.is_empty() { "stop" } else { "tool_calls" };
+        assert_eq!(c["finish_reason"], want_finish);
+        let mut streamed = body;
+        streamed["stream"] = json!(true);
+        let (_, _, text) = send(&router, post("/v1/chat/completions", streamed)).await;
+        let (content, scalls, finish) = reassemble(&sse(&text));
+        let scalls: Vec<Value> = scalls.iter().map(|c| json!({"name": c.1, "arguments": c.2})).collect();
+        assert_eq!(
+            (Value::from(scalls), finish.as_str()),
+            (Value::from(calls), want_finish)
+        );
+        assert_eq!(content, conv["content"].as_str().unwrap_or(""));
+    }
+}
+
+#[test]
+fn tools_and_call_history_render_as_transformers_renders_them() {
+    let golden: Value =
+        serde_json::from_str(&std::fs::read_to_string(fixture("hermes-tools").join("golden.json")).unwrap()).unwrap();
+    let model = LoadedModel::load_dir(&fixture("hermes-tools")).unwrap();
+    for conv in golden["conversations"].as_array().unwrap() {
+        let messages: Vec<aisle::chat_template::ChatMessage> =
+            serde_json::from_value(conv["messages"].clone()).unwrap();
+        let text = model
+            .tokenizer
+            .render_chat(&messages, Some(&golden["tools"]), true)
+            .unwrap();
+        assert_eq!(text, conv["rendered"].as_str().unwrap());
+        let ids = model.tokenizer.encode_chat(&messages, Some(&golden["tools"])).unwrap();
+        let want: Vec<u32> = serde_json::from_value(conv["input_ids"].clone()).unwrap();
+        assert_eq!(ids, want);
+    }
+}

@@ -1,8 +1,10 @@
 #!/usr/bin/env bash
 # End-to-end tests against a real `aisle serve` on loopback: the official `openai` Python SDK
 # (chat and completions, streaming and not, usage, stop, seed, logprobs, error classes), a
-# bounded load test (64 streaming clients, half disconnecting early) and SIGTERM draining.
-# Installs its pinned Python packages into target/e2e-venv (PyPI only); needs no GPU.
+# bounded load test (64 streaming clients, half disconnecting early) and SIGTERM draining;
+# tool calling and structured outputs with the openai SDK, LangChain and LlamaIndex.
+# Installs its pinned Python packages into target/e2e-venv and target/e2e-li-venv (PyPI
+# only); needs no GPU.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 venv=target/e2e-venv
@@ -12,3 +14,10 @@ fi
 "$venv/bin/pip" install --quiet --disable-pip-version-check -r scripts/requirements-e2e.txt
 cargo build --release --locked --quiet
 "$venv/bin/python" tests/e2e_openai.py target/release/aisle tests/fixtures/mistral
+"$venv/bin/python" tests/e2e_tools.py target/release/aisle
+li=target/e2e-li-venv
+if [ ! -x "$li/bin/python" ]; then
+  python3 -m venv "$li"
+fi
+"$li/bin/pip" install --quiet --disable-pip-version-check -r scripts/requirements-e2e-llamaindex.txt
+"$li/bin/python" tests/e2e_llamaindex.py target/release/aisle

@@ -22,6 +22,9 @@ async fn fake_remote() -> String {
     async fn handler(Json(body): Json<Value>) -> axum::response::Response {
         let model = body["model"].as_str().unwrap_or("").to_string();
         let usage = json!({"prompt_tokens": 1000, "completion_tokens": 2000, "total_tokens": 3000});
+        if body.get("tools").is_some() {
+            return tool_answer(&body, &model, usage);
+        }
         if body["stream"].as_bool().unwrap_or(false) {
             let chunk = |c: Value| format!("data: {}\n\n", c);
             let mut s = chunk(json!({"id": "x", "object": "chat.completion.chunk", "model": model,
@@ -48,6 +51,33 @@ async fn fake_remote() -> String {
     let addr = listener.local_addr().unwrap();
     tokio::spawn(async move { axum::serve(listener, app).await.ok() });
     format!("http://{addr}/v1")
+}
+
+/// The fake remote's answer to a request with tools: one call to the first tool whose
+/// arguments echo what the remote received (`tool_choice`, `response_format`).
+fn tool_answer(body: &Value, model: &str, usage: Value) -> axum::response::Response {
+    let name = body["tools"][0]["function"]["name"].clone();
+    let args = json!({"tool_choice": body["tool_choice"], "response_format": body["response_format"]}).to_string();
+    if body["stream"].as_bool().unwrap_or(false) {
+        let chunk = |d: Value, f: Value| {
+            let c = json!({"id": "x", "object": "chat.completion.chunk", "model": model,
+                           "choices": [{"index": 0, "delta": d, "finish_reason": f}]});
+            format!("data: {c}\n\n")
+        };
+        let mut s = chunk(json!({"role": "assistant", "content": null}), Value::Null);
+        s += &chunk(json!({"tool_calls": [{"index": 0, "id": "call_r", "type": "function",
+                                           "function": {"name": name, "arguments": ""}}]}), Value::Null);
+        s += &chunk(json!({"tool_calls": [{"index": 0, "function": {"arguments": args}}]}), Value::Null);
+        s += &chunk(json!({}), json!("tool_calls"));
+        s += "data: [DONE]\n\n";
+        return ([("content-type", "text/event-stream")], s).into_response();
+    }
+    Json(json!({"id": "x", "object": "chat.completion", "created": 1, "model": model,
+                "choices": [{"index": 0, "message": {"role": "assistant", "content": null, "tool_calls": [
+                    {"id": "call_r", "type": "function", "function": {"name": name, "arguments": args}}]},
+                             "finish_reason": "tool_calls"}],
+                "usage": usage}))
+    .into_response()
 }
 
 fn routing(base_url: &str, cascade: Option<f64>, routing_extra: &str) -> RoutingConfig {
@@ -225,6 +255,36 @@ async fn each_reason_routes_to_the_remote_in_both_modes() {
     )
     .await;
     assert_eq!(st, StatusCode::NOT_FOUND);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tools_and_response_format_go_remote_intact_and_calls_come_back() {
+    let base = fake_remote().await;
+    let l = local(&base, 8, 8);
+    let tools = json!([{"type": "function", "function": {"name": "get_price", "parameters": {"type": "object"}}}]);
+    let rf = json!({"type": "json_schema", "json_schema": {"name": "p", "schema": {"type": "object"}}});
+    let extra = json!({"tools": tools, "tool_choice": "required", "response_format": rf});
+    let sent = json!({"tool_choice": "required", "response_format": rf}).to_string();
+    let body = chat("smart", "price?", extra);
+    let (st, route, text) = call(&l.router, post_json("/v1/chat/completions", body.clone())).await;
+    assert_eq!((st, route.as_str()), (StatusCode::OK, "remote:big"), "{text}");
+    let v: Value = serde_json::from_str(&text).unwrap();
+    let c = &v["choices"][0];
+    assert_eq!(c["finish_reason"], "tool_calls");
+    assert_eq!(c["message"]["tool_calls"][0]["function"]["name"], "get_price");
+    assert_eq!(c["message"]["tool_calls"][0]["function"]["arguments"], json!(sent), "the remote saw both fields");
+    let mut streamed = body;
+    streamed["stream"] = json!(true);
+    let (st, _, text) = call(&l.router, post_json("/v1/chat/completions", streamed)).await;
+    assert_eq!(st, StatusCode::OK);
+    let mut args = String::new();
+    for p in text.lines().filter_map(|l| l.strip_prefix("data: ")).filter(|p| *p != "[DONE]") {
+        let v: Value = serde_json::from_str(p).unwrap();
+        for t in v["choices"][0]["delta"]["tool_calls"].as_array().into_iter().flatten() {
+            args.push_str(t["function"]["arguments"].as_str().unwrap_or(""));
+        }
+    }
+    assert_eq!(args, sent, "streamed tool-call deltas pass through: {text}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

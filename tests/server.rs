@@ -78,7 +78,7 @@ async fn chat_and_completion_bodies() {
         c["usage"]["prompt_tokens"].as_u64().unwrap() + c["usage"]["completion_tokens"].as_u64().unwrap()
     );
     let req = json!({"messages": [{"role": "user", "content": [{"type": "text", "text": "Is the"}]}], "max_completion_tokens": 6,
-                     "temperature": 0, "logprobs": true, "top_logprobs": 3, "n": 2, "unknown_field": 1});
+                     "temperature": 0, "logprobs": true, "top_logprobs": 3, "n": 2});
     let (st, chat) = json_of(&s.router, post("/v1/chat/completions", req)).await;
     assert_eq!(st, StatusCode::OK, "{chat}");
     assert_eq!(chat["object"], "chat.completion");

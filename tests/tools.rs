@@ -347,6 +347,22 @@ async fn tool_fields_that_cannot_be_honoured_are_400s_naming_them() {
     }
 }
 
+#[tokio::test]
+async fn fields_the_server_does_not_implement_are_400s_naming_them() {
+    let s = tool_server(ToolFormat::Hermes);
+    let user = json!([{"role": "user", "content": "hi"}]);
+    for field in ["functions", "function_call", "audio", "unknown_field", "prompt"] {
+        let body = json!({"messages": user, field: 1});
+        let (st, e) = error_of(&s.router, post("/v1/chat/completions", body)).await;
+        assert_eq!((st.as_u16(), e["param"].as_str()), (400, Some(field)), "{e}");
+    }
+    for field in ["echo", "best_of", "suffix", "messages", "tools"] {
+        let body = json!({"prompt": "hi", field: 1});
+        let (st, e) = error_of(&s.router, post("/v1/completions", body)).await;
+        assert_eq!((st.as_u16(), e["param"].as_str()), (400, Some(field)), "{e}");
+    }
+}
+
 /// A golden conversation's messages as an OpenAI client sends them: call arguments as JSON
 /// strings.
 fn openai_messages(messages: &Value) -> Value {

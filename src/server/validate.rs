@@ -56,8 +56,40 @@ pub struct ValidRequest {
     pub tools: Option<ToolFormat>,
 }
 
+/// Request fields both endpoints honour (`api::CommonParams`).
+pub const COMMON_FIELDS: &[&str] = &[
+    "model", "max_tokens", "temperature", "top_p", "n", "stop", "seed", "presence_penalty",
+    "frequency_penalty", "logit_bias", "stream", "stream_options", "top_k", "min_p",
+    "repetition_penalty", "priority", "ignore_eos", "response_format", "structured_outputs",
+    "guided_json", "guided_regex", "guided_choice", "guided_grammar",
+];
+/// Fields only `/v1/chat/completions` honours.
+pub const CHAT_FIELDS: &[&str] = &[
+    "messages", "max_completion_tokens", "logprobs", "top_logprobs", "tools", "tool_choice",
+    "parallel_tool_calls",
+];
+/// Fields only `/v1/completions` honours.
+pub const COMPLETION_FIELDS: &[&str] = &["prompt", "logprobs"];
+
+/// A field this server does not implement is a 400 naming it, never silently ignored.
+fn unknown_fields(endpoint: Endpoint, raw: &Value) -> Result<(), ApiError> {
+    let own = match endpoint {
+        Endpoint::Chat => CHAT_FIELDS,
+        Endpoint::Completion => COMPLETION_FIELDS,
+    };
+    let Some(obj) = raw.as_object() else { return Ok(()) };
+    match obj.keys().find(|k| !COMMON_FIELDS.contains(&k.as_str()) && !own.contains(&k.as_str())) {
+        None => Ok(()),
+        Some(k) => Err(ApiError::invalid(
+            k,
+            format!("`{k}` is not supported by this server (see the README's list of request fields)"),
+        )),
+    }
+}
+
 /// Parse the JSON body as its endpoint's request type.
 pub fn parse(endpoint: Endpoint, raw: &Value) -> Result<Body, ApiError> {
+    unknown_fields(endpoint, raw)?;
     let data_err =
         |e: serde_json::Error| ApiError::new(ApiErrorKind::Invalid { param: None }, format!("invalid request: {e}"));
     Ok(match endpoint {

@@ -5,4 +5,5 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 [ -x .venv/bin/python ] || scripts/setup_python.sh
 .venv/bin/python scripts/make_golden.py
+.venv/bin/python scripts/make_tool_fixture.py
 git status --short tests/fixtures

@@ -65,18 +65,26 @@ fn tool_answer(body: &Value, model: &str, usage: Value) -> axum::response::Respo
             format!("data: {c}\n\n")
         };
         let mut s = chunk(json!({"role": "assistant", "content": null}), Value::Null);
-        s += &chunk(json!({"tool_calls": [{"index": 0, "id": "call_r", "type": "function",
-                                           "function": {"name": name, "arguments": ""}}]}), Value::Null);
-        s += &chunk(json!({"tool_calls": [{"index": 0, "function": {"arguments": args}}]}), Value::Null);
+        s += &chunk(
+            json!({"tool_calls": [{"index": 0, "id": "call_r", "type": "function",
+                                           "function": {"name": name, "arguments": ""}}]}),
+            Value::Null,
+        );
+        s += &chunk(
+            json!({"tool_calls": [{"index": 0, "function": {"arguments": args}}]}),
+            Value::Null,
+        );
         s += &chunk(json!({}), json!("tool_calls"));
         s += "data: [DONE]\n\n";
         return ([("content-type", "text/event-stream")], s).into_response();
     }
-    Json(json!({"id": "x", "object": "chat.completion", "created": 1, "model": model,
+    Json(
+        json!({"id": "x", "object": "chat.completion", "created": 1, "model": model,
                 "choices": [{"index": 0, "message": {"role": "assistant", "content": null, "tool_calls": [
                     {"id": "call_r", "type": "function", "function": {"name": name, "arguments": args}}]},
                              "finish_reason": "tool_calls"}],
-                "usage": usage}))
+                "usage": usage}),
+    )
     .into_response()
 }
 
@@ -272,13 +280,21 @@ async fn tools_and_response_format_go_remote_intact_and_calls_come_back() {
     let c = &v["choices"][0];
     assert_eq!(c["finish_reason"], "tool_calls");
     assert_eq!(c["message"]["tool_calls"][0]["function"]["name"], "get_price");
-    assert_eq!(c["message"]["tool_calls"][0]["function"]["arguments"], json!(sent), "the remote saw both fields");
+    assert_eq!(
+        c["message"]["tool_calls"][0]["function"]["arguments"],
+        json!(sent),
+        "the remote saw both fields"
+    );
     let mut streamed = body;
     streamed["stream"] = json!(true);
     let (st, _, text) = call(&l.router, post_json("/v1/chat/completions", streamed)).await;
     assert_eq!(st, StatusCode::OK);
     let mut args = String::new();
-    for p in text.lines().filter_map(|l| l.strip_prefix("data: ")).filter(|p| *p != "[DONE]") {
+    for p in text
+        .lines()
+        .filter_map(|l| l.strip_prefix("data: "))
+        .filter(|p| *p != "[DONE]")
+    {
         let v: Value = serde_json::from_str(p).unwrap();
         for t in v["choices"][0]["delta"]["tool_calls"].as_array().into_iter().flatten() {
             args.push_str(t["function"]["arguments"].as_str().unwrap_or(""));

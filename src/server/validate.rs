@@ -58,14 +58,38 @@ pub struct ValidRequest {
 
 /// Request fields both endpoints honour (`api::CommonParams`).
 pub const COMMON_FIELDS: &[&str] = &[
-    "model", "max_tokens", "temperature", "top_p", "n", "stop", "seed", "presence_penalty",
-    "frequency_penalty", "logit_bias", "stream", "stream_options", "top_k", "min_p",
-    "repetition_penalty", "priority", "ignore_eos", "response_format", "structured_outputs",
-    "guided_json", "guided_regex", "guided_choice", "guided_grammar",
+    "model",
+    "max_tokens",
+    "temperature",
+    "top_p",
+    "n",
+    "stop",
+    "seed",
+    "presence_penalty",
+    "frequency_penalty",
+    "logit_bias",
+    "stream",
+    "stream_options",
+    "top_k",
+    "min_p",
+    "repetition_penalty",
+    "priority",
+    "ignore_eos",
+    "response_format",
+    "structured_outputs",
+    "guided_json",
+    "guided_regex",
+    "guided_choice",
+    "guided_grammar",
 ];
 /// Fields only `/v1/chat/completions` honours.
 pub const CHAT_FIELDS: &[&str] = &[
-    "messages", "max_completion_tokens", "logprobs", "top_logprobs", "tools", "tool_choice",
+    "messages",
+    "max_completion_tokens",
+    "logprobs",
+    "top_logprobs",
+    "tools",
+    "tool_choice",
     "parallel_tool_calls",
 ];
 /// Fields only `/v1/completions` honours.
@@ -78,7 +102,10 @@ fn unknown_fields(endpoint: Endpoint, raw: &Value) -> Result<(), ApiError> {
         Endpoint::Completion => COMPLETION_FIELDS,
     };
     let Some(obj) = raw.as_object() else { return Ok(()) };
-    match obj.keys().find(|k| !COMMON_FIELDS.contains(&k.as_str()) && !own.contains(&k.as_str())) {
+    match obj
+        .keys()
+        .find(|k| !COMMON_FIELDS.contains(&k.as_str()) && !own.contains(&k.as_str()))
+    {
         None => Ok(()),
         Some(k) => Err(ApiError::invalid(
             k,

@@ -5,7 +5,7 @@
 //! deltas that never split a UTF-8 character.
 //! Must not: sample or decide when generation stops.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::path::Path;
 use std::sync::Arc;
 
@@ -203,7 +203,7 @@ impl TextTokenizer {
     pub fn stream_keeping(&self, skip_special_tokens: bool, keep: &[u32]) -> StreamDecoder {
         let drop = match (skip_special_tokens, keep.is_empty()) {
             (true, false) => self.special.values().copied().filter(|id| !keep.contains(id)).collect(),
-            _ => Vec::new(),
+            _ => HashSet::new(),
         };
         StreamDecoder {
             tok: self.clone(),
@@ -227,7 +227,7 @@ pub struct StreamDecoder {
     read_offset: usize,
     skip_special_tokens: bool,
     /// Special tokens skipped by hand (when some are kept).
-    drop: Vec<u32>,
+    drop: HashSet<u32>,
 }
 
 impl StreamDecoder {

@@ -14,7 +14,7 @@ use super::AppState;
 use crate::engine::{ChoiceOutput, FinishReason, RequestOutput, Usage};
 use crate::sampling::TokenLogprobs;
 use crate::tokenizer::TextTokenizer;
-use crate::tools::{ToolDelta, ToolFormat, ToolStream, Turn};
+use crate::tools::{self, ToolDelta, ToolFormat, Turn};
 
 /// What every chunk and body shares.
 pub struct Meta {
@@ -141,10 +141,7 @@ impl Meta {
         let lp = self.logprobs_json(&c.logprobs, 0);
         match (self.kind, self.tools) {
             (Endpoint::Chat, Some(format)) => {
-                let mut s = ToolStream::new(format);
-                s.push(&c.text);
-                s.finish();
-                let turn = s.turn();
+                let turn = tools::parse(format, &c.text);
                 json!({"index": i, "message": message_json(&turn), "logprobs": lp,
                        "finish_reason": finish_str(tool_finish(c.finish_reason, &turn))})
             }

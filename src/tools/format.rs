@@ -26,12 +26,54 @@ pub const HERMES_CLOSE: &str = "</tool_call>";
 pub const PYTHON_TAG: &str = "<|python_tag|>";
 pub const MISTRAL_CALLS: &str = "[TOOL_CALLS]";
 
-/// A model's text split into what the user reads and the raw text of each call.
+/// Where splitting resumes: everything before `pos` has been split and sent for good (its
+/// content and every call in it, closed), and `mode` is what the text at `pos` is.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Cursor {
+    pub pos: usize,
+    pub mode: Mode,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum Mode {
+    /// The start of the answer (Llama 3 decides here between content and calls).
+    #[default]
+    Start,
+    /// Text that may hold call markers (Hermes, and Mistral before `[TOOL_CALLS]`).
+    Text,
+    /// Between call objects (Llama 3 after the first call, Mistral inside its array).
+    Objects,
+    /// Everything from here on is content (text after the calls, or an answer without any).
+    Content,
+}
+
+/// The text from a cursor split into what the user reads and the raw text of each call.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Segments {
     pub content: String,
     /// Each call's body text (JSON, maybe incomplete) and whether the call has ended.
     pub calls: Vec<(String, bool)>,
+    /// The furthest point that is settled: no held-back text and no open call before it.
+    pub settled: Cursor,
+    /// How many of `calls`, and how many bytes of `content`, come before `settled`.
+    pub settled_calls: usize,
+    pub settled_content: usize,
+}
+
+impl Segments {
+    fn at(from: Cursor) -> Segments {
+        Segments {
+            settled: from,
+            ..Segments::default()
+        }
+    }
+
+    /// Everything so far (content, closed calls) ends before `pos`, where `mode` begins.
+    fn settle(&mut self, pos: usize, mode: Mode) {
+        self.settled = Cursor { pos, mode };
+        self.settled_calls = self.calls.len();
+        self.settled_content = self.content.len();
+    }
 }
 
 impl FromStr for ToolFormat {
@@ -100,114 +142,124 @@ impl ToolFormat {
         }
     }
 
-    /// Split the text generated so far. Unless `complete`, text that may still become a
-    /// marker is held back from `content`.
-    pub fn split(self, text: &str, complete: bool) -> Segments {
+    /// Split the text generated so far, from `from` (a previous split's `settled`, or the
+    /// default for the whole text). Unless `complete`, text that may still become a marker is
+    /// held back from `content`.
+    pub fn split(self, text: &str, from: Cursor, complete: bool) -> Segments {
+        let mut out = Segments::at(from);
+        match (self, from.mode) {
+            (_, Mode::Content) => content_rest(text, from.pos, &mut out),
+            (_, Mode::Objects) => objects(text, from.pos, self.separators(), complete, &mut out),
+            (ToolFormat::Hermes, _) => split_hermes(text, from.pos, complete, &mut out),
+            (ToolFormat::Llama3Json, _) => split_llama3(text, from.pos, complete, &mut out),
+            (ToolFormat::Mistral, _) => split_mistral(text, from.pos, complete, &mut out),
+        }
+        out
+    }
+
+    /// Between call objects: the separator, and the byte that may close the list.
+    fn separators(self) -> (u8, Option<u8>) {
         match self {
-            ToolFormat::Hermes => split_hermes(text, complete),
-            ToolFormat::Llama3Json => split_llama3(text, complete),
-            ToolFormat::Mistral => split_mistral(text, complete),
+            ToolFormat::Mistral => (b',', Some(b']')),
+            _ => (b';', None),
         }
     }
 }
 
-fn split_hermes(text: &str, complete: bool) -> Segments {
-    let mut out = Segments::default();
-    let mut pos = 0;
-    loop {
-        let rest = &text[pos..];
-        let Some(k) = rest.find(HERMES_OPEN) else {
-            let hold = if complete { 0 } else { partial_suffix(rest, HERMES_OPEN) };
+fn content_rest(text: &str, pos: usize, out: &mut Segments) {
+    out.content.push_str(&text[pos..]);
+    out.settle(text.len(), Mode::Content);
+}
+
+/// Text with markers from `pos`: content up to a marker (or up to text that may become one),
+/// and what follows the marker.
+fn marked_text(text: &str, pos: usize, marker: &str, complete: bool, out: &mut Segments) -> Option<usize> {
+    let rest = &text[pos..];
+    match rest.find(marker) {
+        Some(k) => {
+            out.content.push_str(&rest[..k]);
+            out.settle(pos + k, Mode::Text);
+            Some(pos + k + marker.len())
+        }
+        None => {
+            let hold = if complete { 0 } else { partial_suffix(rest, marker) };
             out.content.push_str(&rest[..rest.len() - hold]);
-            return out;
-        };
-        out.content.push_str(&rest[..k]);
-        let body = pos + k + HERMES_OPEN.len();
-        match text[body..].find(HERMES_CLOSE) {
-            Some(e) => {
-                out.calls.push((text[body..body + e].to_string(), true));
-                pos = body + e + HERMES_CLOSE.len();
-            }
-            None => {
-                out.calls.push((text[body..].to_string(), complete));
-                return out;
-            }
+            out.settle(text.len() - hold, Mode::Text);
+            None
         }
     }
 }
 
-/// Call objects one after another from `start`, separated by `sep` (and whitespace); what
-/// follows the last one is content.
-fn objects(text: &str, mut i: usize, sep: u8, complete: bool, out: &mut Segments) {
+fn split_hermes(text: &str, mut pos: usize, complete: bool, out: &mut Segments) {
+    while let Some(body) = marked_text(text, pos, HERMES_OPEN, complete, out) {
+        let Some(e) = text[body..].find(HERMES_CLOSE) else {
+            out.calls.push((text[body..].to_string(), complete));
+            return;
+        };
+        out.calls.push((text[body..body + e].to_string(), true));
+        pos = body + e + HERMES_CLOSE.len();
+        out.settle(pos, Mode::Text);
+    }
+}
+
+/// Call objects one after another from `i`, each optionally after `sep` (and whitespace);
+/// after the last one an optional `close` byte, and what follows is content.
+fn objects(text: &str, mut i: usize, (sep, close): (u8, Option<u8>), complete: bool, out: &mut Segments) {
     let s = text.as_bytes();
     loop {
         i = scan::skip_ws(s, i);
-        if s.get(i) != Some(&b'{') {
-            out.content.push_str(&text[i.min(s.len())..]);
+        if s.get(i) == Some(&sep) {
+            i = scan::skip_ws(s, i + 1);
+        }
+        match s.get(i) {
+            None => return,
+            Some(b'{') => {}
+            Some(&b) => {
+                let after = i + usize::from(Some(b) == close);
+                return content_rest(text, after, out);
+            }
+        }
+        let Some(end) = scan::value_end(s, i, complete) else {
+            out.calls.push((text[i..].to_string(), complete));
             return;
-        }
-        match scan::value_end(s, i, complete) {
-            None => {
-                out.calls.push((text[i..].to_string(), complete));
-                return;
-            }
-            Some(end) => {
-                out.calls.push((text[i..end].to_string(), true));
-                i = scan::skip_ws(s, end);
-                if s.get(i) == Some(&sep) {
-                    i += 1;
-                }
-            }
-        }
-    }
-}
-
-fn split_llama3(text: &str, complete: bool) -> Segments {
-    let mut out = Segments::default();
-    let lead = text.len() - text.trim_start().len();
-    let t = &text[lead..];
-    if !complete && PYTHON_TAG.starts_with(t) {
-        return out; // undecided: nothing but whitespace or part of the tag yet
-    }
-    let start = lead + if t.starts_with(PYTHON_TAG) { PYTHON_TAG.len() } else { 0 };
-    if text[start..].trim_start().starts_with('{') {
-        objects(text, start, b';', complete, &mut out);
-    } else {
-        out.content = text.to_string();
-    }
-    out
-}
-
-fn split_mistral(text: &str, complete: bool) -> Segments {
-    let mut out = Segments::default();
-    let Some(k) = text.find(MISTRAL_CALLS) else {
-        let hold = if complete {
-            0
-        } else {
-            partial_suffix(text, MISTRAL_CALLS)
         };
-        out.content = text[..text.len() - hold].to_string();
-        return out;
+        out.calls.push((text[i..end].to_string(), true));
+        out.settle(end, Mode::Objects);
+        i = end;
+    }
+}
+
+fn split_llama3(text: &str, pos: usize, complete: bool, out: &mut Segments) {
+    let t = text[pos..].trim_start();
+    if !complete && PYTHON_TAG.starts_with(t) {
+        return; // undecided: nothing but whitespace or part of the tag yet
+    }
+    let start = text.len() - t.len() + if t.starts_with(PYTHON_TAG) { PYTHON_TAG.len() } else { 0 };
+    match text[start..].trim_start().starts_with('{') {
+        true => objects(text, start, (b';', None), complete, out),
+        false => content_rest(text, pos, out),
+    }
+}
+
+fn split_mistral(text: &str, pos: usize, complete: bool, out: &mut Segments) {
+    let Some(after) = marked_text(text, pos, MISTRAL_CALLS, complete, out) else {
+        return;
     };
-    out.content = text[..k].to_string();
     let s = text.as_bytes();
-    let mut i = scan::skip_ws(s, k + MISTRAL_CALLS.len());
-    if s.get(i) == Some(&b'[') {
-        i += 1;
+    let i = scan::skip_ws(s, after);
+    match s.get(i) {
+        Some(b'[') => objects(text, i + 1, ToolFormat::Mistral.separators(), complete, out),
+        _ => objects(text, i, ToolFormat::Mistral.separators(), complete, out),
     }
-    objects(text, i, b',', complete, &mut out);
-    if let Some(tail) = out.content.get(k..) {
-        // What follows the array is not content the model meant to show.
-        let tail = tail.trim_start().trim_start_matches(']').to_string();
-        out.content.truncate(k);
-        out.content.push_str(&tail);
-    }
-    out
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn whole(format: ToolFormat, text: &str, complete: bool) -> Segments {
+        format.split(text, Cursor::default(), complete)
+    }
 
     #[test]
     fn detection_needs_exactly_one_marker() {
@@ -220,11 +272,15 @@ mod tests {
 
     #[test]
     fn hermes_holds_back_a_marker_in_progress() {
-        let s = ToolFormat::Hermes.split("Let me look.<tool_c", false);
+        let s = whole(ToolFormat::Hermes, "Let me look.<tool_c", false);
         assert_eq!(s.content, "Let me look.");
-        let s = ToolFormat::Hermes.split("a <tool_c", true);
+        let s = whole(ToolFormat::Hermes, "a <tool_c", true);
         assert_eq!(s.content, "a <tool_c");
-        let s = ToolFormat::Hermes.split("x<tool_call>\n{\"a\"}\n</tool_call>\n<tool_call>{", false);
+        let s = whole(
+            ToolFormat::Hermes,
+            "x<tool_call>\n{\"a\"}\n</tool_call>\n<tool_call>{",
+            false,
+        );
         assert_eq!(s.content, "x\n");
         assert_eq!(
             s.calls,
@@ -234,13 +290,52 @@ mod tests {
 
     #[test]
     fn llama3_and_mistral_split() {
-        assert_eq!(ToolFormat::Llama3Json.split(" <|python", false), Segments::default());
-        let s = ToolFormat::Llama3Json.split(r#"{"name": "a"}; {"name": "b""#, false);
+        assert_eq!(whole(ToolFormat::Llama3Json, " <|python", false), Segments::default());
+        let s = whole(ToolFormat::Llama3Json, r#"{"name": "a"}; {"name": "b""#, false);
         assert_eq!(s.calls.len(), 2);
         assert_eq!(s.calls[1], (r#"{"name": "b""#.to_string(), false));
-        assert_eq!(ToolFormat::Llama3Json.split("Hi {x}", false).content, "Hi {x}");
-        let s = ToolFormat::Mistral.split(r#"ok[TOOL_CALLS] [{"name": "a"}, {"name": "b"}]"#, true);
+        assert_eq!(whole(ToolFormat::Llama3Json, "Hi {x}", false).content, "Hi {x}");
+        let s = whole(
+            ToolFormat::Mistral,
+            r#"ok[TOOL_CALLS] [{"name": "a"}, {"name": "b"}]"#,
+            true,
+        );
         assert_eq!(s.content, "ok");
         assert_eq!(s.calls.iter().filter(|c| c.1).count(), 2);
+    }
+
+    /// Resuming from each split's `settled` cursor, prefix by prefix, adds up to the split
+    /// of the whole text: nothing before a cursor is ever needed again.
+    #[test]
+    fn resumed_splits_add_up_to_the_whole() {
+        let cases = [
+            (ToolFormat::Hermes, "Let me see.\n<tool_call>\n{\"name\": \"a\"}\n</tool_call>\nand <tool_call>{\"name\": \"b\"}</tool_call> done"),
+            (ToolFormat::Llama3Json, " <|python_tag|>{\"name\": \"a\"}; {\"name\": \"b\", \"parameters\": {\"x\": [1, 2]}} ok"),
+            (ToolFormat::Llama3Json, "Plain {text} answer"),
+            (ToolFormat::Mistral, "Hm [TOOL_CALLS] [{\"name\": \"a\"}, {\"name\": \"b\"}] after"),
+        ];
+        for (format, text) in cases {
+            let full = whole(format, text, true);
+            let (mut cursor, mut content, mut calls) = (Cursor::default(), String::new(), Vec::new());
+            for end in (1..=text.len()).filter(|&e| text.is_char_boundary(e)) {
+                let seg = format.split(&text[..end], cursor, end == text.len());
+                if end == text.len() {
+                    content.push_str(&seg.content);
+                    calls.extend(seg.calls);
+                    break;
+                }
+                assert!(
+                    seg.settled.pos >= cursor.pos && seg.settled.pos <= end,
+                    "{format:?} at {end}"
+                );
+                content.push_str(&seg.content[..seg.settled_content]);
+                calls.extend(seg.calls[..seg.settled_calls].iter().cloned());
+                assert!(seg.calls[..seg.settled_calls].iter().all(|c| c.1));
+                cursor = seg.settled;
+            }
+            assert_eq!((content, calls), (full.content, full.calls), "{format:?}");
+        }
+        let s = whole(ToolFormat::Mistral, "[TOOL_CALLS][{\"name\": \"a\"}]", false);
+        assert_eq!((s.settled.mode, s.settled_calls), (Mode::Content, 1));
     }
 }

@@ -13,7 +13,7 @@ pub mod stream;
 use serde_json::Value;
 
 pub use format::ToolFormat;
-pub use stream::{ToolCall, ToolDelta, ToolStream, Turn};
+pub use stream::{parse, ToolCall, ToolDelta, ToolStream, Turn};
 
 /// A function the model may call.
 #[derive(Debug, Clone, PartialEq)]

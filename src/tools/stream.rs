@@ -2,13 +2,14 @@
 //! turn it amounts to at the end.
 //!
 //! Owns: `ToolStream` (what has been sent: content bytes, per call the id, name and argument
-//! bytes) and call ids. Non-streamed answers feed the whole text through the same
-//! `ToolStream`, so a streamed answer reassembles to exactly the non-streamed one.
+//! bytes; where splitting resumes, so each token costs the text after the last closed call,
+//! not the whole answer) and call ids. Non-streamed answers go through the same `ToolStream`
+//! (`parse`), so a streamed answer reassembles to exactly the non-streamed one.
 //! Must not: know HTTP or JSON response shapes (`server::shape` does).
 
 use rand::distr::{Alphanumeric, SampleString};
 
-use super::format::ToolFormat;
+use super::format::{Cursor, ToolFormat};
 use super::scan;
 
 /// Something to send for one choice.
@@ -46,9 +47,23 @@ pub struct Turn {
 pub struct ToolStream {
     format: ToolFormat,
     text: String,
+    /// Where the next split starts, and how many calls and content bytes lie before it.
+    cursor: Cursor,
+    settled_calls: usize,
+    settled_raw: usize,
+    /// The content text as split (untrimmed); what was sent is its trimmed form.
+    raw: String,
     content: String,
     calls: Vec<ToolCall>,
     finished: bool,
+}
+
+/// A whole answer as one turn (what a non-streamed response returns).
+pub fn parse(format: ToolFormat, text: &str) -> Turn {
+    let mut s = ToolStream::new(format);
+    s.push(text);
+    s.finish();
+    s.turn()
 }
 
 /// A new call id: Mistral's templates require 9 alphanumerics, others get OpenAI's style.
@@ -65,6 +80,10 @@ impl ToolStream {
         ToolStream {
             format,
             text: String::new(),
+            cursor: Cursor::default(),
+            settled_calls: 0,
+            settled_raw: 0,
+            raw: String::new(),
             content: String::new(),
             calls: Vec::new(),
             finished: false,
@@ -96,44 +115,64 @@ impl ToolStream {
     }
 
     fn emit(&mut self, complete: bool) -> Vec<ToolDelta> {
-        let seg = self.format.split(&self.text, complete);
+        let seg = self.format.split(&self.text, self.cursor, complete);
         let mut out = Vec::new();
+        self.raw.truncate(self.settled_raw);
+        self.raw.push_str(&seg.content);
         // Content: leading whitespace dropped, trailing whitespace held until more follows.
-        let shown = seg.content.trim();
+        let shown = self.raw.trim();
         if let Some(new) = shown.get(self.content.len()..).filter(|n| !n.is_empty()) {
             self.content.push_str(new);
             out.push(ToolDelta::Content(new.to_string()));
         }
-        for (index, (body, closed)) in seg.calls.iter().enumerate() {
-            let scan = scan::call(body, self.format.arg_keys(), *closed);
-            if index == self.calls.len() {
-                let Some(name) = scan.name.clone() else { break };
-                let id = call_id(self.format);
-                out.push(ToolDelta::Start {
-                    index,
-                    id: id.clone(),
-                    name: name.clone(),
-                });
-                self.calls.push(ToolCall {
-                    id,
-                    name,
-                    arguments: String::new(),
-                });
-            }
-            let args = sendable_args(&scan, *closed);
-            let sent = &mut self.calls[index].arguments;
-            if let Some(new) = args
-                .get(sent.len()..)
-                .filter(|n| !n.is_empty() && args.starts_with(sent.as_str()))
-            {
-                sent.push_str(new);
-                out.push(ToolDelta::Args {
-                    index,
-                    fragment: new.to_string(),
-                });
+        let mut done = 0;
+        for (k, (body, closed)) in seg.calls.iter().enumerate() {
+            match self.call_deltas(self.settled_calls + k, body, *closed, &mut out) {
+                true if done == k => done += 1,
+                true => {}
+                false => break,
             }
         }
+        // Resume after the settled calls only when each was sent whole.
+        if done >= seg.settled_calls {
+            self.cursor = seg.settled;
+            self.settled_calls += seg.settled_calls;
+            self.settled_raw += seg.settled_content;
+        }
         out
+    }
+
+    /// Send what is new of call `index`; false when it has no name yet (nothing after it can
+    /// be sent), true when it is sent and, if `closed`, sent whole.
+    fn call_deltas(&mut self, index: usize, body: &str, closed: bool, out: &mut Vec<ToolDelta>) -> bool {
+        let scan = scan::call(body, self.format.arg_keys(), closed);
+        if index == self.calls.len() {
+            let Some(name) = scan.name.clone() else { return false };
+            let id = call_id(self.format);
+            out.push(ToolDelta::Start {
+                index,
+                id: id.clone(),
+                name: name.clone(),
+            });
+            self.calls.push(ToolCall {
+                id,
+                name,
+                arguments: String::new(),
+            });
+        }
+        let args = sendable_args(&scan, closed);
+        let sent = &mut self.calls[index].arguments;
+        if let Some(new) = args
+            .get(sent.len()..)
+            .filter(|n| !n.is_empty() && args.starts_with(sent.as_str()))
+        {
+            sent.push_str(new);
+            out.push(ToolDelta::Args {
+                index,
+                fragment: new.to_string(),
+            });
+        }
+        !closed || *sent == args
     }
 }
 

@@ -66,16 +66,30 @@ pub struct TokenLogprobs {
 #[derive(Debug, Clone, Copy)]
 pub struct TokenMask<'a>(pub &'a [u32]);
 
+/// Tokens per mask word, and the lanes of the row scans below.
+const LANES: usize = 32;
+
 impl TokenMask<'_> {
     pub fn allows(&self, token: usize) -> bool {
-        self.0.get(token / 32).is_some_and(|w| w >> (token % 32) & 1 == 1)
+        self.word(token / LANES) >> (token % LANES) & 1 == 1
     }
 
-    /// Set every disallowed entry of `row` to −∞.
+    /// The bits of tokens `LANES * w ..`; none past the mask's end.
+    fn word(&self, w: usize) -> u32 {
+        self.0.get(w).copied().unwrap_or(0)
+    }
+
+    /// Set every disallowed entry of `row` to −∞, a word of the mask at a time.
     fn apply(&self, row: &mut [f32]) {
-        for (i, x) in row.iter_mut().enumerate() {
-            if !self.allows(i) {
-                *x = f32::NEG_INFINITY;
+        for (w, chunk) in row.chunks_mut(LANES).enumerate() {
+            let bits = self.word(w);
+            if bits == u32::MAX {
+                continue;
+            }
+            for (j, x) in chunk.iter_mut().enumerate() {
+                if bits >> j & 1 == 0 {
+                    *x = f32::NEG_INFINITY;
+                }
             }
         }
     }
@@ -89,13 +103,31 @@ pub struct Sampler {
 
 /// Index of the largest value; the lowest index wins ties (as `torch.argmax`).
 pub fn argmax(row: &[f32]) -> u32 {
-    let mut best = 0;
-    for (i, &x) in row.iter().enumerate() {
-        if x > row[best] {
-            best = i;
+    argmax_masked(row, None)
+}
+
+/// `argmax` over the tokens `mask` allows (all when `None`), without copying the row: the
+/// lowest index wins ties, NaN never wins, and with nothing above −∞ the first allowed index
+/// (0 when there is none).
+pub fn argmax_masked(row: &[f32], mask: Option<TokenMask>) -> u32 {
+    let bits = |w: usize| mask.map_or(u32::MAX, |m| m.word(w));
+    // Lane-wise maxima: no reduction across lanes inside the loop, so it vectorizes.
+    let mut acc = [f32::NEG_INFINITY; LANES];
+    for (w, chunk) in row.chunks(LANES).enumerate() {
+        let b = bits(w);
+        for (j, (&x, a)) in chunk.iter().zip(acc.iter_mut()).enumerate() {
+            let x = if b >> j & 1 == 1 { x } else { f32::NEG_INFINITY };
+            *a = if x > *a { x } else { *a };
         }
     }
-    best as u32
+    let max = acc
+        .into_iter()
+        .fold(f32::NEG_INFINITY, |m, x| if x > m { x } else { m });
+    let allowed = |i: usize| bits(i / LANES) >> (i % LANES) & 1 == 1;
+    row.iter()
+        .enumerate()
+        .position(|(i, &x)| allowed(i) && (x == max || max == f32::NEG_INFINITY))
+        .unwrap_or(0) as u32
 }
 
 /// log-softmax normaliser: `max + ln Σ exp(x - max)`.
@@ -189,24 +221,20 @@ impl Sampler {
         output: &[u32],
         mask: Option<TokenMask>,
     ) -> (u32, Option<TokenLogprobs>) {
-        let row = match (self.processes(), mask) {
-            (false, None) => std::borrow::Cow::Borrowed(logits),
-            (processes, mask) => {
-                let mut row = if processes {
-                    self.process(logits, prompt, output)
-                } else {
-                    logits.to_vec()
+        let greedy = self.params.temperature <= 0.0 || self.params.top_k == 1;
+        let token = match (greedy, self.processes()) {
+            (true, false) => argmax_masked(logits, mask),
+            (true, true) => argmax_masked(&self.process(logits, prompt, output), mask),
+            (false, processes) => {
+                let mut row = match processes {
+                    true => self.process(logits, prompt, output),
+                    false => logits.to_vec(),
                 };
                 if let Some(m) = mask {
                     m.apply(&mut row);
                 }
-                std::borrow::Cow::Owned(row)
+                self.draw(&row)
             }
-        };
-        let token = if self.params.temperature <= 0.0 || self.params.top_k == 1 {
-            argmax(&row)
-        } else {
-            self.draw(&row)
         };
         let logprobs = self.params.logprobs.map(|k| {
             let norm = log_sum_exp(logits);

@@ -145,3 +145,52 @@ fn a_mask_limits_greedy_and_random_draws_before_truncation() {
     }
     assert!(!mask.allows(64), "ids past the mask are not allowed");
 }
+
+/// The reference: NaN as −∞, mask a copy to −∞, then the first index of the strict maximum
+/// (starting from the first allowed index).
+fn argmax_reference(row: &[f32], mask: Option<TokenMask>) -> u32 {
+    let mut row: Vec<f32> = row
+        .iter()
+        .map(|&x| if x.is_nan() { f32::NEG_INFINITY } else { x })
+        .collect();
+    for (i, x) in row.iter_mut().enumerate() {
+        if mask.is_some_and(|m| !m.allows(i)) {
+            *x = f32::NEG_INFINITY;
+        }
+    }
+    let first = (0..row.len()).find(|&i| mask.is_none_or(|m| m.allows(i))).unwrap_or(0);
+    let mut best = first;
+    for (i, &x) in row.iter().enumerate() {
+        if x > row[best] {
+            best = i;
+        }
+    }
+    best as u32
+}
+
+#[test]
+fn masked_argmax_equals_masking_a_copy() {
+    let mut rng = StdRng::seed_from_u64(7);
+    for case in 0..400 {
+        let len: usize = [1, 31, 32, 33, 100, 1000][case % 6];
+        // Few distinct values, so ties are common; some NaN and −∞.
+        let row: Vec<f32> = (0..len)
+            .map(|_| match rng.random_range(0..20) {
+                0 => f32::NAN,
+                1 => f32::NEG_INFINITY,
+                v => (v % 5) as f32,
+            })
+            .collect();
+        let words: Vec<u32> = (0..len.div_ceil(32))
+            .map(|_| match rng.random_range(0..4) {
+                0 => 0,
+                1 => u32::MAX,
+                _ => rng.random(),
+            })
+            .collect();
+        for mask in [None, Some(TokenMask(&words))] {
+            assert_eq!(argmax_masked(&row, mask), argmax_reference(&row, mask), "case {case}");
+        }
+    }
+    assert_eq!(argmax(&[1.0, 3.0, 3.0, 2.0]), 1, "the lowest index wins ties");
+}

@@ -24,27 +24,20 @@ def get_stock(sku: str, store: str) -> int:
     return 3
 
 
-def main():
-    srv = base.Server(model=base.MODEL)
-    try:
-        llm = OpenAILike(model="shop", api_base=srv.base + "/v1", api_key=base.KEY, is_chat_model=True,
-                         is_function_calling_model=True, temperature=0, max_tokens=120, max_retries=0)
-        tools = [FunctionTool.from_defaults(fn=get_price), FunctionTool.from_defaults(fn=get_stock)]
+def llamaindex_checks(srv):
+    llm = OpenAILike(model="shop", api_base=srv.base + "/v1", api_key=base.KEY, is_chat_model=True,
+                     is_function_calling_model=True, temperature=0, max_tokens=120, max_retries=0)
+    tools = [FunctionTool.from_defaults(fn=get_price), FunctionTool.from_defaults(fn=get_stock)]
 
-        def required_call():
-            resp = llm.chat_with_tools(tools, user_msg="What does the drill DR-750 cost?", tool_required=True)
-            calls = llm.get_tool_calls_from_response(resp, error_on_no_tool_call=True)
-            names = {c.tool_name for c in calls}
-            if not names <= {"get_price", "get_stock"} or not all("sku" in c.tool_kwargs for c in calls):
-                raise AssertionError(calls)
+    def required_call():
+        resp = llm.chat_with_tools(tools, user_msg="What does the drill DR-750 cost?", tool_required=True)
+        calls = llm.get_tool_calls_from_response(resp, error_on_no_tool_call=True)
+        names = {c.tool_name for c in calls}
+        if not names <= {"get_price", "get_stock"} or not all("sku" in c.tool_kwargs for c in calls):
+            raise AssertionError(calls)
 
-        base.check("llamaindex: chat_with_tools(tool_required=True) gets tool calls", required_call)
-    finally:
-        srv.stop()
-    failed = [n for n, e in base.results if e]
-    print(f"e2e llamaindex: {len(base.results) - len(failed)} passed, {len(failed)} failed")
-    sys.exit(1 if failed else 0)
+    base.check("llamaindex: chat_with_tools(tool_required=True) gets tool calls", required_call)
 
 
 if __name__ == "__main__":
-    main()
+    base.run_suites("e2e llamaindex", llamaindex_checks)

@@ -328,6 +328,24 @@ def shop_model_test():
         srv.stop()
 
 
+def finish(label):
+    """Print the summary line and exit non-zero if any check failed."""
+    failed = [n for n, e in results if e]
+    print(f"{label}: {len(results) - len(failed)} passed, {len(failed)} failed")
+    sys.exit(1 if failed else 0)
+
+
+def run_suites(label, *suites):
+    """Run each suite against one server on MODEL, then `finish`."""
+    srv = Server(model=MODEL)
+    try:
+        for suite in suites:
+            suite(srv)
+    finally:
+        srv.stop()
+    finish(label)
+
+
 def main():
     shop_model_test()
     # 5 ms per engine step keeps the 429 check's six held 200-token streams running while the
@@ -345,9 +363,7 @@ def main():
         check("server exits 0 on SIGTERM", lambda: (_ for _ in ()).throw(AssertionError(code)) if code != 0 else None)
     sigterm_test()
     routing_test()
-    failed = [n for n, e in results if e]
-    print(f"e2e: {len(results) - len(failed)} passed, {len(failed)} failed")
-    sys.exit(1 if failed else 0)
+    finish("e2e")
 
 
 if __name__ == "__main__":

@@ -123,17 +123,5 @@ def langchain_checks(srv):
     base.check("langchain: with_structured_output(function_calling)", structured_function_calling)
 
 
-def main():
-    srv = base.Server(model=base.MODEL)
-    try:
-        sdk_checks(srv)
-        langchain_checks(srv)
-    finally:
-        srv.stop()
-    failed = [n for n, e in base.results if e]
-    print(f"e2e tools: {len(base.results) - len(failed)} passed, {len(failed)} failed")
-    sys.exit(1 if failed else 0)
-
-
 if __name__ == "__main__":
-    main()
+    base.run_suites("e2e tools", sdk_checks, langchain_checks)

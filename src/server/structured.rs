@@ -59,15 +59,19 @@ pub fn requested(c: &CommonParams) -> Result<Option<Requested>, ApiError> {
             .transpose()?
             .map(GrammarSpec::Lark),
     );
-    match found.len() {
-        0 | 1 => Ok(found.pop()),
-        _ => Err(ApiError::invalid(
-            found[1].param,
-            format!(
-                "`{}` and `{}` both constrain the output; give one",
-                found[0].param, found[1].param
-            ),
-        )),
+    at_most_one(found, |a, b| {
+        ApiError::invalid(
+            b.param,
+            format!("`{}` and `{}` both constrain the output; give one", a.param, b.param),
+        )
+    })
+}
+
+/// The one item given, if any; `two(first, second)` is the error when there are more.
+fn at_most_one<T>(mut items: Vec<T>, two: impl FnOnce(&T, &T) -> ApiError) -> Result<Option<T>, ApiError> {
+    match items.len() {
+        0 | 1 => Ok(items.pop()),
+        _ => Err(two(&items[0], &items[1])),
     }
 }
 
@@ -146,10 +150,9 @@ fn structured_outputs(v: Option<&Value>) -> Result<Option<GrammarSpec>, ApiError
         };
         specs.push(spec);
     }
-    match specs.len() {
-        0 | 1 => Ok(specs.pop()),
-        _ => Err(ApiError::invalid(P, "structured_outputs takes exactly one constraint")),
-    }
+    at_most_one(specs, |_, _| {
+        ApiError::invalid(P, "structured_outputs takes exactly one constraint")
+    })
 }
 
 /// A JSON schema given as an object, a boolean, or a string holding one.

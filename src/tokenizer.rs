@@ -37,6 +37,8 @@ pub struct TextTokenizer {
     special: Arc<HashMap<String, u32>>,
     pub bos_token: Option<String>,
     pub eos_token: Option<String>,
+    pub pad_token: Option<String>,
+    pub unk_token: Option<String>,
 }
 
 /// A special-token entry is either a string or `{"content": "..."}`.
@@ -123,6 +125,8 @@ impl TextTokenizer {
             special: Arc::new(special),
             bos_token: token_text(cfg.get("bos_token")),
             eos_token: token_text(cfg.get("eos_token")),
+            pad_token: token_text(cfg.get("pad_token")),
+            unk_token: token_text(cfg.get("unk_token")),
         })
     }
 
@@ -151,6 +155,11 @@ impl TextTokenizer {
 
     pub fn token_id(&self, token: &str) -> Option<u32> {
         self.inner.token_to_id(token)
+    }
+
+    /// The vocabulary entry of `id` as the tokenizer stores it (byte-level form, e.g. `Ġthe`).
+    pub fn token_str(&self, id: u32) -> Option<String> {
+        self.inner.id_to_token(id)
     }
 
     /// Encode text; `add_special_tokens` applies the tokenizer's post-processor (e.g. BOS).

@@ -158,6 +158,7 @@ fn local_full(
             completion_per_1m: 2.0,
         },
         tool_parser: Default::default(),
+        allowed_origins: vec![],
     };
     let state = AppState::with_routing(cfg, Some(Backends::new(routing(base_url, cascade, extra)).unwrap()));
     state.set_model(served);

@@ -38,6 +38,10 @@ pub struct ServeArgs {
     /// `hermes`, `llama3_json`, `mistral`, or `none` (requests that need calls get a 400).
     #[arg(long, default_value = "auto")]
     tool_call_parser: aisle::tools::ParserChoice,
+    /// Browser origins allowed to call the API (CORS), comma-separated or repeated, e.g.
+    /// `http://localhost:5173`; `*` allows any. Default: none (no CORS headers are sent).
+    #[arg(long, value_delimiter = ',', value_parser = parse_origin)]
+    allowed_origins: Vec<String>,
     /// KV cache size in MiB.
     #[arg(long, default_value_t = 512)]
     kv_cache_mb: usize,
@@ -110,6 +114,7 @@ pub fn run(args: ServeArgs) -> Result<()> {
             default_max_tokens: args.default_max_tokens,
             local_price,
             tool_parser: args.tool_call_parser,
+            allowed_origins: args.allowed_origins.clone(),
         },
     };
     let rt = tokio::runtime::Builder::new_multi_thread()
@@ -155,4 +160,18 @@ fn routing_config(args: &ServeArgs) -> Result<Option<aisle::fallback::RoutingCon
         },
         complex_patterns: Vec::new(),
     }))
+}
+
+/// An origin as browsers send it: `*`, or `scheme://host[:port]` with no path.
+fn parse_origin(s: &str) -> Result<String, String> {
+    let rest = s.strip_prefix("http://").or_else(|| s.strip_prefix("https://"));
+    match rest {
+        _ if s == "*" => Ok(s.to_string()),
+        Some(host) if !host.is_empty() && !host.contains('/') && axum::http::HeaderValue::from_str(s).is_ok() => {
+            Ok(s.to_string())
+        }
+        _ => Err(format!(
+            "`{s}` is not an origin: give `*` or `http(s)://host[:port]` without a path"
+        )),
+    }
 }

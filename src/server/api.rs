@@ -56,8 +56,11 @@ pub enum StopInput {
 }
 
 #[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct StreamOptions {
     pub include_usage: Option<bool>,
+    /// vLLM's extension: every chunk carries the usage so far.
+    pub continuous_usage_stats: Option<bool>,
 }
 
 /// Fields shared by both endpoints (OpenAI's plus vLLM's `top_k`, `min_p`,

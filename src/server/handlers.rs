@@ -12,8 +12,7 @@ use axum::body::Body;
 use axum::extract::State;
 use axum::http::{header, HeaderMap};
 use axum::response::{IntoResponse, Response};
-use axum::{Extension, Json};
-use serde_json::json;
+use axum::Extension;
 
 use super::api::Endpoint;
 use super::errors::{ApiError, ApiErrorKind};
@@ -46,18 +45,6 @@ pub async fn completions(
     body: Body,
 ) -> Response {
     handle(st, rid, headers, body, Endpoint::Completion).await
-}
-
-pub async fn models(State(st): State<AppState>) -> Response {
-    match st.model() {
-        Ok(m) => Json(json!({
-            "object": "list",
-            "data": [{"id": st.0.cfg.model_name, "object": "model", "created": m.created, "owned_by": "aisle",
-                      "max_model_len": m.context, "version": m.version}],
-        }))
-        .into_response(),
-        Err(e) => e.into_response(),
-    }
 }
 
 fn reject(st: &AppState, rid: &str, e: ApiError) -> Response {
@@ -100,7 +87,7 @@ async fn handle(st: AppState, rid: RequestIdValue, headers: HeaderMap, body: Bod
 }
 
 /// Read the body as JSON of type `T`, with OpenAI-style errors for every failure.
-async fn read_json<T: serde::de::DeserializeOwned>(
+pub(super) async fn read_json<T: serde::de::DeserializeOwned>(
     headers: &HeaderMap,
     body: Body,
     limit: usize,

@@ -4,16 +4,18 @@
 //!
 //! Reading order: `api` (wire types) → `validate` (the one validation step) → `handlers`
 //! (parse → validate → policy → local or remote → respond) → `responses` (local answers) /
+//! `info` (model and tokenizer endpoints that generate nothing) /
 //! `proxy` (remote answers) → `errors` (the status table) → `metrics` → `run` (lifecycle).
 //!
 //! Owns: shared server state (served model, admission counter, readiness and engine
-//! liveness, routing policy, metrics), the middleware (API keys, `x-request-id`) and the
+//! liveness, routing policy, metrics), the middleware (API keys, `x-request-id`, CORS) and the
 //! routes. Must not: hold engine state; requests
 //! reach the engine only through its handle.
 
 pub mod api;
 pub mod errors;
 mod handlers;
+mod info;
 pub mod metrics;
 mod proxy;
 mod responses;
@@ -27,11 +29,12 @@ use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, OnceLock};
 
 use axum::extract::{Request, State};
-use axum::http::{HeaderValue, StatusCode};
+use axum::http::{header, HeaderName, HeaderValue, Method, StatusCode};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::Router;
+use tower_http::cors::{AllowOrigin, CorsLayer};
 
 use crate::engine::EngineHandle;
 use crate::fallback::Backends;
@@ -54,6 +57,8 @@ pub struct ServerConfig {
     pub local_price: crate::fallback::Price,
     /// How tool calls are read (`--tool-call-parser`).
     pub tool_parser: crate::tools::ParserChoice,
+    /// Browser origins allowed by CORS (`*` for any); empty sends no CORS headers.
+    pub allowed_origins: Vec<String>,
 }
 
 /// The loaded model as handlers need it.
@@ -268,16 +273,55 @@ async fn metrics_route(State(st): State<AppState>) -> Response {
     ([("content-type", "text/plain; version=0.0.4")], st.0.metrics.render()).into_response()
 }
 
+/// CORS for the configured origins: preflights answered, `Access-Control-*` on every response
+/// (errors included), the request-id and route headers readable by the page.
+fn cors(origins: &[String]) -> Option<CorsLayer> {
+    if origins.is_empty() {
+        return None;
+    }
+    let allow = match origins.iter().any(|o| o == "*") {
+        true => AllowOrigin::any(),
+        false => AllowOrigin::list(origins.iter().filter_map(|o| HeaderValue::from_str(o).ok())),
+    };
+    Some(
+        CorsLayer::new()
+            .allow_origin(allow)
+            .allow_methods([Method::GET, Method::POST])
+            .allow_headers([
+                header::AUTHORIZATION,
+                header::CONTENT_TYPE,
+                HeaderName::from_static("x-request-id"),
+            ])
+            .expose_headers([
+                HeaderName::from_static("x-request-id"),
+                HeaderName::from_static("x-aisle-route"),
+                header::RETRY_AFTER,
+            ])
+            .max_age(std::time::Duration::from_secs(600)),
+    )
+}
+
 /// The router. Tests call it directly, without a socket.
 pub fn app(state: AppState) -> Router {
-    Router::new()
+    let cors = cors(&state.0.cfg.allowed_origins);
+    let router = Router::new()
         .route("/v1/chat/completions", post(handlers::chat))
         .route("/v1/completions", post(handlers::completions))
-        .route("/v1/models", get(handlers::models))
+        .route("/v1/models", get(info::models))
+        .route("/v1/models/{id}", get(info::model))
+        .route("/tokenize", post(info::tokenize))
+        .route("/detokenize", post(info::detokenize))
+        .route("/tokenizer_info", get(info::tokenizer_info))
+        .route("/version", get(info::version))
         .route("/health", get(health))
         .route("/ready", get(ready))
         .route("/metrics", get(metrics_route))
         .fallback(not_found)
         .layer(middleware::from_fn_with_state(state.clone(), middleware_fn))
-        .with_state(state)
+        .with_state(state);
+    // Outside the API-key check: a preflight carries no credentials.
+    match cors {
+        Some(layer) => router.layer(layer),
+        None => router,
+    }
 }

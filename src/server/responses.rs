@@ -192,6 +192,8 @@ struct Streaming {
     out: RequestOutput,
     pending: VecDeque<String>,
     include_usage: bool,
+    /// `continuous_usage_stats`: prompt tokens and completion tokens so far, on every chunk.
+    running_usage: Option<(usize, usize)>,
     text_offsets: Vec<usize>,
     /// Per choice, when the output is read as tool calls.
     tool_streams: Vec<ToolStream>,
@@ -200,6 +202,15 @@ struct Streaming {
 }
 
 impl Streaming {
+    /// Queue one chunk, with the usage so far when the client asked for it on every chunk.
+    fn push(&mut self, mut chunk: Value) {
+        if let Some((prompt, completion)) = self.running_usage {
+            chunk["usage"] = json!({"prompt_tokens": prompt, "completion_tokens": completion,
+                                    "total_tokens": prompt + completion});
+        }
+        self.pending.push_back(chunk.to_string());
+    }
+
     /// Tool-call deltas for a choice's new text; the token's logprobs ride on the first.
     fn tool_chunks(&mut self, choice: usize, text: &str, lps: &[TokenLogprobs], end: Option<FinishReason>) {
         let s = &mut self.tool_streams[choice];
@@ -210,20 +221,23 @@ impl Streaming {
         if deltas.is_empty() && !lps.is_empty() {
             deltas.push(json!({}));
         }
-        let m = &self.meta;
         for (k, d) in deltas.into_iter().enumerate() {
             let lp = if k == 0 { lps } else { &[] };
-            self.pending.push_back(m.delta_chunk(choice, d, lp, None).to_string());
+            let c = self.meta.delta_chunk(choice, d, lp, None);
+            self.push(c);
         }
         if let Some(reason) = end {
             let finish = tool_finish(Some(reason), &self.tool_streams[choice].turn());
-            self.pending
-                .push_back(m.delta_chunk(choice, json!({}), &[], finish).to_string());
+            let c = self.meta.delta_chunk(choice, json!({}), &[], finish);
+            self.push(c);
         }
     }
 
     /// Translate one engine event into zero or more `data:` payloads.
     fn translate(&mut self, e: Event) {
+        if let (Some((_, done)), Event::Token { .. }) = (&mut self.running_usage, &e) {
+            *done += 1;
+        }
         if !self.tool_streams.is_empty() {
             match &e {
                 Event::Token {
@@ -236,27 +250,27 @@ impl Streaming {
                 _ => {}
             }
         }
-        let m = &self.meta;
         match &e {
             Event::Token { .. } | Event::Finished { .. } if !self.tool_streams.is_empty() => {}
             Event::Token {
                 choice, text, logprobs, ..
             } if !text.is_empty() || logprobs.is_some() => {
                 let lps: Vec<TokenLogprobs> = logprobs.iter().cloned().collect();
-                let chunk = m.delta(*choice, text, &lps, self.text_offsets[*choice], None);
+                let chunk = self.meta.delta(*choice, text, &lps, self.text_offsets[*choice], None);
                 self.text_offsets[*choice] += text.len();
-                self.pending.push_back(chunk.to_string());
+                self.push(chunk);
             }
             Event::Finished { choice, reason, text } => {
                 if !text.is_empty() {
-                    let chunk = m.delta(*choice, text, &[], self.text_offsets[*choice], None);
-                    self.pending.push_back(chunk.to_string());
+                    let chunk = self.meta.delta(*choice, text, &[], self.text_offsets[*choice], None);
+                    self.push(chunk);
                 }
-                self.pending
-                    .push_back(m.delta(*choice, "", &[], 0, Some(*reason)).to_string());
+                let end = self.meta.delta(*choice, "", &[], 0, Some(*reason));
+                self.push(end);
             }
             Event::Done(usage) => {
                 if self.include_usage {
+                    let m = &self.meta;
                     let mut c = m.chunk(Value::Null);
                     c["choices"] = json!([]);
                     c["usage"] = usage_json(usage, &m.price);
@@ -358,30 +372,33 @@ fn open_stream(
     let mut meta = Meta::new(st, rid, valid.endpoint, valid.shape.logprobs)?;
     meta.tools = valid.tools;
     let n = valid.generation.n;
+    let prompt_tokens = valid.generation.prompt.len();
     let events = submit(st, plan, valid.generation)?;
     let tool_streams = match (meta.kind, meta.tools) {
         (Endpoint::Chat, Some(f)) => (0..n).map(|_| ToolStream::new(f)).collect(),
         _ => Vec::new(),
     };
-    let mut pending = VecDeque::new();
-    if meta.kind == Endpoint::Chat {
-        for i in 0..n {
-            let role = json!({"index": i, "delta": {"role": "assistant", "content": ""}, "logprobs": null, "finish_reason": null});
-            pending.push_back(meta.chunk(role).to_string());
-        }
-    }
-    Ok(Streaming {
+    let mut s = Streaming {
         meta,
         events,
         tracker: Tracker::new(st, rid, t0),
         out: RequestOutput::default(),
-        pending,
+        pending: VecDeque::new(),
         include_usage: valid.shape.include_usage,
+        running_usage: valid.shape.continuous_usage.then_some((prompt_tokens, 0)),
         text_offsets: vec![0; n],
         tool_streams,
         finished: false,
         _admission: admission,
-    })
+    };
+    if s.meta.kind == Endpoint::Chat {
+        for i in 0..n {
+            let role = json!({"index": i, "delta": {"role": "assistant", "content": ""}, "logprobs": null, "finish_reason": null});
+            let c = s.meta.chunk(role);
+            s.push(c);
+        }
+    }
+    Ok(s)
 }
 
 /// Answer with an SSE stream. Dropping the stream (client gone) cancels the request.

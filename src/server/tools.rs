@@ -60,7 +60,7 @@ fn function(i: usize, t: &Value) -> Result<Function, ApiError> {
     })
 }
 
-fn functions(tools: &Value) -> Result<Vec<Function>, ApiError> {
+pub fn functions(tools: &Value) -> Result<Vec<Function>, ApiError> {
     let list = tools
         .as_array()
         .filter(|l| !l.is_empty())
@@ -207,8 +207,13 @@ pub fn message(i: usize, m: &ChatMessageIn, content: Option<String>) -> Result<C
         (None, Some(_)) => None,
         (c, _) => Some(c.unwrap_or_default()),
     };
+    // OpenAI's `developer` is the system message of its newer models; templates know `system`.
+    let role = match m.role.as_str() {
+        "developer" => "system".to_string(),
+        r => r.to_string(),
+    };
     Ok(ChatMessage {
-        role: m.role.clone(),
+        role,
         content,
         tool_calls,
         tool_call_id: m.tool_call_id.clone(),

@@ -12,7 +12,7 @@ use serde::Deserialize;
 use serde_json::Value;
 
 use super::api::{
-    Body, ChatRequest, CommonParams, CompletionRequest, Endpoint, MessageContent, PromptInput, StopInput,
+    Body, ChatMessageIn, ChatRequest, CommonParams, CompletionRequest, Endpoint, MessageContent, PromptInput, StopInput,
 };
 use super::errors::{ApiError, ApiErrorKind};
 use crate::chat_template::ChatMessage;
@@ -39,6 +39,8 @@ pub struct Limits<'a> {
 pub struct ResponseShape {
     pub stream: bool,
     pub include_usage: bool,
+    /// Every chunk carries the usage so far (`stream_options.continuous_usage_stats`).
+    pub continuous_usage: bool,
     /// Logprobs in the response (the engine may compute them for the cascade regardless).
     pub logprobs: bool,
 }
@@ -135,7 +137,7 @@ pub fn request(body: &Body, limits: &Limits) -> Result<ValidRequest, ApiError> {
 
 /// `/v1/chat/completions`.
 pub fn chat(body: &ChatRequest, limits: &Limits) -> Result<ValidRequest, ApiError> {
-    let messages = text_messages(body)?;
+    let messages = text_messages(&body.messages)?;
     let tools = super::tools::plan(body, limits.tool_format, limits.tokenizer, limits.grammars)?;
     let prompt = limits
         .tokenizer
@@ -164,7 +166,7 @@ pub fn chat(body: &ChatRequest, limits: &Limits) -> Result<ValidRequest, ApiErro
         Some(MessageContent::Parts(p)) => p.iter().filter_map(|x| x.text.clone()).collect::<Vec<_>>().join(" "),
         None => String::new(),
     };
-    let mut v = valid(Endpoint::Chat, &body.common, route_text, generation, logprobs);
+    let mut v = valid(Endpoint::Chat, &body.common, route_text, generation, logprobs)?;
     v.tools = tools.parse;
     Ok(v)
 }
@@ -197,13 +199,7 @@ pub fn completion(body: &CompletionRequest, limits: &Limits) -> Result<ValidRequ
         PromptInput::Texts(v) => v.join(" "),
         PromptInput::Tokens(_) => String::new(),
     };
-    Ok(valid(
-        Endpoint::Completion,
-        &body.common,
-        route_text,
-        generation,
-        logprobs,
-    ))
+    valid(Endpoint::Completion, &body.common, route_text, generation, logprobs)
 }
 
 fn valid(
@@ -212,24 +208,32 @@ fn valid(
     route_text: String,
     generation: GenerationRequest,
     logprobs: Option<usize>,
-) -> ValidRequest {
-    let include_usage = common.stream_options.as_ref().and_then(|o| o.include_usage);
-    ValidRequest {
+) -> Result<ValidRequest, ApiError> {
+    let stream = common.stream.unwrap_or(false);
+    let opts = common.stream_options.clone().unwrap_or_default();
+    if !stream && common.stream_options.is_some() {
+        return Err(ApiError::invalid(
+            "stream_options",
+            "stream_options is only allowed with `stream: true`",
+        ));
+    }
+    Ok(ValidRequest {
         endpoint,
         route_text,
         generation,
         shape: ResponseShape {
-            stream: common.stream.unwrap_or(false),
-            include_usage: include_usage.unwrap_or(false),
+            stream,
+            include_usage: opts.include_usage.unwrap_or(false),
+            continuous_usage: opts.continuous_usage_stats.unwrap_or(false),
             logprobs: logprobs.is_some(),
         },
         tools: None,
-    }
+    })
 }
 
-/// Flatten message content to text; image or audio parts are rejected.
-fn text_messages(body: &ChatRequest) -> Result<Vec<ChatMessage>, ApiError> {
-    if body.messages.is_empty() {
+/// The messages with their content as text (only text parts), tool fields checked.
+pub fn text_messages(messages: &[ChatMessageIn]) -> Result<Vec<ChatMessage>, ApiError> {
+    if messages.is_empty() {
         return Err(ApiError::invalid(
             "messages",
             "messages must contain at least one message",
@@ -242,8 +246,8 @@ fn text_messages(body: &ChatRequest) -> Result<Vec<ChatMessage>, ApiError> {
             format!("content part type `{}` is not supported; only text", p.kind),
         )),
     };
-    let mut out = Vec::with_capacity(body.messages.len());
-    for (i, m) in body.messages.iter().enumerate() {
+    let mut out = Vec::with_capacity(messages.len());
+    for (i, m) in messages.iter().enumerate() {
         let content = match &m.content {
             None => None,
             Some(MessageContent::Text(t)) => Some(t.clone()),

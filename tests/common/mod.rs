@@ -157,6 +157,7 @@ pub fn server_config() -> aisle::server::ServerConfig {
         default_max_tokens: 16,
         local_price: Default::default(),
         tool_parser: Default::default(),
+        allowed_origins: vec![],
     }
 }
 
@@ -172,6 +173,7 @@ pub async fn serve_on_loopback(model: &LoadedModel, name: &str) -> (String, aisl
         default_max_tokens: 64,
         local_price: Default::default(),
         tool_parser: Default::default(),
+        allowed_origins: vec![],
     });
     state.set_model(served);
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0")

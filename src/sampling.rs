@@ -126,7 +126,7 @@ pub fn argmax_masked(row: &[f32], mask: Option<TokenMask>) -> u32 {
     let allowed = |i: usize| bits(i / LANES) >> (i % LANES) & 1 == 1;
     row.iter()
         .enumerate()
-        .position(|(i, &x)| allowed(i) && (x == max || max == f32::NEG_INFINITY))
+        .position(|(i, &x)| (x == max || max == f32::NEG_INFINITY) && allowed(i))
         .unwrap_or(0) as u32
 }
 

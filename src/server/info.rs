@@ -55,6 +55,14 @@ fn served<'a>(st: &'a AppState, model: Option<&str>) -> Result<&'a ServedModel, 
     }
 }
 
+/// A JSON answer, or the error's OpenAI-style body.
+fn respond(r: Result<Value, ApiError>) -> Response {
+    match r {
+        Ok(v) => Json(v).into_response(),
+        Err(e) => e.into_response(),
+    }
+}
+
 /// vLLM's `/tokenize`: a `prompt`, or chat `messages` rendered by the chat template.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -79,10 +87,7 @@ pub async fn tokenize(State(st): State<AppState>, headers: HeaderMap, body: Body
             .await
             .map_err(|e| ApiError::new(ApiErrorKind::Internal, format!("tokenizer task failed: {e}")))?
     };
-    match run.await {
-        Ok(v) => Json(v).into_response(),
-        Err(e) => e.into_response(),
-    }
+    respond(run.await)
 }
 
 fn tokenize_body(tok: &TextTokenizer, context: usize, req: &TokenizeRequest) -> Result<Value, ApiError> {
@@ -148,10 +153,7 @@ pub async fn detokenize(State(st): State<AppState>, headers: HeaderMap, body: Bo
             .map_err(|e| ApiError::invalid("tokens", e.to_string()))?;
         Ok::<_, ApiError>(json!({"prompt": text}))
     };
-    match run.await {
-        Ok(v) => Json(v).into_response(),
-        Err(e) => e.into_response(),
-    }
+    respond(run.await)
 }
 
 /// What a remote tokenizer needs to act like the model's own: special tokens, the chat

@@ -5,7 +5,8 @@
 //! Model: `AISLE_BENCH_MODEL=DIR`, default `target/bench-models/smollm2-135m` (made by
 //! `scripts/make_bench_model.py`), falling back to the tiny `tests/fixtures/llama3`.
 //! Run: `cargo bench --bench engine`; `engine_json` times the same decode under a JSON-schema
-//! grammar (masks computed every step) against none, and prints the mask time per token.
+//! grammar (masks computed every step) against none, and prints the mask time per token;
+//! `engine_prompt_logprobs` times one 512-token prefill with and without prompt scoring.
 
 use std::time::{Duration, Instant};
 
@@ -166,5 +167,66 @@ fn bench_constrained(c: &mut Criterion) {
     g.finish();
 }
 
-criterion_group!(engine, bench_decode, bench_constrained);
+/// Tokens in `engine_prompt_logprobs`' prompt.
+const SCORED_PROMPT: usize = 512;
+
+/// A core holding one `SCORED_PROMPT`-token request, not yet stepped.
+fn one_prompt(model: &LoadedModel, prompt_logprobs: Option<usize>) -> EngineCore {
+    let opts = ExecutorOptions {
+        device: DeviceSpec::Cpu,
+        dtype: DType::F32,
+        block_size: 16,
+        num_blocks: SCORED_PROMPT / 16 + 8,
+        ..Default::default()
+    };
+    let sched = SchedulerConfig {
+        max_batched_tokens: 2048,
+        max_seqs: 1,
+    };
+    let mut core = EngineCore::new(
+        model.executor(&opts).expect("executor"),
+        model.tokenizer.clone(),
+        vec![],
+        sched,
+    );
+    let (tx, rx) = unbounded_channel();
+    std::mem::forget(rx);
+    let req = GenerationRequest {
+        prompt: (0..SCORED_PROMPT).map(|t| ((t * 31) % 300 + 4) as u32).collect(),
+        max_tokens: 1,
+        ignore_eos: true,
+        prompt_logprobs,
+        ..GenerationRequest::default()
+    };
+    core.add(0, req, tx);
+    core
+}
+
+/// The whole 512-token prefill (one step) with and without `prompt_logprobs`: scoring costs
+/// the lm_head over every position and a log-softmax per row, in the same pass.
+fn bench_prompt_logprobs(c: &mut Criterion) {
+    let model = LoadedModel::load_dir(&model_dir()).expect("bench model");
+    let mut g = c.benchmark_group("engine_prompt_logprobs");
+    g.sample_size(10).measurement_time(Duration::from_secs(10));
+    g.throughput(Throughput::Elements(SCORED_PROMPT as u64));
+    for (name, k) in [("none", None), ("k0", Some(0)), ("k1", Some(1)), ("k5", Some(5))] {
+        g.bench_function(BenchmarkId::new(name, SCORED_PROMPT), |b| {
+            b.iter_custom(|iters| {
+                let mut total = Duration::ZERO;
+                for _ in 0..iters {
+                    let mut core = one_prompt(&model, k);
+                    let start = Instant::now();
+                    while core.has_work() {
+                        core.step();
+                    }
+                    total += start.elapsed();
+                }
+                total
+            })
+        });
+    }
+    g.finish();
+}
+
+criterion_group!(engine, bench_decode, bench_constrained, bench_prompt_logprobs);
 criterion_main!(engine);

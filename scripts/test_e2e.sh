@@ -2,7 +2,8 @@
 # End-to-end tests against a real `aisle serve` on loopback: the official `openai` Python SDK
 # (chat and completions, streaming and not, usage, stop, seed, logprobs, error classes), a
 # bounded load test (64 streaming clients, half disconnecting early) and SIGTERM draining;
-# tool calling and structured outputs with the openai SDK, LangChain and LlamaIndex.
+# tool calling and structured outputs with the openai SDK, LangChain and LlamaIndex; the
+# README's examples as written (tests/e2e_readme.py).
 # Installs its pinned Python packages into target/e2e-venv and target/e2e-li-venv (PyPI
 # only); needs no GPU.
 set -euo pipefail
@@ -15,6 +16,7 @@ fi
 cargo build --release --locked --quiet
 "$venv/bin/python" tests/e2e_openai.py target/release/aisle tests/fixtures/mistral
 "$venv/bin/python" tests/e2e_tools.py target/release/aisle
+"$venv/bin/python" tests/e2e_readme.py target/release/aisle
 li=target/e2e-li-venv
 if [ ! -x "$li/bin/python" ]; then
   python3 -m venv "$li"

@@ -61,6 +61,35 @@ pub struct TokenLogprobs {
     pub top: Vec<(u32, f32)>,
 }
 
+/// A prompt token scored by the model's prediction from the tokens before it: its
+/// log-probability, its rank in that distribution (1 = most likely) and the most likely
+/// alternatives, best first (vLLM's `prompt_logprobs` entries).
+#[derive(Debug, Clone, PartialEq)]
+pub struct ScoredToken {
+    pub logprob: f32,
+    pub rank: u32,
+    pub top: Vec<(u32, f32)>,
+}
+
+/// Score `token` against one logits row (raw, unprocessed) with `k` alternatives. The
+/// normaliser sums in f64, so a long row loses nothing to rounding.
+pub fn score_token(row: &[f32], token: u32, k: usize) -> ScoredToken {
+    let max = row.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+    let sum: f64 = row.iter().map(|&x| ((x - max) as f64).exp()).sum();
+    let norm = max as f64 + sum.ln();
+    let x = row.get(token as usize).copied().unwrap_or(f32::NEG_INFINITY);
+    let rank = 1 + row.iter().filter(|&&y| y > x).count() as u32;
+    let top = top_entries(row, k.min(MAX_TOP_LOGPROBS))
+        .into_iter()
+        .map(|(i, y)| (i, (y as f64 - norm) as f32))
+        .collect();
+    ScoredToken {
+        logprob: (x as f64 - norm) as f32,
+        rank,
+        top,
+    }
+}
+
 /// The tokens a grammar allows next, as a bitset: token `i` is bit `i % 32` of word `i / 32`;
 /// ids past the end are not allowed.
 #[derive(Debug, Clone, Copy)]
@@ -139,11 +168,15 @@ fn log_sum_exp(row: &[f32]) -> f32 {
 
 /// The `k` largest entries of `row` as (index, value), best first.
 fn top_entries(row: &[f32], k: usize) -> Vec<(u32, f32)> {
-    let mut idx: Vec<u32> = (0..row.len() as u32).collect();
-    let k = k.min(idx.len());
+    let k = k.min(row.len());
     if k == 0 {
         return Vec::new();
     }
+    if k == 1 {
+        let i = argmax(row); // one pass, no index vector (prompt scoring asks for this per row)
+        return vec![(i, row[i as usize])];
+    }
+    let mut idx: Vec<u32> = (0..row.len() as u32).collect();
     let by_value = |a: &u32, b: &u32| row[*b as usize].total_cmp(&row[*a as usize]).then(a.cmp(b));
     idx.select_nth_unstable_by(k - 1, by_value);
     idx.truncate(k);

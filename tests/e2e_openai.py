@@ -40,9 +40,10 @@ def free_port():
 
 
 class Server:
-    def __init__(self, *extra, model=MODEL, name="shop", env=None):
+    def __init__(self, *extra, model=MODEL, name="shop", env=None, key=KEY):
         self.port = free_port()
-        args = [BIN, "serve", "--port", str(self.port), "--api-key", KEY, "--block-size", "4", "--kv-cache-mb", "16", *extra]
+        keys = ["--api-key", key] if key else []
+        args = [BIN, "serve", "--port", str(self.port), *keys, "--block-size", "4", "--kv-cache-mb", "16", *extra]
         if model:
             args += ["--model", model, "--served-model-name", name]
         self.proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
@@ -136,9 +137,48 @@ def api_checks(srv):
             for s in held:
                 s.close()
 
+    def models_retrieve():
+        m = c.models.retrieve("shop")
+        assert m.id == "shop" and m.object == "model", m
+        try:
+            c.models.retrieve("gpt-4")
+            raise AssertionError("expected NotFoundError")
+        except openai.NotFoundError:
+            pass
+
+    prompts = ["The cordless drill has a", "Is the café grinder in stock?"]
+
+    def one_by_one(n=1):
+        return [ch.text for p in prompts
+                for ch in c.completions.create(model="shop", prompt=p, max_tokens=6, temperature=0, n=n).choices]
+
+    def prompt_lists():
+        r = c.completions.create(model="shop", prompt=prompts, max_tokens=6, temperature=0, n=2)
+        assert [ch.index for ch in r.choices] == [0, 1, 2, 3]
+        assert [ch.text for ch in r.choices] == one_by_one(n=2)
+        ids = [json.loads(urllib.request.urlopen(urllib.request.Request(
+            srv.base + "/tokenize", json.dumps({"prompt": p}).encode(), {"content-type": "application/json"})).read())["tokens"]
+            for p in prompts]
+        r = c.completions.create(model="shop", prompt=ids, max_tokens=0, echo=True, logprobs=1)
+        for ch, p, t in zip(r.choices, prompts, ids):
+            lp = ch.logprobs.token_logprobs
+            # Token ids echo as their decoding, special tokens kept (the fixture adds <s>).
+            assert ch.text.endswith(p) and len(lp) == len(t) and lp[0] is None and all(x <= 0 for x in lp[1:]), ch
+
+    def langchain_batch():
+        from langchain_openai import OpenAI as LangChainOpenAI
+        llm = LangChainOpenAI(base_url=srv.base + "/v1", api_key=KEY, model="shop", temperature=0,
+                              max_tokens=6, max_retries=0)
+        expected = one_by_one()
+        assert llm.batch(prompts) == expected
+        gen = llm.generate(prompts)  # one request carrying both prompts
+        assert [g[0].text for g in gen.generations] == expected, gen
+
     for name, fn in [("chat basic + usage", chat_basic), ("chat stream == non-stream, same seed", chat_stream_equals_non_stream),
                      ("completions stream == non-stream, stop", completions_stream_and_stop), ("logprobs", logprobs),
-                     ("error classes", error_classes), ("429 RateLimitError", rate_limit)]:
+                     ("error classes", error_classes), ("429 RateLimitError", rate_limit),
+                     ("models.retrieve", models_retrieve), ("completions prompt lists, echo", prompt_lists),
+                     ("LangChain OpenAI.batch and .generate", langchain_batch)]:
         check(name, fn)
 
 

@@ -356,8 +356,18 @@ async fn fields_the_server_does_not_implement_are_400s_naming_them() {
         let (st, e) = error_of(&s.router, post("/v1/chat/completions", body)).await;
         assert_eq!((st.as_u16(), e["param"].as_str()), (400, Some(field)), "{e}");
     }
-    for field in ["echo", "best_of", "suffix", "messages", "tools"] {
+    for field in ["suffix", "messages", "tools", "functions"] {
         let body = json!({"prompt": "hi", field: 1});
+        let (st, e) = error_of(&s.router, post("/v1/completions", body)).await;
+        assert_eq!((st.as_u16(), e["param"].as_str()), (400, Some(field)), "{e}");
+    }
+    // A served field with a value of the wrong type is a 400 naming it too.
+    for (field, value) in [
+        ("echo", json!(1)),
+        ("best_of", json!("two")),
+        ("temperature", json!("hot")),
+    ] {
+        let body = json!({"prompt": "hi", field: value});
         let (st, e) = error_of(&s.router, post("/v1/completions", body)).await;
         assert_eq!((st.as_u16(), e["param"].as_str()), (400, Some(field)), "{e}");
     }

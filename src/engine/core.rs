@@ -5,23 +5,25 @@
 //! Synchronous, so tests can drive it step by step; `thread` runs it on the engine thread.
 //! Grammar masks for a step's constrained sequences are computed together, in parallel, right
 //! after the forward pass; a sequence's grammar state only ever advances by tokens it keeps
-//! (preemption recomputes KV but keeps the tokens, so the state stays valid).
+//! (preemption recomputes KV but keeps the tokens, so the state stays valid). A prompt that
+//! asked for scores gets logits rows at every position and is scored from them in the same
+//! step; `max_tokens: 0` ends a choice once its prompt is computed. Masks and scores live in
+//! `step_parts`.
 //! Must not: block on clients. Events go to unbounded channels; a closed channel means the
 //! client left, and its request is cancelled at the next step.
 
 use std::collections::HashMap;
 use std::time::Instant;
 
-use rayon::prelude::*;
 use tokio::sync::mpsc::UnboundedSender;
 
 use super::block_manager::{BlockManager, SeqId};
 use super::error::{EngineError, RequestError};
 use super::request::{Event, FinishReason, GenerationRequest, RequestId, StopText, Usage};
-use super::scheduler::{Scheduler, SchedulerConfig, Step};
+use super::scheduler::{ScheduledSeq, Scheduler, SchedulerConfig, Step};
 use crate::backend::Executor;
 use crate::grammar::{Constrained, GrammarError};
-use crate::sampling::{Sampler, TokenLogprobs, TokenMask};
+use crate::sampling::{Sampler, ScoredToken, TokenLogprobs, TokenMask};
 use crate::tokenizer::{StreamDecoder, TextTokenizer};
 
 pub type EventSink = UnboundedSender<Event>;
@@ -80,7 +82,18 @@ struct RequestState {
     cached_tokens: usize,
     completion_tokens: usize,
     started: bool,
+    /// Prompt scores by position while the prompt is computed (`prompt_logprobs`).
+    prompt_scores: Vec<Option<ScoredToken>>,
 }
+
+/// What a sequence that reached its last token does in a step.
+enum Pick {
+    Token(u32, Option<TokenLogprobs>),
+    /// `max_tokens: 0`: the prompt was only to be computed (and scored); the choice ends.
+    ScoreOnly,
+}
+
+type Masks = HashMap<SeqId, Result<llguidance::toktrie::SimpleVob, GrammarError>>;
 
 pub struct EngineCore {
     exec: Box<dyn Executor>,
@@ -184,6 +197,9 @@ impl EngineCore {
             self.next_seq += 1;
             let after = (i > 0).then(|| choices.first().map(|c: &Choice| c.seq)).flatten();
             self.sched.add(seq, req.prompt.clone(), req.priority, after);
+            if i == 0 && req.prompt_logprobs.is_some() {
+                self.sched.score_prompt(seq);
+            }
             self.owner.insert(seq, (id, i));
             let mut params = req.sampling.clone();
             params.seed = params.seed.map(|s| s.wrapping_add(i as u64));
@@ -198,7 +214,12 @@ impl EngineCore {
             });
         }
         let deadline = req.timeout.map(|t| arrival + t);
+        let prompt_scores = match req.prompt_logprobs {
+            Some(_) => vec![None; req.prompt.len()],
+            None => Vec::new(),
+        };
         let state = RequestState {
+            prompt_scores,
             req,
             sink,
             choices,
@@ -245,7 +266,52 @@ impl EngineCore {
         self.reap();
         let step = self.sched.schedule()?;
         self.note_started(&step);
-        let summary = StepSummary {
+        let summary = self.summary(&step);
+        let wanted: usize = step.seqs.iter().map(ScheduledSeq::logit_rows).sum();
+        let out = match self.exec.execute(&step.batch) {
+            Ok(out) if out.rows() == wanted => out,
+            Ok(out) => {
+                let why = format!("the executor returned {} logits rows for {wanted} wanted", out.rows());
+                self.fail_step(&step, &why);
+                return Some(summary);
+            }
+            Err(e) => {
+                self.fail_step(&step, &e.to_string());
+                return Some(summary);
+            }
+        };
+        let masks = self.grammar_masks(&step);
+        let (mut sampled, mut logprobs, mut score_only) = (Vec::new(), Vec::new(), Vec::new());
+        let mut row = 0;
+        for s in &step.seqs {
+            let first = row;
+            row += s.logit_rows();
+            if s.all_logits {
+                self.score_prompt_rows(s, &out, first);
+            }
+            match s.samples.then(|| self.pick(s, out.row(row - 1), &masks)).flatten() {
+                Some(Pick::Token(token, lp)) => {
+                    sampled.push((s.id, token));
+                    logprobs.push(lp);
+                }
+                Some(Pick::ScoreOnly) => score_only.push(s.id),
+                None => {}
+            }
+        }
+        self.sched.update(&step, &sampled);
+        for ((seq, token), lp) in sampled.into_iter().zip(logprobs) {
+            self.on_token(seq, token, lp);
+        }
+        for seq in score_only {
+            if let Some(&(rid, c)) = self.owner.get(&seq) {
+                self.finish_choice(rid, c, FinishReason::Length, false);
+            }
+        }
+        Some(summary)
+    }
+
+    fn summary(&self, step: &Step) -> StepSummary {
+        StepSummary {
             seqs: step
                 .seqs
                 .iter()
@@ -260,74 +326,28 @@ impl EngineCore {
                 })
                 .collect(),
             preempted: step.preempted.len(),
-        };
-        let out = match self.exec.execute(&step.batch) {
-            Ok(out) => out,
-            Err(e) => {
-                self.fail_step(&step, &e.to_string());
-                return Some(summary);
+        }
+    }
+
+    /// The next token of a sequence that reached its end, from its logits `row`; `None` when
+    /// its choice is gone (or its grammar failed, which ends it).
+    fn pick(&mut self, s: &ScheduledSeq, row: &[f32], masks: &Masks) -> Option<Pick> {
+        let &(rid, c) = self.owner.get(&s.id)?;
+        let state = self.requests.get_mut(&rid)?;
+        if state.req.max_tokens == 0 {
+            return Some(Pick::ScoreOnly);
+        }
+        let mask = match masks.get(&s.id) {
+            Some(Ok(m)) => Some(TokenMask(m.as_slice())),
+            Some(Err(e)) => {
+                self.fail_grammar(rid, c, e);
+                return None;
             }
+            None => None,
         };
-        let masks = self.grammar_masks(&step);
-        let mut sampled = Vec::new();
-        let mut logprobs = Vec::new();
-        for (row, s) in step.seqs.iter().filter(|s| s.samples).enumerate() {
-            let Some(&(rid, c)) = self.owner.get(&s.id) else {
-                continue;
-            };
-            let Some(state) = self.requests.get_mut(&rid) else {
-                continue;
-            };
-            let mask = match masks.get(&s.id) {
-                Some(Ok(m)) => Some(TokenMask(m.as_slice())),
-                Some(Err(e)) => {
-                    self.fail_grammar(rid, c, e);
-                    continue;
-                }
-                None => None,
-            };
-            let choice = &mut state.choices[c];
-            let (token, lp) = choice
-                .sampler
-                .sample(out.row(row), &state.req.prompt, &choice.tokens, mask);
-            sampled.push((s.id, token));
-            logprobs.push(lp);
-        }
-        self.sched.update(&step, &sampled);
-        for ((seq, token), lp) in sampled.into_iter().zip(logprobs) {
-            self.on_token(seq, token, lp);
-        }
-        Some(summary)
-    }
-
-    /// The allowed-token masks of this step's constrained sequences that sample, computed in
-    /// parallel.
-    fn grammar_masks(&mut self, step: &Step) -> HashMap<SeqId, Result<llguidance::toktrie::SimpleVob, GrammarError>> {
-        if !self.requests.values().any(|r| r.req.grammar.is_some()) {
-            return HashMap::new(); // no constrained request: nothing to allocate per step
-        }
-        let sampling: std::collections::HashSet<SeqId> = step.seqs.iter().filter(|s| s.samples).map(|s| s.id).collect();
-        let mut work: Vec<(SeqId, &mut Constrained)> = self
-            .requests
-            .values_mut()
-            .flat_map(|r| r.choices.iter_mut())
-            .filter(|c| !c.finished && sampling.contains(&c.seq))
-            .filter_map(|c| Some((c.seq, c.grammar.as_mut()?)))
-            .collect();
-        if work.is_empty() {
-            return HashMap::new();
-        }
-        let t0 = Instant::now();
-        let masks: HashMap<_, _> = work.par_iter_mut().map(|(seq, g)| (*seq, g.mask())).collect();
-        self.grammar_masks += masks.len() as u64;
-        self.grammar_mask_nanos += t0.elapsed().as_nanos() as u64;
-        masks
-    }
-
-    /// A choice's grammar failed: it ends with an error and the request's other choices go on.
-    fn fail_grammar(&mut self, rid: RequestId, c: usize, e: &GrammarError) {
-        tracing::error!(request = rid, choice = c, "grammar failed: {e}");
-        self.finish_choice(rid, c, FinishReason::Error, false);
+        let choice = &mut state.choices[c];
+        let (token, lp) = choice.sampler.sample(row, &state.req.prompt, &choice.tokens, mask);
+        Some(Pick::Token(token, lp))
     }
 
     /// Announce requests scheduled for the first time; a first scheduling that starts past
@@ -453,3 +473,6 @@ impl EngineCore {
         }
     }
 }
+
+#[path = "step_parts.rs"]
+mod step_parts;

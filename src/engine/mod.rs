@@ -2,17 +2,19 @@
 //!
 //! Reading order: `block_manager` (block ids, prefix cache) → `scheduler` (what runs) →
 //! `request` (what clients ask and receive) → `error` (why a request failed) → `core` (one step: schedule → execute →
-//! sample → update → emit) → `thread` (the engine thread and its channels).
+//! sample → update → emit) → `thread` (the engine thread and its channels) → `stream` (the client's end).
 
 pub mod block_manager;
 pub mod core;
 pub mod error;
 pub mod request;
 pub mod scheduler;
+pub mod stream;
 pub mod thread;
 
 pub use self::core::{EngineCore, EngineStats, EventSink, ScheduledWork, StepSummary};
 pub use error::{EngineError, RequestError};
 pub use request::{ChoiceOutput, Event, FinishReason, GenerationRequest, RequestId, RequestOutput, Usage};
 pub use scheduler::SchedulerConfig;
-pub use thread::{Engine, EngineGone, EngineHandle, RequestStream};
+pub use stream::RequestStream;
+pub use thread::{Engine, EngineGone, EngineHandle};

@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use super::error::EngineError;
 use crate::grammar::Grammar;
-use crate::sampling::{SamplingParams, TokenLogprobs};
+use crate::sampling::{SamplingParams, ScoredToken, TokenLogprobs};
 
 pub type RequestId = u64;
 
@@ -33,6 +33,9 @@ pub struct GenerationRequest {
     pub grammar: Option<Grammar>,
     /// Special tokens that stay in the text (tool-call markers); others are skipped.
     pub keep_special: Vec<u32>,
+    /// `Some(k)`: score every prompt token after the first (its logprob, rank and `k`
+    /// alternatives), from logit rows of the prefill itself; sent as `Event::PromptLogprobs`.
+    pub prompt_logprobs: Option<usize>,
 }
 
 impl Default for GenerationRequest {
@@ -49,6 +52,7 @@ impl Default for GenerationRequest {
             timeout: None,
             grammar: None,
             keep_special: Vec::new(),
+            prompt_logprobs: None,
         }
     }
 }
@@ -91,6 +95,13 @@ pub struct Usage {
 pub enum Event {
     /// The request left the waiting queue: its first step was scheduled (once per request).
     Started,
+    /// The prompt's scores, once it is computed and before any token (only when asked):
+    /// `None` for the first token, which nothing predicts. `prompt` is 0 for one request; a
+    /// stream of several (`EngineHandle::submit_many`) numbers them in submission order.
+    PromptLogprobs {
+        prompt: usize,
+        logprobs: Vec<Option<ScoredToken>>,
+    },
     /// A generated token and the text it releases (possibly empty while held back).
     Token {
         choice: usize,
@@ -121,6 +132,8 @@ pub struct ChoiceOutput {
 pub struct RequestOutput {
     pub choices: Vec<ChoiceOutput>,
     pub usage: Usage,
+    /// Per prompt, when asked (`GenerationRequest::prompt_logprobs`).
+    pub prompt_logprobs: Vec<Vec<Option<ScoredToken>>>,
 }
 
 impl RequestOutput {
@@ -151,6 +164,12 @@ impl RequestOutput {
                 c.finish_reason = Some(reason);
             }
             Event::Done(usage) => self.usage = usage,
+            Event::PromptLogprobs { prompt, logprobs } => {
+                if self.prompt_logprobs.len() <= prompt {
+                    self.prompt_logprobs.resize(prompt + 1, Vec::new());
+                }
+                self.prompt_logprobs[prompt] = logprobs;
+            }
             Event::Started => {}
             Event::Error(e) => return Err(e),
         }

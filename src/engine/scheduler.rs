@@ -28,6 +28,9 @@ struct SeqInfo {
     key: (i32, u64),     // (priority, arrival): lower runs first, higher is preempted first
     /// Admit only once this sequence's prompt is computed (n > 1 fan-out shares its blocks).
     after: Option<SeqId>,
+    /// Logit rows for every prompt position are wanted (prompt scoring): such a sequence
+    /// skips the prefix cache (cached positions would have no rows) until its prompt is done.
+    score: bool,
 }
 
 /// One sequence's part of a step.
@@ -39,6 +42,20 @@ pub struct ScheduledSeq {
     pub num_tokens: usize,
     /// True when this step reaches the sequence's last token, so a token is sampled.
     pub samples: bool,
+    /// Every token of this step has a logits row (prompt scoring); otherwise only the last
+    /// does, and only when `samples`.
+    pub all_logits: bool,
+}
+
+impl ScheduledSeq {
+    /// How many logits rows this sequence has in the step's output.
+    pub fn logit_rows(&self) -> usize {
+        match (self.all_logits, self.samples) {
+            (true, _) => self.num_tokens,
+            (false, true) => 1,
+            (false, false) => 0,
+        }
+    }
 }
 
 /// What one step runs: the batch for the executor and who is in it.
@@ -119,9 +136,17 @@ impl Scheduler {
             num_computed: 0,
             key,
             after,
+            score: false,
         };
         self.seqs.insert(id, info);
         self.insert_sorted(id, false);
+    }
+
+    /// Ask for logit rows at every prompt position of a queued sequence (prompt scoring).
+    pub fn score_prompt(&mut self, id: SeqId) {
+        if let Some(s) = self.seqs.get_mut(&id) {
+            s.score = true;
+        }
     }
 
     /// Remove a sequence (finished, cancelled or failed) and free its blocks.
@@ -178,10 +203,10 @@ impl Scheduler {
         };
         for s in &seqs {
             let info = &self.seqs[&s.id];
-            let logits = if s.samples {
-                LogitsWanted::Last
-            } else {
-                LogitsWanted::None
+            let logits = match (s.all_logits, s.samples) {
+                (true, _) => LogitsWanted::All,
+                (false, true) => LogitsWanted::Last,
+                (false, false) => LogitsWanted::None,
             };
             let table = self.blocks.table(s.id).to_vec();
             batch.push_seq(
@@ -203,6 +228,7 @@ impl Scheduler {
             let s = &self.seqs[&id];
             let (start, n) = (s.num_computed, (s.tokens.len() - s.num_computed).min(*budget));
             let samples = start + n == s.tokens.len();
+            let score = s.score;
             if !samples && !self.limits.chunked_prefill {
                 break;
             }
@@ -224,6 +250,7 @@ impl Scheduler {
                 start,
                 num_tokens: n,
                 samples,
+                all_logits: score,
             });
             *budget -= n;
             i += 1;
@@ -240,10 +267,11 @@ impl Scheduler {
                 continue;
             }
             let s = &self.seqs[&id];
-            let (prefix, cached) = match self.limits.prefix_caching {
+            let (prefix, cached) = match self.limits.prefix_caching && !s.score {
                 true => self.blocks.lookup_prefix(&s.tokens),
                 false => (Vec::new(), 0),
             };
+            let score = s.score;
             let total = s.tokens.len();
             let n = (total - cached).min(*budget);
             if cached + n < total && !self.limits.chunked_prefill {
@@ -263,6 +291,7 @@ impl Scheduler {
                 start: cached,
                 num_tokens: n,
                 samples: cached + n == total,
+                all_logits: score,
             });
             *budget -= n;
         }
@@ -273,6 +302,8 @@ impl Scheduler {
         for s in &step.seqs {
             let Some(info) = self.seqs.get_mut(&s.id) else { continue };
             info.num_computed = s.start + s.num_tokens;
+            // Scored once: a recomputation after preemption needs no rows.
+            info.score &= info.num_computed < info.prompt_len;
             if self.limits.prefix_caching {
                 self.blocks.cache_full_blocks(s.id, &info.tokens, info.num_computed);
             }

@@ -1,9 +1,8 @@
 //! The engine thread: owns the `EngineCore` and talks to clients only through channels.
 //!
-//! Owns: the command channel into the thread, request ids, the thread's liveness (a panic is
-//! recorded, later submits fail at once and open streams end with `EngineError::Stopped`), and
-//! `RequestStream`, the client's end (a stream of `Event`s that always ends with `Done` or
-//! `Error`; dropping it cancels the request).
+//! Owns: the command channel into the thread, request ids, and the thread's liveness (a panic
+//! is recorded, later submits fail at once and open streams end with `EngineError::Stopped`).
+//! The client's end of a submission is `stream::RequestStream`.
 //! Must not: share the core behind a lock; all state lives on the engine thread.
 
 use std::panic::{catch_unwind, AssertUnwindSafe};
@@ -13,15 +12,16 @@ use std::sync::{Arc, OnceLock};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
-use tokio::sync::mpsc::{unbounded_channel, UnboundedReceiver};
+use tokio::sync::mpsc::unbounded_channel;
 
 use super::core::{EngineCore, EngineStats, EventSink};
-use super::error::EngineError;
-use super::request::{Event, FinishReason, GenerationRequest, RequestId, RequestOutput};
+use super::request::{FinishReason, GenerationRequest, RequestId};
+use super::stream::{Part, RequestStream};
 
-enum Command {
-    /// With the client's submit time: deadlines count from there.
-    Add(RequestId, Box<GenerationRequest>, EventSink, std::time::Instant),
+pub(super) enum Command {
+    /// Requests submitted together (queued in the same step), with the client's submit
+    /// time: deadlines count from there.
+    Add(Vec<(RequestId, GenerationRequest, EventSink)>, std::time::Instant),
     Abort(RequestId),
     Stats(Sender<EngineStats>),
 }
@@ -117,7 +117,11 @@ fn panic_message(p: &(dyn std::any::Any + Send)) -> String {
 
 fn apply(core: &mut EngineCore, cmd: Command) {
     match cmd {
-        Command::Add(id, req, sink, arrival) => core.add_at(id, *req, sink, arrival),
+        Command::Add(reqs, arrival) => {
+            for (id, req, sink) in reqs {
+                core.add_at(id, req, sink, arrival);
+            }
+        }
         Command::Abort(id) => core.abort(id, FinishReason::Cancelled),
         Command::Stats(reply) => {
             let _ = reply.send(core.stats());
@@ -156,21 +160,29 @@ fn run(core: &mut EngineCore, rx: std::sync::mpsc::Receiver<Command>, step_delay
 impl EngineHandle {
     /// Submit a request; its events arrive on the returned stream.
     pub fn submit(&self, req: GenerationRequest) -> Result<RequestStream, EngineGone> {
+        self.submit_many(vec![req])
+    }
+
+    /// Submit several requests with the same `n` at once (a completions prompt list): they
+    /// are queued in the same step, so they run in the same batches, and their events come
+    /// merged on one stream (`stream` says how they are numbered).
+    pub fn submit_many(&self, reqs: Vec<GenerationRequest>) -> Result<RequestStream, EngineGone> {
         if self.death.get().is_some() {
             return Err(EngineGone);
         }
-        let id = self.next_id.fetch_add(1, Ordering::Relaxed);
-        let (sink, rx) = unbounded_channel();
+        let n = reqs.first().map_or(1, |r| r.n);
+        let mut parts = Vec::with_capacity(reqs.len());
+        let mut adds = Vec::with_capacity(reqs.len());
+        for req in reqs {
+            let id = self.next_id.fetch_add(1, Ordering::Relaxed);
+            let (sink, rx) = unbounded_channel();
+            adds.push((id, req, sink));
+            parts.push(Part { id, rx, done: false });
+        }
         self.tx
-            .send(Command::Add(id, Box::new(req), sink, std::time::Instant::now()))
+            .send(Command::Add(adds, std::time::Instant::now()))
             .map_err(|_| EngineGone)?;
-        Ok(RequestStream {
-            id,
-            rx,
-            tx: self.tx.clone(),
-            done: false,
-            death: self.death.clone(),
-        })
+        Ok(RequestStream::new(parts, n, self.tx.clone(), self.death.clone()))
     }
 
     /// Why the engine thread died, if it did (a panic; it never ends otherwise while a
@@ -186,111 +198,5 @@ impl EngineHandle {
         let (tx, rx) = channel();
         self.tx.send(Command::Stats(tx)).map_err(|_| EngineGone)?;
         rx.recv().map_err(|_| EngineGone)
-    }
-}
-
-/// The client's end of one request. Dropping it before `Done` cancels the request.
-pub struct RequestStream {
-    id: RequestId,
-    rx: UnboundedReceiver<Event>,
-    tx: Sender<Command>,
-    done: bool,
-    death: Arc<OnceLock<String>>,
-}
-
-impl RequestStream {
-    pub fn id(&self) -> RequestId {
-        self.id
-    }
-
-    /// Mark the end; a channel that closes before `Done` or `Error` means the engine died,
-    /// which becomes one last `Event::Error` saying so.
-    fn note(&mut self, e: Option<Event>) -> Option<Event> {
-        if self.done {
-            return None;
-        }
-        if matches!(e, None | Some(Event::Done(_)) | Some(Event::Error(_))) {
-            self.done = true;
-        }
-        e.or_else(|| {
-            Some(Event::Error(match self.death.get() {
-                Some(why) => EngineError::Stopped(why.clone()),
-                None => EngineError::Lost,
-            }))
-        })
-    }
-
-    /// Next event (async); `None` once the request is over.
-    pub async fn next(&mut self) -> Option<Event> {
-        let e = self.rx.recv().await;
-        self.note(e)
-    }
-
-    /// Next event, blocking the calling (non-async) thread.
-    pub fn blocking_next(&mut self) -> Option<Event> {
-        let e = self.rx.blocking_recv();
-        self.note(e)
-    }
-
-    /// Wait for the whole result (blocking).
-    pub fn collect_blocking(mut self) -> Result<RequestOutput, EngineError> {
-        let mut out = RequestOutput::default();
-        while let Some(e) = self.blocking_next() {
-            out.apply(e)?;
-        }
-        Ok(out)
-    }
-}
-
-impl Drop for RequestStream {
-    fn drop(&mut self) {
-        if !self.done {
-            let _ = self.tx.send(Command::Abort(self.id));
-        }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn stream(death: Option<&str>) -> (RequestStream, crate::engine::EventSink) {
-        let (sink, rx) = unbounded_channel();
-        let (tx, _) = channel();
-        let dead = Arc::new(OnceLock::new());
-        if let Some(why) = death {
-            let _ = dead.set(why.to_string());
-        }
-        let s = RequestStream {
-            id: 0,
-            rx,
-            tx,
-            done: false,
-            death: dead,
-        };
-        (s, sink)
-    }
-
-    #[test]
-    fn a_stream_closed_before_done_ends_with_one_error() {
-        let (mut s, sink) = stream(None);
-        sink.send(Event::Started).unwrap();
-        drop(sink);
-        assert_eq!(s.blocking_next(), Some(Event::Started));
-        assert_eq!(s.blocking_next(), Some(Event::Error(EngineError::Lost)));
-        assert_eq!(s.blocking_next(), None);
-        let (s, sink) = stream(Some("the engine thread panicked: boom"));
-        drop(sink);
-        let e = s.collect_blocking().unwrap_err();
-        assert_eq!(e, EngineError::Stopped("the engine thread panicked: boom".into()));
-    }
-
-    #[test]
-    fn nothing_follows_done() {
-        let (mut s, sink) = stream(None);
-        sink.send(Event::Done(Default::default())).unwrap();
-        drop(sink);
-        assert!(matches!(s.blocking_next(), Some(Event::Done(_))));
-        assert_eq!(s.blocking_next(), None);
     }
 }

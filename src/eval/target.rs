@@ -138,7 +138,7 @@ async fn ask_local(
             Event::Token { text, .. } | Event::Finished { text, .. } => note_text(out, &text, start),
             Event::Done(usage) => out.completion_tokens = usage.completion_tokens,
             Event::Error(e) => return Err(e.to_string()),
-            Event::Started => {}
+            Event::Started | Event::PromptLogprobs { .. } => {}
         }
     }
     Ok(())

@@ -1,7 +1,7 @@
 //! OpenAI request bodies for `/v1/chat/completions` and `/v1/completions`, as serde types.
 //!
-//! Owns: the wire shapes (unknown fields ignored) and `Endpoint`. Must not: check values;
-//! `validate` turns these into a `ValidRequest`.
+//! Owns: the wire shapes and `Endpoint` (`validate` refuses fields not listed there first).
+//! Must not: check values; `validate` turns these into a `ValidRequest`.
 
 use std::collections::HashMap;
 
@@ -91,6 +91,8 @@ pub struct CommonParams {
     pub guided_regex: Option<Value>,
     pub guided_choice: Option<Value>,
     pub guided_grammar: Option<Value>,
+    /// vLLM's extension: score the prompt's tokens, with this many alternatives each.
+    pub prompt_logprobs: Option<i64>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -138,12 +140,17 @@ pub enum PromptInput {
     Text(String),
     Texts(Vec<String>),
     Tokens(Vec<u32>),
+    TokenLists(Vec<Vec<u32>>),
 }
 
 #[derive(Debug, Clone, Deserialize)]
 pub struct CompletionRequest {
     pub prompt: PromptInput,
     pub logprobs: Option<i64>,
+    /// Return the prompt before the completion (with `logprobs`, scored too).
+    pub echo: Option<bool>,
+    /// Sample this many candidates per prompt and return the `n` best by total logprob.
+    pub best_of: Option<i64>,
     #[serde(flatten)]
     pub common: CommonParams,
 }

@@ -150,7 +150,7 @@ fn plan(st: &AppState, raw: &Value, endpoint: Endpoint) -> Result<Plan, ApiError
         Ok(plan) => plan,
         Err(remote) => return Ok(Plan::Remote(remote)),
     };
-    let admission = match st.admit(model) {
+    let admission = match st.admit(model, valid.generations.len()) {
         Ok(a) => a,
         Err(e) => return policy.on_overload().map(Plan::Remote).ok_or(e),
     };
@@ -161,8 +161,8 @@ fn plan(st: &AppState, raw: &Value, endpoint: Endpoint) -> Result<Plan, ApiError
 fn route_input<'a>(st: &AppState, model: &super::ServedModel, valid: &'a ValidRequest) -> RouteInput<'a> {
     RouteInput {
         model: None,
-        prompt_tokens: valid.generation.prompt.len(),
-        max_tokens: valid.generation.max_tokens,
+        prompt_tokens: valid.generations.iter().map(|g| g.prompt.len()).max().unwrap_or(0),
+        max_tokens: valid.generations.first().map_or(0, |g| g.max_tokens),
         context: model.context,
         text: &valid.route_text,
         queue_full: st.queue_full(model),

@@ -13,6 +13,7 @@
 //! reach the engine only through its handle.
 
 pub mod api;
+mod completion;
 pub mod errors;
 mod handlers;
 mod info;
@@ -96,11 +97,12 @@ pub struct Inner {
 pub struct AppState(pub Arc<Inner>);
 
 /// Holds one admission slot; released on drop (also when a client disconnects).
-pub struct Admission(Arc<Inner>);
+/// A request's share of the in-flight count (one per prompt it runs), returned on drop.
+pub struct Admission(Arc<Inner>, usize);
 
 impl Drop for Admission {
     fn drop(&mut self) {
-        self.0.in_flight.fetch_sub(1, Ordering::SeqCst);
+        self.0.in_flight.fetch_sub(self.1, Ordering::SeqCst);
     }
 }
 
@@ -177,12 +179,14 @@ impl AppState {
         self.0.in_flight.load(Ordering::SeqCst)
     }
 
-    /// Take an admission slot, or 429 when running + waiting requests are at capacity.
-    pub fn admit(&self, model: &ServedModel) -> Result<Admission, ApiError> {
+    /// Count a request of `prompts` prompts in flight, or refuse it (429) when that would
+    /// pass the capacity; one larger than the whole capacity still runs on an idle server.
+    pub fn admit(&self, model: &ServedModel, prompts: usize) -> Result<Admission, ApiError> {
         let cap = model.max_seqs + self.0.cfg.max_waiting;
-        let prev = self.0.in_flight.fetch_add(1, Ordering::SeqCst);
-        let slot = Admission(self.0.clone());
-        if prev >= cap {
+        let w = prompts.max(1);
+        let prev = self.0.in_flight.fetch_add(w, Ordering::SeqCst);
+        let slot = Admission(self.0.clone(), w);
+        if prev > 0 && prev + w > cap {
             return Err(ApiError::new(
                 ApiErrorKind::Overloaded { retry_after: 1 },
                 format!("the server is at capacity ({cap} requests in flight); retry later"),

@@ -24,7 +24,7 @@ use super::errors::ApiError;
 use super::shape::{tool_delta_json, tool_finish, usage_json, Meta};
 use super::validate::ValidRequest;
 use super::{Admission, AppState};
-use crate::engine::{EngineError, Event, FinishReason, GenerationRequest, RequestOutput, RequestStream};
+use crate::engine::{ChoiceOutput, EngineError, Event, FinishReason, GenerationRequest, RequestOutput, RequestStream};
 use crate::fallback::{LocalPlan, Reroute};
 use crate::sampling::TokenLogprobs;
 use crate::tools::ToolStream;
@@ -109,12 +109,29 @@ impl Tracker {
     }
 }
 
-fn submit(st: &AppState, plan: &LocalPlan, mut req: GenerationRequest) -> Result<RequestStream, ApiError> {
-    plan.prepare(&mut req);
+/// Submit the request's prompts together (one engine submission, one merged stream).
+fn submit(st: &AppState, plan: &LocalPlan, mut reqs: Vec<GenerationRequest>) -> Result<RequestStream, ApiError> {
+    for req in &mut reqs {
+        plan.prepare(req);
+    }
     st.model()?
         .engine
-        .submit(req)
+        .submit_many(reqs)
         .map_err(|e| ApiError::from(&EngineError::Stopped(e.to_string())))
+}
+
+/// `best_of`: of the `sampled` choices per prompt keep the `keep` with the highest total
+/// logprob, best first, renumbered.
+fn select_best(mut out: RequestOutput, sampled: usize, keep: usize) -> RequestOutput {
+    let total = |c: &ChoiceOutput| c.logprobs.iter().map(|l| l.logprob as f64).sum::<f64>();
+    let mut choices = Vec::new();
+    for group in out.choices.chunks(sampled.max(1)) {
+        let mut group: Vec<&ChoiceOutput> = group.iter().collect();
+        group.sort_by(|a, b| total(b).total_cmp(&total(a)));
+        choices.extend(group.into_iter().take(keep).cloned());
+    }
+    out.choices = choices;
+    out
 }
 
 fn count_failure(st: &AppState, e: &ApiError) {
@@ -154,9 +171,9 @@ async fn run_to_end(
     plan: &LocalPlan,
     t0: Instant,
 ) -> Result<Result<Value, Reroute>, ApiError> {
-    let mut meta = Meta::new(st, rid, valid.endpoint, valid.shape.logprobs)?;
-    meta.tools = valid.tools;
-    let mut events = submit(st, plan, valid.generation)?;
+    let meta = Meta::new(st, rid, &valid)?;
+    let sampled = valid.generations.first().map_or(1, |g| g.n);
+    let mut events = submit(st, plan, valid.generations)?;
     let mut tracker = Tracker::new(st, rid, t0);
     let mut out = RequestOutput::default();
     let mut done = false;
@@ -181,6 +198,9 @@ async fn run_to_end(
         return Ok(Err(why));
     }
     tracker.done(&out, 200);
+    if let Some(keep) = valid.shape.best_of {
+        out = select_best(out, sampled, keep);
+    }
     Ok(Ok(meta.body(&out)))
 }
 
@@ -195,6 +215,8 @@ struct Streaming {
     /// `continuous_usage_stats`: prompt tokens and completion tokens so far, on every chunk.
     running_usage: Option<(usize, usize)>,
     text_offsets: Vec<usize>,
+    /// `echo` with `logprobs`: each prompt's echo chunks wait for its scores.
+    echo_on_scores: bool,
     /// Per choice, when the output is read as tool calls.
     tool_streams: Vec<ToolStream>,
     finished: bool,
@@ -279,6 +301,14 @@ impl Streaming {
                 self.pending.push_back("[DONE]".to_string());
             }
             Event::Error(err) => self.fail(ApiError::from(err)),
+            Event::PromptLogprobs { prompt, logprobs } if self.echo_on_scores => {
+                let mut scores = vec![Vec::new(); *prompt];
+                scores.push(logprobs.clone());
+                for i in self.meta.choices_of(*prompt) {
+                    let c = self.meta.echo_chunk(i, &scores);
+                    self.push(c);
+                }
+            }
             _ => {}
         }
         self.tracker.on_event(&e);
@@ -369,11 +399,12 @@ fn open_stream(
     admission: Admission,
     t0: Instant,
 ) -> Result<Streaming, ApiError> {
-    let mut meta = Meta::new(st, rid, valid.endpoint, valid.shape.logprobs)?;
-    meta.tools = valid.tools;
-    let n = valid.generation.n;
-    let prompt_tokens = valid.generation.prompt.len();
-    let events = submit(st, plan, valid.generation)?;
+    let meta = Meta::new(st, rid, &valid)?;
+    let n = valid.generations.iter().map(|g| g.n).sum();
+    let prompt_tokens = valid.generations.iter().map(|g| g.prompt.len()).sum();
+    let echo = valid.shape.echo;
+    let text_offsets = (0..n).map(|i| meta.echo_text(i).len()).collect();
+    let events = submit(st, plan, valid.generations)?;
     let tool_streams = match (meta.kind, meta.tools) {
         (Endpoint::Chat, Some(f)) => (0..n).map(|_| ToolStream::new(f)).collect(),
         _ => Vec::new(),
@@ -386,7 +417,8 @@ fn open_stream(
         pending: VecDeque::new(),
         include_usage: valid.shape.include_usage,
         running_usage: valid.shape.continuous_usage.then_some((prompt_tokens, 0)),
-        text_offsets: vec![0; n],
+        text_offsets,
+        echo_on_scores: echo && valid.shape.logprobs,
         tool_streams,
         finished: false,
         _admission: admission,
@@ -395,6 +427,12 @@ fn open_stream(
         for i in 0..n {
             let role = json!({"index": i, "delta": {"role": "assistant", "content": ""}, "logprobs": null, "finish_reason": null});
             let c = s.meta.chunk(role);
+            s.push(c);
+        }
+    }
+    if echo && !s.echo_on_scores {
+        for i in 0..n {
+            let c = s.meta.echo_chunk(i, &[]);
             s.push(c);
         }
     }

@@ -1,7 +1,9 @@
 //! The shapes of local answers: OpenAI's chat and completion bodies and stream chunks, and
 //! logprobs in each endpoint's format.
 //!
-//! Owns: `Meta` (what every body and chunk of one response shares) and the JSON it builds.
+//! Owns: `Meta` (what every body and chunk of one response shares, its prompts included) and
+//! the JSON it builds: choices prompt-major (`n` per prompt), `echo`ed prompts with their
+//! scores in the legacy logprobs format (`null` for the first token), vLLM's `prompt_logprobs`.
 //! Must not: read engine events or decide anything (`responses` drives it).
 
 use std::time::{SystemTime, UNIX_EPOCH};
@@ -10,9 +12,10 @@ use serde_json::{json, Value};
 
 use super::api::Endpoint;
 use super::errors::ApiError;
+use super::validate::{ResponseShape, ValidRequest};
 use super::AppState;
 use crate::engine::{ChoiceOutput, FinishReason, RequestOutput, Usage};
-use crate::sampling::TokenLogprobs;
+use crate::sampling::{ScoredToken, TokenLogprobs};
 use crate::tokenizer::TextTokenizer;
 use crate::tools::{self, ToolDelta, ToolFormat, Turn};
 
@@ -28,7 +31,15 @@ pub struct Meta {
     pub price: crate::fallback::Price,
     /// Chat output is read as tool calls in this format.
     pub tools: Option<ToolFormat>,
+    shape: ResponseShape,
+    /// Choices per prompt in the response.
+    n: usize,
+    prompt_texts: Vec<String>,
+    prompt_ids: Vec<Vec<u32>>,
 }
+
+/// One prompt token's scores, if any: (logprob, alternatives).
+type PromptScore<'a> = Option<(f32, &'a [(u32, f32)])>;
 
 fn finish_str(r: Option<FinishReason>) -> Value {
     r.map_or(Value::Null, |r| Value::from(r.as_str()))
@@ -75,20 +86,81 @@ pub fn usage_json(u: &Usage, price: &crate::fallback::Price) -> Value {
 }
 
 impl Meta {
-    pub fn new(st: &AppState, rid: &str, kind: Endpoint, logprobs: bool) -> Result<Meta, ApiError> {
+    pub fn new(st: &AppState, rid: &str, valid: &ValidRequest) -> Result<Meta, ApiError> {
         let model = st.model()?;
+        let kind = valid.endpoint;
         let (_, prefix, object) = kind.names();
+        let first = valid.generations.first();
         Ok(Meta {
             id: format!("{prefix}-{rid}"),
             object,
             created: SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs()),
             model: st.0.cfg.model_name.clone(),
             kind,
-            logprobs,
+            logprobs: valid.shape.logprobs,
             tok: model.tokenizer.clone(),
             price: st.0.cfg.local_price,
-            tools: None,
+            tools: valid.tools,
+            shape: valid.shape,
+            n: valid.shape.best_of.or(first.map(|g| g.n)).unwrap_or(1),
+            prompt_texts: valid.prompt_texts.clone(),
+            prompt_ids: valid.generations.iter().map(|g| g.prompt.clone()).collect(),
         })
+    }
+
+    /// The choices of prompt `p`.
+    pub fn choices_of(&self, p: usize) -> std::ops::Range<usize> {
+        p * self.n..(p + 1) * self.n
+    }
+
+    /// The prompt choice `i` belongs to.
+    fn prompt_of(&self, i: usize) -> usize {
+        i / self.n.max(1)
+    }
+
+    /// The echoed prompt of choice `i` (empty without `echo`).
+    pub fn echo_text(&self, i: usize) -> &str {
+        match self.shape.echo {
+            true => self.prompt_texts.get(self.prompt_of(i)).map_or("", String::as_str),
+            false => "",
+        }
+    }
+
+    /// vLLM's `prompt_logprobs`: per prompt token `null` (the first) or a map from token id
+    /// to `{logprob, rank, decoded_token}` holding the prompt's token and the alternatives.
+    fn vllm_prompt_logprobs(&self, prompt: usize, out: &RequestOutput) -> Value {
+        let (Some(ids), Some(scores)) = (self.prompt_ids.get(prompt), out.prompt_logprobs.get(prompt)) else {
+            return Value::Null;
+        };
+        let entry =
+            |lp: f32, rank: u32, id: u32| json!({"logprob": lp, "rank": rank, "decoded_token": self.token_text(id)});
+        let one = |(&id, s): (&u32, &Option<ScoredToken>)| match s {
+            None => Value::Null,
+            Some(s) => {
+                let mut m: serde_json::Map<String, Value> = s
+                    .top
+                    .iter()
+                    .enumerate()
+                    .map(|(r, &(t, lp))| (t.to_string(), entry(lp, r as u32 + 1, t)))
+                    .collect();
+                m.insert(id.to_string(), entry(s.logprob, s.rank, id));
+                Value::Object(m)
+            }
+        };
+        ids.iter().zip(scores).map(one).collect()
+    }
+
+    /// A prompt's tokens with their scores, for the legacy logprobs of an echo.
+    fn echo_scores<'a>(&self, prompt: usize, out: &'a [Vec<Option<ScoredToken>>]) -> Vec<(u32, PromptScore<'a>)> {
+        let ids = self.prompt_ids.get(prompt).map_or(&[][..], Vec::as_slice);
+        let scores = out.get(prompt);
+        ids.iter()
+            .enumerate()
+            .map(|(j, &id)| {
+                let s = scores.and_then(|s| s.get(j)).and_then(Option::as_ref);
+                (id, s.map(|s| (s.logprob, s.top.as_slice())))
+            })
+            .collect()
     }
 
     fn token_text(&self, id: u32) -> String {
@@ -112,19 +184,22 @@ impl Meta {
         json!({ "content": content })
     }
 
-    /// Legacy completions logprobs (`tokens`, `token_logprobs`, `top_logprobs`, `text_offset`).
-    fn completion_logprobs(&self, lps: &[TokenLogprobs], offset0: usize) -> Value {
+    /// Legacy completions logprobs (`tokens`, `token_logprobs`, `top_logprobs`, `text_offset`)
+    /// of some tokens, `null` where a token has no score (an echoed prompt's first).
+    fn completion_logprobs(&self, entries: &[(u32, PromptScore)], offset0: usize) -> Value {
         let mut offset = offset0;
         let (mut tokens, mut lp, mut top, mut offsets) = (vec![], vec![], vec![], vec![]);
-        for l in lps {
-            let t = self.token_text(l.token);
+        for &(id, score) in entries {
+            let t = self.token_text(id);
             offsets.push(offset);
             offset += t.len();
             tokens.push(t);
-            lp.push(l.logprob);
-            let m: serde_json::Map<String, Value> =
-                l.top.iter().map(|&(id, x)| (self.token_text(id), json!(x))).collect();
-            top.push(Value::Object(m));
+            lp.push(score.map_or(Value::Null, |(l, _)| json!(l)));
+            top.push(score.map_or(Value::Null, |(_, alts)| {
+                let m: serde_json::Map<String, Value> =
+                    alts.iter().map(|&(id, x)| (self.token_text(id), json!(x))).collect();
+                Value::Object(m)
+            }));
         }
         json!({"tokens": tokens, "token_logprobs": lp, "top_logprobs": top, "text_offset": offsets})
     }
@@ -133,11 +208,52 @@ impl Meta {
         match (self.logprobs, self.kind) {
             (false, _) => Value::Null,
             (true, Endpoint::Chat) => self.chat_logprobs(lps),
-            (true, Endpoint::Completion) => self.completion_logprobs(lps, offset),
+            (true, Endpoint::Completion) => {
+                let entries: Vec<_> = lps
+                    .iter()
+                    .map(|l| (l.token, Some((l.logprob, l.top.as_slice()))))
+                    .collect();
+                self.completion_logprobs(&entries, offset)
+            }
         }
     }
 
-    fn choice_json(&self, i: usize, c: &ChoiceOutput) -> Value {
+    /// A completion choice: its echoed prompt (scored with `logprobs`) before the output.
+    fn completion_choice(&self, i: usize, c: &ChoiceOutput, out: &RequestOutput) -> Value {
+        let p = self.prompt_of(i);
+        let lp = match (self.logprobs, self.shape.echo) {
+            (true, true) => {
+                let mut entries = self.echo_scores(p, &out.prompt_logprobs);
+                entries.extend(
+                    c.logprobs
+                        .iter()
+                        .map(|l| (l.token, Some((l.logprob, l.top.as_slice())))),
+                );
+                self.completion_logprobs(&entries, 0)
+            }
+            _ => self.logprobs_json(&c.logprobs, 0),
+        };
+        let mut v = json!({"index": i, "text": format!("{}{}", self.echo_text(i), c.text), "logprobs": lp,
+                           "finish_reason": finish_str(c.finish_reason)});
+        if self.shape.prompt_logprobs {
+            v["prompt_logprobs"] = self.vllm_prompt_logprobs(p, out);
+        }
+        v
+    }
+
+    /// The first chunk of an echoing stream's choice `i`: its prompt, scored with `logprobs`.
+    pub fn echo_chunk(&self, i: usize, scores: &[Vec<Option<ScoredToken>>]) -> Value {
+        let lp = match self.logprobs {
+            true => self.completion_logprobs(&self.echo_scores(self.prompt_of(i), scores), 0),
+            false => Value::Null,
+        };
+        self.chunk(json!({"index": i, "text": self.echo_text(i), "logprobs": lp, "finish_reason": null}))
+    }
+
+    fn choice_json(&self, i: usize, c: &ChoiceOutput, out: &RequestOutput) -> Value {
+        if self.kind == Endpoint::Completion {
+            return self.completion_choice(i, c, out);
+        }
         let lp = self.logprobs_json(&c.logprobs, 0);
         match (self.kind, self.tools) {
             (Endpoint::Chat, Some(format)) => {
@@ -145,10 +261,8 @@ impl Meta {
                 json!({"index": i, "message": message_json(&turn), "logprobs": lp,
                        "finish_reason": finish_str(tool_finish(c.finish_reason, &turn))})
             }
-            (Endpoint::Chat, None) => json!({"index": i, "message": {"role": "assistant", "content": c.text},
-                                     "logprobs": lp, "finish_reason": finish_str(c.finish_reason)}),
-            (Endpoint::Completion, _) => json!({"index": i, "text": c.text, "logprobs": lp,
-                                           "finish_reason": finish_str(c.finish_reason)}),
+            _ => json!({"index": i, "message": {"role": "assistant", "content": c.text},
+                        "logprobs": lp, "finish_reason": finish_str(c.finish_reason)}),
         }
     }
 
@@ -157,10 +271,14 @@ impl Meta {
             .choices
             .iter()
             .enumerate()
-            .map(|(i, c)| self.choice_json(i, c))
+            .map(|(i, c)| self.choice_json(i, c, out))
             .collect();
-        json!({"id": self.id, "object": self.object, "created": self.created, "model": self.model,
-               "choices": choices, "usage": usage_json(&out.usage, &self.price)})
+        let mut body = json!({"id": self.id, "object": self.object, "created": self.created, "model": self.model,
+               "choices": choices, "usage": usage_json(&out.usage, &self.price)});
+        if self.kind == Endpoint::Chat && self.shape.prompt_logprobs {
+            body["prompt_logprobs"] = self.vllm_prompt_logprobs(0, out);
+        }
+        body
     }
 
     /// One streamed chunk for choice `i`.

@@ -1,19 +1,17 @@
 //! The one validation step: a parsed OpenAI body becomes a `ValidRequest` for the local model,
 //! or a 400 naming the offending `param` (as OpenAI reports it). Every such 400 comes from
-//! here, in a fixed order: JSON shape → messages/prompt → logprobs → context length →
-//! sampling parameters → output constraints (`structured`).
+//! here (with `completion` for that endpoint's prompts, `echo` and `best_of`), in a fixed
+//! order: JSON shape (unknown fields, then types) → messages/prompt → logprobs → context
+//! length → sampling parameters → output constraints (`structured`).
 //!
 //! Owns: parsing the body into its endpoint's type, prompt tokenization (chat template or
 //! raw prompt), range checks, `max_tokens` defaults and the mapping to `GenerationRequest`.
 //! Must not: route (the `fallback::Policy` does), run anything, or check engine state (KV
 //! cache size is the engine's check).
 
-use serde::Deserialize;
 use serde_json::Value;
 
-use super::api::{
-    Body, ChatMessageIn, ChatRequest, CommonParams, CompletionRequest, Endpoint, MessageContent, PromptInput, StopInput,
-};
+use super::api::{Body, ChatMessageIn, ChatRequest, CommonParams, Endpoint, MessageContent, StopInput};
 use super::errors::{ApiError, ApiErrorKind};
 use crate::chat_template::ChatMessage;
 use crate::engine::GenerationRequest;
@@ -35,7 +33,7 @@ pub struct Limits<'a> {
 }
 
 /// How the response must look, as the client asked.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct ResponseShape {
     pub stream: bool,
     pub include_usage: bool,
@@ -43,6 +41,13 @@ pub struct ResponseShape {
     pub continuous_usage: bool,
     /// Logprobs in the response (the engine may compute them for the cascade regardless).
     pub logprobs: bool,
+    /// Completions: each choice starts with its prompt (and, with `logprobs`, its scores).
+    pub echo: bool,
+    /// vLLM's `prompt_logprobs` in the response.
+    pub prompt_logprobs: bool,
+    /// `best_of`: keep this many choices per prompt, the best by total logprob, of the
+    /// `GenerationRequest::n` sampled.
+    pub best_of: Option<usize>,
 }
 
 /// A request that passed validation, ready for the policy and the engine.
@@ -51,8 +56,11 @@ pub struct ValidRequest {
     pub endpoint: Endpoint,
     /// The text a complexity rule reads: the last user message, or the prompt.
     pub route_text: String,
-    /// The engine request, prompt tokens filled in.
-    pub generation: GenerationRequest,
+    /// The engine requests, prompt tokens filled in: one per prompt (a completions prompt
+    /// list has several; they differ only in the prompt).
+    pub generations: Vec<GenerationRequest>,
+    /// Each prompt as text (what `echo` returns).
+    pub prompt_texts: Vec<String>,
     pub shape: ResponseShape,
     /// Read the output as tool calls in this format.
     pub tools: Option<ToolFormat>,
@@ -83,6 +91,7 @@ pub const COMMON_FIELDS: &[&str] = &[
     "guided_regex",
     "guided_choice",
     "guided_grammar",
+    "prompt_logprobs",
 ];
 /// Fields only `/v1/chat/completions` honours.
 pub const CHAT_FIELDS: &[&str] = &[
@@ -95,9 +104,12 @@ pub const CHAT_FIELDS: &[&str] = &[
     "parallel_tool_calls",
 ];
 /// Fields only `/v1/completions` honours.
-pub const COMPLETION_FIELDS: &[&str] = &["prompt", "logprobs"];
+pub const COMPLETION_FIELDS: &[&str] = &["prompt", "logprobs", "echo", "best_of"];
+/// Most sequences one prompt may sample (`n`, `best_of`).
+pub const MAX_CHOICES: i64 = 16;
 
-/// A field this server does not implement is a 400 naming it, never silently ignored.
+/// A field this server does not implement is a 400 naming it, never silently ignored (a
+/// `null` one is absent: SDKs send unset fields as `null`).
 fn unknown_fields(endpoint: Endpoint, raw: &Value) -> Result<(), ApiError> {
     let own = match endpoint {
         Endpoint::Chat => CHAT_FIELDS,
@@ -105,8 +117,9 @@ fn unknown_fields(endpoint: Endpoint, raw: &Value) -> Result<(), ApiError> {
     };
     let Some(obj) = raw.as_object() else { return Ok(()) };
     match obj
-        .keys()
-        .find(|k| !COMMON_FIELDS.contains(&k.as_str()) && !own.contains(&k.as_str()))
+        .iter()
+        .find(|(k, v)| !v.is_null() && !COMMON_FIELDS.contains(&k.as_str()) && !own.contains(&k.as_str()))
+        .map(|(k, _)| k)
     {
         None => Ok(()),
         Some(k) => Err(ApiError::invalid(
@@ -119,11 +132,27 @@ fn unknown_fields(endpoint: Endpoint, raw: &Value) -> Result<(), ApiError> {
 /// Parse the JSON body as its endpoint's request type.
 pub fn parse(endpoint: Endpoint, raw: &Value) -> Result<Body, ApiError> {
     unknown_fields(endpoint, raw)?;
-    let data_err =
-        |e: serde_json::Error| ApiError::new(ApiErrorKind::Invalid { param: None }, format!("invalid request: {e}"));
     Ok(match endpoint {
-        Endpoint::Chat => Body::Chat(ChatRequest::deserialize(raw).map_err(data_err)?),
-        Endpoint::Completion => Body::Completion(CompletionRequest::deserialize(raw).map_err(data_err)?),
+        Endpoint::Chat => Body::Chat(typed(raw)?),
+        Endpoint::Completion => Body::Completion(typed(raw)?),
+    })
+}
+
+/// The body as `T`; a value of the wrong type is a 400 naming the field. Serde loses the path
+/// inside the flattened `CommonParams`, so those fields are found by parsing them alone.
+fn typed<T: serde::de::DeserializeOwned>(raw: &Value) -> Result<T, ApiError> {
+    let path_of = |e: &serde_path_to_error::Error<serde_json::Error>| {
+        let path = e.path().to_string();
+        (!path.is_empty() && path != "." && !path.contains('?')).then_some(path)
+    };
+    serde_path_to_error::deserialize(raw).map_err(|e| {
+        let common = serde_path_to_error::deserialize::<_, CommonParams>(raw).err();
+        let param = path_of(&e).or_else(|| common.as_ref().and_then(path_of));
+        let message = format!("invalid request: {}", e.inner());
+        match param {
+            Some(p) => ApiError::invalid(&p, message),
+            None => ApiError::new(ApiErrorKind::Invalid { param: None }, message),
+        }
     })
 }
 
@@ -131,7 +160,7 @@ pub fn parse(endpoint: Endpoint, raw: &Value) -> Result<Body, ApiError> {
 pub fn request(body: &Body, limits: &Limits) -> Result<ValidRequest, ApiError> {
     match body {
         Body::Chat(c) => chat(c, limits),
-        Body::Completion(c) => completion(c, limits),
+        Body::Completion(c) => super::completion::completion(c, limits),
     }
 }
 
@@ -166,47 +195,39 @@ pub fn chat(body: &ChatRequest, limits: &Limits) -> Result<ValidRequest, ApiErro
         Some(MessageContent::Parts(p)) => p.iter().filter_map(|x| x.text.clone()).collect::<Vec<_>>().join(" "),
         None => String::new(),
     };
-    let mut v = valid(Endpoint::Chat, &body.common, route_text, generation, logprobs)?;
+    generation.prompt_logprobs = prompt_logprobs(&body.common)?;
+    let mut v = valid(
+        Endpoint::Chat,
+        &body.common,
+        route_text,
+        vec![(String::new(), generation)],
+        logprobs,
+    )?;
     v.tools = tools.parse;
     Ok(v)
 }
 
-/// `/v1/completions`.
-pub fn completion(body: &CompletionRequest, limits: &Limits) -> Result<ValidRequest, ApiError> {
-    let tok = limits.tokenizer;
-    let prompt = match &body.prompt {
-        PromptInput::Text(t) => tok.encode(t, true),
-        PromptInput::Texts(v) if v.len() == 1 => tok.encode(&v[0], true),
-        PromptInput::Texts(v) if v.is_empty() => Ok(Vec::new()),
-        PromptInput::Texts(_) => return Err(ApiError::invalid("prompt", "only one prompt per request is supported")),
-        PromptInput::Tokens(ids) => Ok(ids.clone()),
+/// vLLM's `prompt_logprobs`: alternatives per prompt token (not with streaming, as in vLLM).
+pub(super) fn prompt_logprobs(common: &CommonParams) -> Result<Option<usize>, ApiError> {
+    match common.prompt_logprobs {
+        None => Ok(None),
+        Some(k) if !(0..=MAX_TOP_LOGPROBS as i64).contains(&k) => Err(ApiError::invalid(
+            "prompt_logprobs",
+            format!("prompt_logprobs must be between 0 and {MAX_TOP_LOGPROBS}"),
+        )),
+        Some(_) if common.stream.unwrap_or(false) => Err(ApiError::invalid(
+            "prompt_logprobs",
+            "prompt_logprobs is not available with `stream: true`",
+        )),
+        Some(k) => Ok(Some(k as usize)),
     }
-    .map_err(|e| ApiError::invalid("prompt", e.to_string()))?;
-    let prompt = check_prompt(prompt, limits, "prompt")?;
-    let logprobs = match body.logprobs {
-        None => None,
-        Some(k) if (0..=MAX_TOP_LOGPROBS as i64).contains(&k) => Some(k as usize),
-        Some(_) => {
-            return Err(ApiError::invalid(
-                "logprobs",
-                format!("logprobs must be between 0 and {MAX_TOP_LOGPROBS}"),
-            ))
-        }
-    };
-    let generation = generation(&body.common, prompt, body.common.max_tokens, logprobs, limits)?;
-    let route_text = match &body.prompt {
-        PromptInput::Text(t) => t.clone(),
-        PromptInput::Texts(v) => v.join(" "),
-        PromptInput::Tokens(_) => String::new(),
-    };
-    valid(Endpoint::Completion, &body.common, route_text, generation, logprobs)
 }
 
-fn valid(
+pub(super) fn valid(
     endpoint: Endpoint,
     common: &CommonParams,
     route_text: String,
-    generation: GenerationRequest,
+    prompts: Vec<(String, GenerationRequest)>,
     logprobs: Option<usize>,
 ) -> Result<ValidRequest, ApiError> {
     let stream = common.stream.unwrap_or(false);
@@ -217,15 +238,19 @@ fn valid(
             "stream_options is only allowed with `stream: true`",
         ));
     }
+    let (prompt_texts, generations) = prompts.into_iter().unzip();
     Ok(ValidRequest {
         endpoint,
         route_text,
-        generation,
+        generations,
+        prompt_texts,
         shape: ResponseShape {
             stream,
             include_usage: opts.include_usage.unwrap_or(false),
             continuous_usage: opts.continuous_usage_stats.unwrap_or(false),
             logprobs: logprobs.is_some(),
+            prompt_logprobs: common.prompt_logprobs.is_some(),
+            ..ResponseShape::default()
         },
         tools: None,
     })
@@ -265,7 +290,7 @@ pub fn text_messages(messages: &[ChatMessageIn]) -> Result<Vec<ChatMessage>, Api
 }
 
 /// Token ids inside the vocabulary, and at least one.
-fn check_prompt(ids: Vec<u32>, limits: &Limits, param: &str) -> Result<Vec<u32>, ApiError> {
+pub(super) fn check_prompt(ids: Vec<u32>, limits: &Limits, param: &str) -> Result<Vec<u32>, ApiError> {
     if let Some(&bad) = ids.iter().find(|&&t| t as usize >= limits.vocab) {
         return Err(ApiError::invalid(
             "prompt",
@@ -298,7 +323,7 @@ fn chat_logprobs(body: &ChatRequest) -> Result<Option<usize>, ApiError> {
 }
 
 /// The context check, then the sampling parameters; builds the engine request.
-fn generation(
+pub(super) fn generation(
     common: &CommonParams,
     prompt: Vec<u32>,
     max_tokens: Option<i64>,
@@ -355,8 +380,8 @@ fn sampling(
     let min_p = range("min_p", c.min_p, 0.0, 1.0)?.unwrap_or(0.0);
     let repetition = range("repetition_penalty", c.repetition_penalty, 0.01, 10.0)?.unwrap_or(1.0);
     let n = c.n.unwrap_or(1);
-    if !(1..=16).contains(&n) {
-        return Err(ApiError::invalid("n", "n must be between 1 and 16"));
+    if !(1..=MAX_CHOICES).contains(&n) {
+        return Err(ApiError::invalid("n", format!("n must be between 1 and {MAX_CHOICES}")));
     }
     let top_k = match c.top_k.unwrap_or(0) {
         -1 | 0 => 0,

@@ -170,58 +170,98 @@ fn bench_constrained(c: &mut Criterion) {
 /// Tokens in `engine_prompt_logprobs`' prompt.
 const SCORED_PROMPT: usize = 512;
 
-/// A core holding one `SCORED_PROMPT`-token request, not yet stepped.
-fn one_prompt(model: &LoadedModel, prompt_logprobs: Option<usize>) -> EngineCore {
+/// A long-lived core for `SCORED_PROMPT`-token prefills, as a server holds one (buffers are
+/// reused from step to step).
+fn prefill_core(model: &LoadedModel) -> EngineCore {
     let opts = ExecutorOptions {
         device: DeviceSpec::Cpu,
         dtype: DType::F32,
         block_size: 16,
-        num_blocks: SCORED_PROMPT / 16 + 8,
+        num_blocks: 4 * SCORED_PROMPT / 16,
         ..Default::default()
     };
     let sched = SchedulerConfig {
         max_batched_tokens: 2048,
         max_seqs: 1,
     };
-    let mut core = EngineCore::new(
+    EngineCore::new(
         model.executor(&opts).expect("executor"),
         model.tokenizer.clone(),
         vec![],
         sched,
-    );
+    )
+}
+
+/// Seconds to prefill prompt number `i` (each differs from the start, so none hits the
+/// prefix cache) and sample one token.
+fn prefill_secs(core: &mut EngineCore, i: usize, prompt_logprobs: Option<usize>) -> f64 {
     let (tx, rx) = unbounded_channel();
-    std::mem::forget(rx);
     let req = GenerationRequest {
-        prompt: (0..SCORED_PROMPT).map(|t| ((t * 31) % 300 + 4) as u32).collect(),
+        prompt: (0..SCORED_PROMPT)
+            .map(|t| ((t * 31 + i * 7) % 300 + 4) as u32)
+            .collect(),
         max_tokens: 1,
         ignore_eos: true,
         prompt_logprobs,
         ..GenerationRequest::default()
     };
-    core.add(0, req, tx);
-    core
+    core.add(i as u64, req, tx);
+    let start = Instant::now();
+    while core.has_work() {
+        core.step();
+    }
+    let secs = start.elapsed().as_secs_f64();
+    drop(rx);
+    secs
+}
+
+/// The cost ratio measured in alternating pairs (scored, unscored) on one core, so the drift
+/// of a shared machine hits both sides alike; prints the median of the per-pair ratios.
+fn paired_ratio(model: &LoadedModel, k: usize) {
+    const PAIRS: usize = 9;
+    let mut core = prefill_core(model);
+    prefill_secs(&mut core, 1000, Some(k)); // warm: buffers at their largest
+    let (mut ratios, mut plain, mut scored) = (Vec::new(), Vec::new(), Vec::new());
+    for i in 0..PAIRS {
+        let b = prefill_secs(&mut core, 2 * i, None);
+        let a = prefill_secs(&mut core, 2 * i + 1, Some(k));
+        ratios.push(a / b);
+        plain.push(b);
+        scored.push(a);
+    }
+    let median = |v: &mut Vec<f64>| {
+        v.sort_by(f64::total_cmp);
+        v[v.len() / 2]
+    };
+    println!(
+        "prompt_logprobs={k} on a {SCORED_PROMPT}-token prompt: {:.3}x the unscored prefill (median of {PAIRS} pairs; {:.0} ms vs {:.0} ms)",
+        median(&mut ratios),
+        median(&mut scored) * 1e3,
+        median(&mut plain) * 1e3
+    );
 }
 
 /// The whole 512-token prefill (one step) with and without `prompt_logprobs`: scoring costs
 /// the lm_head over every position and a log-softmax per row, in the same pass.
 fn bench_prompt_logprobs(c: &mut Criterion) {
     let model = LoadedModel::load_dir(&model_dir()).expect("bench model");
+    for k in [0, 1, 5] {
+        paired_ratio(&model, k);
+    }
     let mut g = c.benchmark_group("engine_prompt_logprobs");
     g.sample_size(10).measurement_time(Duration::from_secs(10));
     g.throughput(Throughput::Elements(SCORED_PROMPT as u64));
     for (name, k) in [("none", None), ("k0", Some(0)), ("k1", Some(1)), ("k5", Some(5))] {
+        let mut core = prefill_core(&model);
+        let mut i = 0;
         g.bench_function(BenchmarkId::new(name, SCORED_PROMPT), |b| {
             b.iter_custom(|iters| {
-                let mut total = Duration::ZERO;
+                let mut total = 0.0;
                 for _ in 0..iters {
-                    let mut core = one_prompt(&model, k);
-                    let start = Instant::now();
-                    while core.has_work() {
-                        core.step();
-                    }
-                    total += start.elapsed();
+                    i += 1;
+                    total += prefill_secs(&mut core, i, k);
                 }
-                total
+                Duration::from_secs_f64(total)
             })
         });
     }

@@ -71,15 +71,12 @@ pub struct ScoredToken {
     pub top: Vec<(u32, f32)>,
 }
 
-/// Score `token` against one logits row (raw, unprocessed) with `k` alternatives. The
-/// normaliser sums in f64, so a long row loses nothing to rounding.
+/// Score `token` against one logits row (raw, unprocessed) with `k` alternatives.
 pub fn score_token(row: &[f32], token: u32, k: usize) -> ScoredToken {
-    let max = row.iter().copied().fold(f32::NEG_INFINITY, f32::max);
-    let sum: f64 = row.iter().map(|&x| ((x - max) as f64).exp()).sum();
-    let norm = max as f64 + sum.ln();
+    let norm = log_sum_exp_wide(row);
     let x = row.get(token as usize).copied().unwrap_or(f32::NEG_INFINITY);
     let rank = 1 + row.iter().filter(|&&y| y > x).count() as u32;
-    let top = top_entries(row, k.min(MAX_TOP_LOGPROBS))
+    let top = top_few(row, k.min(MAX_TOP_LOGPROBS))
         .into_iter()
         .map(|(i, y)| (i, (y as f64 - norm) as f32))
         .collect();
@@ -164,6 +161,90 @@ fn log_sum_exp(row: &[f32]) -> f32 {
     let max = row.iter().copied().fold(f32::NEG_INFINITY, f32::max);
     let sum: f32 = row.iter().map(|&x| (x - max).exp()).sum();
     max + sum.ln()
+}
+
+/// Lanes of the scoring loops below: independent accumulators, so they vectorize.
+const WIDE: usize = 16;
+
+/// `log_sum_exp` for scoring every row of a prompt: lane-wise (vectorizable) with a polynomial
+/// exp; lanes sum `BLOCK` terms in f32, then fold into f64, so a 50k-entry row loses nothing
+/// to rounding (each f32 partial sum holds at most 64 terms of at most 1).
+fn log_sum_exp_wide(row: &[f32]) -> f64 {
+    const BLOCK: usize = WIDE * 64;
+    let mut hi = [f32::NEG_INFINITY; WIDE];
+    let chunks = row.chunks_exact(WIDE);
+    let tail = chunks.remainder();
+    for chunk in chunks {
+        for (h, &x) in hi.iter_mut().zip(chunk) {
+            *h = if x > *h { x } else { *h };
+        }
+    }
+    let max = hi
+        .into_iter()
+        .chain(tail.iter().copied())
+        .fold(f32::NEG_INFINITY, f32::max);
+    if max == f32::NEG_INFINITY || max.is_nan() {
+        return max as f64;
+    }
+    let mut total = 0f64;
+    for block in row.chunks(BLOCK) {
+        let mut acc = [0f32; WIDE];
+        let chunks = block.chunks_exact(WIDE);
+        let tail = chunks.remainder();
+        for chunk in chunks {
+            for (a, &x) in acc.iter_mut().zip(chunk) {
+                *a += exp_nonpositive(x - max);
+            }
+        }
+        total += acc.iter().map(|&a| a as f64).sum::<f64>();
+        total += tail.iter().map(|&x| exp_nonpositive(x - max) as f64).sum::<f64>();
+    }
+    max as f64 + total.ln()
+}
+
+/// e^x for x ≤ 0 (what a row minus its maximum holds): 2^(x·log2 e) split into 2^n · 2^f with
+/// |f| ≤ 0.5, 2^f by its degree-7 Taylor polynomial (relative error about 1e-7, one f32 ulp),
+/// 2^n built in the exponent bits. Only float and integer lane arithmetic, so it vectorizes.
+#[inline(always)]
+fn exp_nonpositive(x: f32) -> f32 {
+    const ROUND: f32 = 12_582_912.0; // 1.5 · 2^23: adding it rounds to an integer in the low bits
+    let x = if x < -87.0 { -87.0 } else { x };
+    let r = x * std::f32::consts::LOG2_E + ROUND;
+    let n = r - ROUND;
+    let f = x * std::f32::consts::LOG2_E - n;
+    // n = r's low mantissa bits (two's complement); 2^n has exponent field n + 127 ≥ 1.
+    let n_bits = r.to_bits().wrapping_sub(ROUND.to_bits());
+    let two_n = f32::from_bits(n_bits.wrapping_add(127) << 23);
+    const C: [f32; 7] = [
+        1.525_273_4e-5,
+        1.540_353_1e-4,
+        1.333_355_8e-3,
+        9.618_129e-3,
+        5.550_411e-2,
+        2.402_265e-1,
+        std::f32::consts::LN_2,
+    ];
+    let p = C.iter().fold(0.0f32, |p, &c| p * f + c) * f + 1.0;
+    p * two_n
+}
+
+/// `top_entries` for a small `k` (logprob alternatives, ≤ 20) in one pass without an index
+/// vector: a sorted buffer of the best so far, which most entries fail to enter at the first
+/// comparison. Same order as `top_entries` (value descending, lower index first on ties).
+fn top_few(row: &[f32], k: usize) -> Vec<(u32, f32)> {
+    let mut best: Vec<(u32, f32)> = Vec::with_capacity(k + 1);
+    if k == 0 {
+        return best;
+    }
+    for (i, &x) in row.iter().enumerate() {
+        if x.is_nan() || (best.len() == k && x <= best[k - 1].1) {
+            continue;
+        }
+        let at = best.partition_point(|&(_, y)| y >= x);
+        best.insert(at, (i as u32, x));
+        best.truncate(k);
+    }
+    best
 }
 
 /// The `k` largest entries of `row` as (index, value), best first.

@@ -194,3 +194,71 @@ fn masked_argmax_equals_masking_a_copy() {
     }
     assert_eq!(argmax(&[1.0, 3.0, 3.0, 2.0]), 1, "the lowest index wins ties");
 }
+
+#[test]
+fn prompt_scores_equal_an_exact_log_softmax() {
+    // A vocabulary-sized row with a wide spread (and -inf entries), like real logits.
+    let mut rng = StdRng::seed_from_u64(3);
+    let mut row: Vec<f32> = (0..49_153).map(|_| rng.random::<f32>() * 40.0 - 25.0).collect();
+    row[17] = f32::NEG_INFINITY;
+    row[4_000] = 31.5;
+    let max = row.iter().copied().fold(f32::NEG_INFINITY, f32::max) as f64;
+    let norm = max + row.iter().map(|&x| (x as f64 - max).exp()).sum::<f64>().ln();
+    for token in [0u32, 17, 4_000, 49_152] {
+        let s = score_token(&row, token, 3);
+        let exact = row[token as usize] as f64 - norm;
+        if exact.is_finite() {
+            assert!(
+                (s.logprob as f64 - exact).abs() < 1e-6,
+                "{token}: {} vs {exact}",
+                s.logprob
+            );
+        } else {
+            assert_eq!(s.logprob, f32::NEG_INFINITY);
+        }
+        let rank = 1 + row.iter().filter(|&&y| y > row[token as usize]).count() as u32;
+        assert_eq!(s.rank, rank);
+        assert_eq!(s.top[0].0, 4_000);
+        assert!(s.top.windows(2).all(|w| w[0].1 >= w[1].1) && s.top.len() == 3);
+    }
+    for x in [0.0f32, -0.3, -1.0, -10.5, -80.0] {
+        let rel = (exp_nonpositive(x) as f64 / (x as f64).exp() - 1.0).abs();
+        assert!(rel < 5e-7, "exp({x}) off by {rel}");
+    }
+}
+
+#[test]
+#[ignore]
+fn probe_score_parts() {
+    let mut rng = StdRng::seed_from_u64(3);
+    let row: Vec<f32> = (0..49_152).map(|_| rng.random::<f32>() * 40.0 - 25.0).collect();
+    let t = std::time::Instant::now();
+    let mut z = 0.0;
+    for _ in 0..100 {
+        z += log_sum_exp_wide(std::hint::black_box(&row));
+    }
+    eprintln!("lse {:?} {z}", t.elapsed() / 100);
+    let t = std::time::Instant::now();
+    let mut c = 0;
+    for _ in 0..100 {
+        let x = row[5];
+        c += std::hint::black_box(&row).iter().filter(|&&y| y > x).count();
+    }
+    eprintln!("rank {:?} {c}", t.elapsed() / 100);
+    let t = std::time::Instant::now();
+    for _ in 0..100 {
+        c += argmax(std::hint::black_box(&row)) as usize;
+    }
+    eprintln!("argmax {:?} {c}", t.elapsed() / 100);
+}
+
+#[test]
+fn top_few_equals_top_entries() {
+    let mut rng = StdRng::seed_from_u64(5);
+    let mut row: Vec<f32> = (0..5_000).map(|_| (rng.random::<f32>() * 8.0).round()).collect();
+    row[9] = f32::NEG_INFINITY;
+    for k in [1, 2, 5, 20] {
+        assert_eq!(top_few(&row, k), top_entries(&row, k), "k = {k} (many ties)");
+    }
+    assert_eq!(top_few(&[1.0, 3.0], 5), vec![(1, 3.0), (0, 1.0)]);
+}

@@ -231,6 +231,8 @@ pub trait Executor: Send {
     fn limits(&self) -> ExecutorLimits {
         ExecutorLimits::default()
     }
+    /// Take a step's output back once the caller is done with it, to reuse its buffer.
+    fn recycle(&mut self, _out: StepOutput) {}
 }
 
 /// Build the executor for `opts.device`.

@@ -298,6 +298,7 @@ impl EngineCore {
                 None => {}
             }
         }
+        self.exec.recycle(out);
         self.sched.update(&step, &sampled);
         for ((seq, token), lp) in sampled.into_iter().zip(logprobs) {
             self.on_token(seq, token, lp);

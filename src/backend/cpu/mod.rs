@@ -49,6 +49,8 @@ pub struct CpuExecutor {
     kv: PagedKv,
     bufs: Buffers,
     pool: Pool,
+    /// The last step's logits buffer, handed back by `recycle`.
+    spare_logits: Vec<f32>,
 }
 
 /// The weight format for a run dtype and optional quantization. f16 runs keep f32 weights
@@ -88,6 +90,7 @@ impl CpuExecutor {
             kv: PagedKv::new(geo)?,
             bufs: Buffers::default(),
             pool,
+            spare_logits: Vec::new(),
         })
     }
 }
@@ -110,7 +113,7 @@ impl Executor for CpuExecutor {
             geo.block_size,
             geo.num_blocks,
         )?;
-        let mut logits = Vec::new();
+        let mut logits = std::mem::take(&mut self.spare_logits);
         self.model
             .forward(batch, &mut self.kv, &mut self.bufs, &self.pool, &mut logits)?;
         Ok(StepOutput {
@@ -121,6 +124,10 @@ impl Executor for CpuExecutor {
 
     fn kv_geometry(&self) -> KvGeometry {
         self.kv.geometry()
+    }
+
+    fn recycle(&mut self, out: StepOutput) {
+        self.spare_logits = out.logits;
     }
 
     fn config(&self) -> &Config {

@@ -3,9 +3,10 @@
 # (chat and completions, streaming and not, usage, stop, seed, logprobs, error classes), a
 # bounded load test (64 streaming clients, half disconnecting early) and SIGTERM draining;
 # tool calling and structured outputs with the openai SDK, LangChain and LlamaIndex; the
-# README's examples as written (tests/e2e_readme.py).
-# Installs its pinned Python packages into target/e2e-venv and target/e2e-li-venv (PyPI
-# only); needs no GPU.
+# README's examples as written (tests/e2e_readme.py); lm-evaluation-harness's local-completions
+# and local-chat-completions (tests/e2e_lm_eval.py).
+# Installs its pinned Python packages into target/e2e-venv, target/e2e-li-venv and
+# target/e2e-lm-venv (PyPI only); needs no GPU.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 venv=target/e2e-venv
@@ -23,3 +24,9 @@ if [ ! -x "$li/bin/python" ]; then
 fi
 "$li/bin/pip" install --quiet --disable-pip-version-check -r scripts/requirements-e2e-llamaindex.txt
 "$li/bin/python" tests/e2e_llamaindex.py target/release/aisle
+lm=target/e2e-lm-venv
+if [ ! -x "$lm/bin/python" ]; then
+  python3 -m venv "$lm"
+fi
+"$lm/bin/pip" install --quiet --disable-pip-version-check -r scripts/requirements-e2e-lm-eval.txt
+"$lm/bin/python" tests/e2e_lm_eval.py target/release/aisle

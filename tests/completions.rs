@@ -13,16 +13,7 @@ use serde_json::{json, Value};
 
 /// HF's logprob of each prompt token after the first (log-softmax of the golden logits).
 fn golden_logprobs(g: &Golden, i: usize) -> Vec<f64> {
-    let ids = g.ids(i, "input_ids");
-    let logits = g.logits(&format!("p{i}.f32.prompt_logits"), ids.len());
-    (1..ids.len())
-        .map(|j| {
-            let row = &logits[(j - 1) * g.vocab..j * g.vocab];
-            let max = row.iter().copied().fold(f32::NEG_INFINITY, f32::max) as f64;
-            let norm = max + row.iter().map(|&x| (x as f64 - max).exp()).sum::<f64>().ln();
-            row[ids[j] as usize] as f64 - norm
-        })
-        .collect()
+    g.prompt_scores(i).into_iter().map(|(lp, _)| lp).collect()
 }
 
 async fn complete(router: &axum::Router, body: Value) -> Value {

@@ -12,21 +12,6 @@ use common::{fixture, Golden, FAMILIES};
 
 const TOL: f64 = 1e-4;
 
-/// HF's logprob of each prompt token after the first, and its rank, from the golden logits.
-fn golden_scores(g: &Golden, i: usize) -> Vec<(f64, u32)> {
-    let ids = g.ids(i, "input_ids");
-    let logits = g.logits(&format!("p{i}.f32.prompt_logits"), ids.len());
-    (1..ids.len())
-        .map(|j| {
-            let row = &logits[(j - 1) * g.vocab..j * g.vocab];
-            let max = row.iter().copied().fold(f32::NEG_INFINITY, f32::max) as f64;
-            let norm = max + row.iter().map(|&x| (x as f64 - max).exp()).sum::<f64>().ln();
-            let x = row[ids[j] as usize];
-            (x as f64 - norm, 1 + row.iter().filter(|&&y| y > x).count() as u32)
-        })
-        .collect()
-}
-
 fn scoring(prompt: Vec<u32>, max_tokens: usize) -> GenerationRequest {
     GenerationRequest {
         prompt,
@@ -67,7 +52,7 @@ fn prompt_logprobs_equal_transformers_whole_and_chunked() {
         let mut worst = 0.0f64;
         for i in 0..g.prompts().len() {
             let ids = g.ids(i, "input_ids");
-            let hf = golden_scores(&g, i);
+            let hf = g.prompt_scores(i);
             // Whole prompt in one step, scoring only (max_tokens 0: no token, finish length).
             let (outs, _) = run(&mut core(&model, 64, 256, 4), &[(0, scoring(ids.clone(), 0))]);
             worst = worst.max(check(&outs[0], &hf, &format!("{name} p{i} whole")));
@@ -98,7 +83,7 @@ fn a_prefix_cache_hit_does_not_lose_prompt_scores() {
     let model = LoadedModel::load_dir(&fixture("llama")).expect("fixture");
     let g = Golden::load("llama");
     let ids = g.ids(0, "input_ids");
-    let hf = golden_scores(&g, 0);
+    let hf = g.prompt_scores(0);
     let warm = GenerationRequest {
         prompt: ids.clone(),
         max_tokens: 2,
@@ -129,7 +114,7 @@ fn n_choices_share_one_scored_prompt() {
         ..scoring(ids, 4)
     };
     let (outs, _) = run(&mut core(&model, 64, 256, 4), &[(0, req)]);
-    check(&outs[0], &golden_scores(&g, 0), "n = 3");
+    check(&outs[0], &g.prompt_scores(0), "n = 3");
     assert_eq!(outs[0].prompt_logprobs.len(), 1, "scored once");
     assert_eq!(outs[0].choices.len(), 3);
 }

@@ -5,10 +5,11 @@
 //! Owns: what the completions endpoint adds to the shared checks. Must not: run, route or
 //! shape responses.
 
-use super::api::Endpoint;
-use super::api::{CompletionRequest, PromptInput};
+use super::api::{CompletionRequest, Endpoint, PromptInput};
 use super::errors::ApiError;
-use super::validate::{check_prompt, generation, prompt_logprobs, valid, Limits, ValidRequest, MAX_CHOICES};
+use super::validate::{
+    check_prompt, constraint, generation, prompt_logprobs, valid, Limits, ValidRequest, MAX_CHOICES,
+};
 use crate::sampling::MAX_TOP_LOGPROBS;
 
 /// Most prompts in one completions request.
@@ -50,6 +51,10 @@ pub fn completion(body: &CompletionRequest, limits: &Limits) -> Result<ValidRequ
             g.sampling.logprobs.get_or_insert(0); // candidates are ranked by total logprob
         }
         gens.push((text, g));
+    }
+    let grammar = constraint(&body.common, limits)?;
+    for (_, g) in &mut gens {
+        g.grammar = grammar.clone();
     }
     let route_text = gens.iter().map(|(t, _)| t.as_str()).collect::<Vec<_>>().join(" ");
     let mut v = valid(Endpoint::Completion, &body.common, route_text, gens, logprobs)?;

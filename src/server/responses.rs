@@ -302,10 +302,8 @@ impl Streaming {
             }
             Event::Error(err) => self.fail(ApiError::from(err)),
             Event::PromptLogprobs { prompt, logprobs } if self.echo_on_scores => {
-                let mut scores = vec![Vec::new(); *prompt];
-                scores.push(logprobs.clone());
                 for i in self.meta.choices_of(*prompt) {
-                    let c = self.meta.echo_chunk(i, &scores);
+                    let c = self.meta.echo_chunk(i, logprobs);
                     self.push(c);
                 }
             }

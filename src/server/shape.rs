@@ -150,14 +150,14 @@ impl Meta {
         ids.iter().zip(scores).map(one).collect()
     }
 
-    /// A prompt's tokens with their scores, for the legacy logprobs of an echo.
-    fn echo_scores<'a>(&self, prompt: usize, out: &'a [Vec<Option<ScoredToken>>]) -> Vec<(u32, PromptScore<'a>)> {
+    /// A prompt's tokens with their scores (none where `scores` has none), for the legacy
+    /// logprobs of an echo.
+    fn echo_scores<'a>(&self, prompt: usize, scores: &'a [Option<ScoredToken>]) -> Vec<(u32, PromptScore<'a>)> {
         let ids = self.prompt_ids.get(prompt).map_or(&[][..], Vec::as_slice);
-        let scores = out.get(prompt);
         ids.iter()
             .enumerate()
             .map(|(j, &id)| {
-                let s = scores.and_then(|s| s.get(j)).and_then(Option::as_ref);
+                let s = scores.get(j).and_then(Option::as_ref);
                 (id, s.map(|s| (s.logprob, s.top.as_slice())))
             })
             .collect()
@@ -223,7 +223,8 @@ impl Meta {
         let p = self.prompt_of(i);
         let lp = match (self.logprobs, self.shape.echo) {
             (true, true) => {
-                let mut entries = self.echo_scores(p, &out.prompt_logprobs);
+                let scores = out.prompt_logprobs.get(p).map_or(&[][..], Vec::as_slice);
+                let mut entries = self.echo_scores(p, scores);
                 entries.extend(
                     c.logprobs
                         .iter()
@@ -242,7 +243,7 @@ impl Meta {
     }
 
     /// The first chunk of an echoing stream's choice `i`: its prompt, scored with `logprobs`.
-    pub fn echo_chunk(&self, i: usize, scores: &[Vec<Option<ScoredToken>>]) -> Value {
+    pub fn echo_chunk(&self, i: usize, scores: &[Option<ScoredToken>]) -> Value {
         let lp = match self.logprobs {
             true => self.completion_logprobs(&self.echo_scores(self.prompt_of(i), scores), 0),
             false => Value::Null,

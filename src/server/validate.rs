@@ -15,7 +15,7 @@ use super::api::{Body, ChatMessageIn, ChatRequest, CommonParams, Endpoint, Messa
 use super::errors::{ApiError, ApiErrorKind};
 use crate::chat_template::ChatMessage;
 use crate::engine::GenerationRequest;
-use crate::grammar::Grammars;
+use crate::grammar::{Grammar, Grammars};
 use crate::sampling::{SamplingParams, MAX_TOP_LOGPROBS};
 use crate::tokenizer::TextTokenizer;
 use crate::tools::ToolFormat;
@@ -176,6 +176,7 @@ pub fn chat(body: &ChatRequest, limits: &Limits) -> Result<ValidRequest, ApiErro
     let logprobs = chat_logprobs(body)?;
     let max_tokens = body.max_completion_tokens.or(body.common.max_tokens);
     let mut generation = generation(&body.common, prompt, max_tokens, logprobs, limits)?;
+    generation.grammar = constraint(&body.common, limits)?;
     if let Some(g) = tools.grammar {
         if let Some(r) = super::structured::requested(&body.common)? {
             return Err(ApiError::invalid(
@@ -322,7 +323,8 @@ fn chat_logprobs(body: &ChatRequest) -> Result<Option<usize>, ApiError> {
     }
 }
 
-/// The context check, then the sampling parameters; builds the engine request.
+/// The context check, then the sampling parameters; builds the engine request (its
+/// constraint is `constraint`'s).
 pub(super) fn generation(
     common: &CommonParams,
     prompt: Vec<u32>,
@@ -346,10 +348,16 @@ pub(super) fn generation(
     let default_max = limits.default_max_tokens.min(room);
     let mut req = sampling(common, max_tokens, logprobs, limits.vocab, default_max)?;
     req.prompt = prompt;
-    if let Some(r) = super::structured::requested(common)? {
-        req.grammar = Some(super::structured::compile(&r, limits.grammars)?);
-    }
     Ok(req)
+}
+
+/// The output constraint the request asks for, compiled (once per request, however many
+/// prompts it has).
+pub(super) fn constraint(common: &CommonParams, limits: &Limits) -> Result<Option<Grammar>, ApiError> {
+    match super::structured::requested(common)? {
+        Some(r) => Ok(Some(super::structured::compile(&r, limits.grammars)?)),
+        None => Ok(None),
+    }
 }
 
 fn range(param: &str, v: Option<f64>, lo: f64, hi: f64) -> Result<Option<f64>, ApiError> {

@@ -66,6 +66,24 @@ impl Golden {
     }
 }
 
+impl Golden {
+    /// HF's logprob (f64 log-softmax of the golden f32 prompt logits) and rank (1 = most
+    /// likely) of each token of prompt `i` after the first.
+    pub fn prompt_scores(&self, i: usize) -> Vec<(f64, u32)> {
+        let ids = self.ids(i, "input_ids");
+        let logits = self.logits(&format!("p{i}.f32.prompt_logits"), ids.len());
+        (1..ids.len())
+            .map(|j| {
+                let row = &logits[(j - 1) * self.vocab..j * self.vocab];
+                let max = row.iter().copied().fold(f32::NEG_INFINITY, f32::max) as f64;
+                let norm = max + row.iter().map(|&x| (x as f64 - max).exp()).sum::<f64>().ln();
+                let x = row[ids[j] as usize];
+                (x as f64 - norm, 1 + row.iter().filter(|&&y| y > x).count() as u32)
+            })
+            .collect()
+    }
+}
+
 pub fn executor(model: &LoadedModel, dtype: DType, num_blocks: usize) -> Box<dyn Executor> {
     executor_with(model, dtype, 4, num_blocks)
 }

@@ -3,7 +3,8 @@
 //!
 //! Owns: parsing both config styles (transformers 4.x `rope_theta`/`rope_scaling`/`torch_dtype`
 //! and 5.x `rope_parameters`/`dtype`), family detection, defaults, and RoPE frequencies.
-//! Must not: touch weights, tensors or files other than the JSON text it is given.
+//! Must not: touch files other than the JSON text it is given (`apply_rope_factors` reads one
+//! named tensor from already-opened weights).
 
 use serde::Deserialize;
 use serde_json::Value;
@@ -90,6 +91,9 @@ pub enum RopeScaling {
         high_freq_factor: f64,
         original_max_position_embeddings: f64,
     },
+    /// Per-frequency divisors (llama.cpp's `rope_freqs` tensor, how GGUF files carry Llama
+    /// 3's scaling): `(head_dim / 2)` values.
+    Factors(Vec<f32>),
 }
 
 /// The resolved configuration every other module reads.
@@ -170,9 +174,10 @@ impl Config {
         let base: Vec<f32> = (0..dim / 2)
             .map(|i| 1.0 / (self.rope_theta as f32).powf((2 * i) as f32 / dim as f32))
             .collect();
-        match self.rope_scaling {
+        match &self.rope_scaling {
             RopeScaling::None => base,
-            RopeScaling::Linear { factor } => base.iter().map(|f| f / factor as f32).collect(),
+            RopeScaling::Factors(f) => base.iter().zip(f).map(|(b, f)| b / f).collect(),
+            RopeScaling::Linear { factor } => base.iter().map(|f| f / *factor as f32).collect(),
             RopeScaling::Llama3 {
                 factor,
                 low_freq_factor,
@@ -180,9 +185,29 @@ impl Config {
                 original_max_position_embeddings: old,
             } => base
                 .iter()
-                .map(|&f| llama3_scale(f, factor, low_freq_factor, high_freq_factor, old))
+                .map(|&f| llama3_scale(f, *factor, *low_freq_factor, *high_freq_factor, *old))
                 .collect(),
         }
+    }
+}
+
+impl Config {
+    /// Take RoPE frequency divisors from a `rope_freqs.weight` tensor when the weights have
+    /// one (GGUF files of Llama 3.x).
+    pub fn apply_rope_factors(
+        &mut self,
+        weights: &crate::weights::Weights,
+    ) -> Result<(), crate::weights::WeightsError> {
+        const NAME: &str = "rope_freqs.weight";
+        if !weights.contains(NAME) {
+            return Ok(());
+        }
+        let factors = weights.vec_f32(NAME, &[self.head_dim / 2])?;
+        if factors.iter().any(|f| !f.is_finite() || *f <= 0.0) {
+            return Err(weights.invalid(NAME, "RoPE frequency factors must be positive and finite"));
+        }
+        self.rope_scaling = RopeScaling::Factors(factors);
+        Ok(())
     }
 }
 

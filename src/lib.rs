@@ -1,6 +1,6 @@
 //! Aisle: a native inference engine for small Llama-family models.
 //!
-//! Reading order: `config` / `model_dir` → `weights` → `model` (one forward pass) → `batch`
+//! Reading order: `config` / `model_dir` / `gguf` → `weights` → `model` (one forward pass) → `batch`
 //! (the step contract) → `backend` (executors and KV caches) → `tokenizer` /
 //! `chat_template` → `sampling` → `runtime` (loading a model directory as a whole) → `engine`
 //! (scheduler, steps, the engine thread) → `server` (the OpenAI API: validate → policy →
@@ -15,6 +15,7 @@ pub mod config;
 pub mod engine;
 pub mod eval;
 pub mod fallback;
+pub mod gguf;
 pub mod grammar;
 pub mod loadtest;
 pub mod model;

@@ -1,8 +1,8 @@
 //! Finding and reading a Hugging Face-layout model directory.
 //!
-//! Owns: resolving `--model` (a local directory, or `org/name` looked up offline in the hf-hub
-//! cache), reading `config.json` and `generation_config.json`, and the `LoadError` type that
-//! names the file and what is wrong with it.
+//! Owns: resolving `--model` (a local directory, a `.gguf` file or a directory holding one, or
+//! `org/name` looked up offline in the hf-hub cache), reading `config.json` and
+//! `generation_config.json`, and the `LoadError` type that names the file and what is wrong.
 //! Must not: build tensors (see `weights`, `model`) or tokenizers (see `tokenizer`).
 
 use std::path::{Path, PathBuf};
@@ -40,8 +40,35 @@ pub enum LoadError {
     Tokenizer { path: PathBuf, message: String },
     #[error("{path}: bad chat template: {message}")]
     ChatTemplate { path: PathBuf, message: String },
+    #[error(transparent)]
+    Gguf(#[from] crate::gguf::GgufError),
     #[error("{0}")]
     Other(String),
+}
+
+/// Where a model's files are.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ModelPath {
+    /// A Hugging Face layout directory (`config.json`, `tokenizer.json`, safetensors).
+    Dir(PathBuf),
+    /// One GGUF file holding config, tokenizer, chat template and weights.
+    Gguf(PathBuf),
+}
+
+/// Resolve `spec` to a model: a `.gguf` file; a directory with `config.json`, or else with
+/// exactly one `.gguf`; or `org/name` in the local hf-hub cache.
+pub fn resolve_model(spec: &str) -> Result<ModelPath, LoadError> {
+    let path = Path::new(spec);
+    if path.is_file() && path.extension().is_some_and(|x| x.eq_ignore_ascii_case("gguf")) {
+        return Ok(ModelPath::Gguf(path.to_path_buf()));
+    }
+    let dir = resolve(spec)?;
+    if !dir.join("config.json").exists() {
+        if let Some(file) = crate::gguf::find_in_dir(&dir)? {
+            return Ok(ModelPath::Gguf(file));
+        }
+    }
+    Ok(ModelPath::Dir(dir))
 }
 
 /// Resolve `spec` to a directory: an existing path, or `org/name` in the local hf-hub cache.

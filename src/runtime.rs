@@ -1,4 +1,5 @@
-//! Loading a whole model directory: config, generation defaults, tokenizer and weights.
+//! Loading a whole model: config, generation defaults, tokenizer and weights, from a Hugging
+//! Face directory or from one GGUF file.
 //!
 //! Owns: the `LoadedModel` bundle, the choice of run dtype, and the cross-file checks
 //! (tokenizer vocabulary vs model vocabulary, stop ids).
@@ -11,7 +12,8 @@ use candle_core::DType;
 
 use crate::backend::{create_executor, BackendError, Executor, ExecutorOptions};
 use crate::config::Config;
-use crate::model_dir::{self, GenerationConfig, LoadError};
+use crate::gguf::GgufFile;
+use crate::model_dir::{self, GenerationConfig, LoadError, ModelPath};
 use crate::tokenizer::TextTokenizer;
 use crate::weights::Weights;
 
@@ -32,8 +34,24 @@ impl FromStr for RunDType {
     }
 }
 
+/// The tokenizer must not produce ids the model has no embedding for.
+fn check_vocab(tokenizer: &TextTokenizer, config: &Config, path: &Path) -> Result<(), LoadError> {
+    if tokenizer.vocab_size() > config.vocab_size {
+        return Err(LoadError::Other(format!(
+            "{}: tokenizer has {} tokens but the model's vocab_size is {}",
+            path.display(),
+            tokenizer.vocab_size(),
+            config.vocab_size
+        )));
+    }
+    Ok(())
+}
+
 pub struct LoadedModel {
+    /// The model directory (a GGUF file's parent).
     pub dir: PathBuf,
+    /// The GGUF file the model came from, if it did.
+    pub gguf: Option<PathBuf>,
     pub config: Config,
     pub generation: GenerationConfig,
     pub tokenizer: TextTokenizer,
@@ -44,25 +62,40 @@ impl LoadedModel {
     /// Resolve `spec` (directory or cached `org/name`) and load everything but the tensors,
     /// which stay memory-mapped until an executor is built.
     pub fn load(spec: &str) -> Result<LoadedModel, LoadError> {
-        let dir = model_dir::resolve(spec)?;
-        LoadedModel::load_dir(&dir)
+        match model_dir::resolve_model(spec)? {
+            ModelPath::Dir(dir) => LoadedModel::load_dir(&dir),
+            ModelPath::Gguf(file) => LoadedModel::load_gguf(&file),
+        }
+    }
+
+    /// Everything from one GGUF file: config and tokenizer from its metadata, weights mapped.
+    pub fn load_gguf(path: &Path) -> Result<LoadedModel, LoadError> {
+        let file = GgufFile::open(path)?;
+        let mut config = file.config()?;
+        let tok = file.tokenizer()?;
+        let tokenizer = TextTokenizer::from_json(&tok.json, &tok.config, path)?;
+        check_vocab(&tokenizer, &config, path)?;
+        let weights = Weights::open_gguf(path, &file.content, &file.layout(&config)?)?;
+        config.apply_rope_factors(&weights)?;
+        Ok(LoadedModel {
+            dir: path.parent().unwrap_or(Path::new(".")).to_path_buf(),
+            gguf: Some(path.to_path_buf()),
+            config,
+            generation: GenerationConfig::default(),
+            tokenizer,
+            weights,
+        })
     }
 
     pub fn load_dir(dir: &Path) -> Result<LoadedModel, LoadError> {
         let config = model_dir::load_config(dir)?;
         let generation = GenerationConfig::load(dir)?;
         let tokenizer = TextTokenizer::load(dir)?;
-        if tokenizer.vocab_size() > config.vocab_size {
-            return Err(LoadError::Other(format!(
-                "{}: tokenizer has {} tokens but config.json's vocab_size is {}",
-                dir.join("tokenizer.json").display(),
-                tokenizer.vocab_size(),
-                config.vocab_size
-            )));
-        }
+        check_vocab(&tokenizer, &config, &dir.join("tokenizer.json"))?;
         let weights = Weights::open_dir(dir)?;
         Ok(LoadedModel {
             dir: dir.to_path_buf(),
+            gguf: None,
             config,
             generation,
             tokenizer,

@@ -1,5 +1,6 @@
 //! Text in and out: the HF `tokenizer.json`, special tokens and chat template from
-//! `tokenizer_config.json` (or `chat_template.jinja`), and streaming detokenization.
+//! `tokenizer_config.json` (or `chat_template.jinja`; or both built from a GGUF file's
+//! metadata by `gguf::tokenizer`), and streaming detokenization.
 //!
 //! Owns: encoding prompts, rendering chats, and turning a growing list of token ids into text
 //! deltas that never split a UTF-8 character.
@@ -103,11 +104,33 @@ impl TextTokenizer {
             })?,
         };
         let source = find_template(dir, &cfg)?;
+        TextTokenizer::from_parts(inner, &cfg, source, dir)
+    }
+
+    /// A tokenizer from `tokenizer.json` and `tokenizer_config.json` contents built in memory
+    /// (a GGUF file's metadata); `origin` names the file in errors.
+    pub fn from_json(tokenizer: &Value, cfg: &Value, origin: &Path) -> Result<TextTokenizer, LoadError> {
+        let bad = |message: String| LoadError::Tokenizer {
+            path: origin.to_path_buf(),
+            message,
+        };
+        let text = serde_json::to_string(tokenizer).map_err(|e| bad(e.to_string()))?;
+        let inner: tokenizers::Tokenizer = text.parse().map_err(|e: tokenizers::Error| bad(e.to_string()))?;
+        let source = cfg.get("chat_template").and_then(Value::as_str).map(str::to_string);
+        TextTokenizer::from_parts(inner, cfg, source, origin)
+    }
+
+    fn from_parts(
+        inner: tokenizers::Tokenizer,
+        cfg: &Value,
+        source: Option<String>,
+        origin: &Path,
+    ) -> Result<TextTokenizer, LoadError> {
         let chat = match &source {
             None => None,
             Some(src) => Some(Arc::new(ChatTemplate::new(src).map_err(|message| {
                 LoadError::ChatTemplate {
-                    path: dir.to_path_buf(),
+                    path: origin.to_path_buf(),
                     message,
                 }
             })?)),

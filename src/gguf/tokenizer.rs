@@ -246,9 +246,17 @@ impl GgufFile {
         Ok(bpe_model(vocab, pairs, false, true, unk))
     }
 
+    /// SentencePiece's own text handling (HF's "legacy" Llama tokenizer and llama.cpp agree):
+    /// spaces become `▁`, and every text piece between special tokens gets a leading `▁`
+    /// when `add_space_prefix` is on.
     fn sentencepiece_pipeline(&self) -> Result<Map<String, Value>, GgufError> {
         let prefix = self.boolean("tokenizer.ggml.add_space_prefix")?.unwrap_or(true);
-        let scheme = if prefix { "first" } else { "never" };
+        let replace = json!({"type": "Replace", "pattern": {"String": " "}, "content": "\u{2581}"});
+        let mut normalizers = Vec::new();
+        if prefix {
+            normalizers.push(json!({"type": "Prepend", "prepend": "\u{2581}"}));
+        }
+        normalizers.push(replace);
         let mut decoders = vec![
             json!({"type": "Replace", "pattern": {"String": "\u{2581}"}, "content": " "}),
             json!({"type": "ByteFallback"}),
@@ -258,11 +266,8 @@ impl GgufFile {
             decoders.push(json!({"type": "Strip", "content": " ", "start": 1, "stop": 0}));
         }
         let mut m = Map::new();
-        m.insert("normalizer".into(), Value::Null);
-        m.insert(
-            "pre_tokenizer".into(),
-            json!({"type": "Metaspace", "replacement": "\u{2581}", "prepend_scheme": scheme, "split": false}),
-        );
+        m.insert("normalizer".into(), json!({"type": "Sequence", "normalizers": normalizers}));
+        m.insert("pre_tokenizer".into(), Value::Null);
         m.insert("decoder".into(), json!({"type": "Sequence", "decoders": decoders}));
         Ok(m)
     }

@@ -23,6 +23,23 @@ pub fn fixture(name: &str) -> PathBuf {
         .join(name)
 }
 
+/// A file under `target/models`, fetched by `scripts/fetch_models.sh` (which
+/// `scripts/test.sh` runs first); a missing file fails the test with that instruction.
+pub fn fetched(rel: &str) -> PathBuf {
+    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("target/models").join(rel);
+    assert!(
+        path.exists(),
+        "{} is missing: run scripts/fetch_models.sh first (scripts/test.sh does)",
+        path.display()
+    );
+    path
+}
+
+/// The real SmolLM2-135M-Instruct, Q4_1 GGUF.
+pub fn smollm2_gguf() -> PathBuf {
+    fetched("smollm2-135m-instruct/SmolLM2-135M-Instruct.Q4_1.gguf")
+}
+
 pub struct Golden {
     pub json: Value,
     pub tensors: Weights,

@@ -40,7 +40,11 @@ fn cases(stem: &str) -> Vec<(String, Vec<u32>)> {
         .lines()
         .map(|l| l.split_whitespace().map(|x| x.parse().unwrap()).collect())
         .collect();
-    assert_eq!(texts.len(), ids.len(), "{stem}: .inp and .out disagree on the number of tests");
+    assert_eq!(
+        texts.len(),
+        ids.len(),
+        "{stem}: .inp and .out disagree on the number of tests"
+    );
     texts.iter().map(|t| t.to_string()).zip(ids).collect()
 }
 

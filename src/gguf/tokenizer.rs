@@ -117,12 +117,14 @@ impl GgufFile {
         let (model_json, pipeline, add_bos_default) = match model {
             "gpt2" => (self.byte_level_bpe(&vocab)?, self.byte_level_pipeline()?, false),
             "llama" => (self.sentencepiece_bpe(&vocab)?, self.sentencepiece_pipeline()?, true),
-            other => return Err(GgufError::Unsupported {
-                path: self.path.clone(),
-                message: format!(
+            other => {
+                return Err(GgufError::Unsupported {
+                    path: self.path.clone(),
+                    message: format!(
                     "tokenizer model `{other}` is not supported (supported: gpt2 byte-level BPE, llama SentencePiece)"
                 ),
-            }),
+                })
+            }
         };
         let add_bos = self.boolean("tokenizer.ggml.add_bos_token")?.unwrap_or(add_bos_default);
         let add_eos = self.boolean("tokenizer.ggml.add_eos_token")?.unwrap_or(false);
@@ -266,7 +268,10 @@ impl GgufFile {
             decoders.push(json!({"type": "Strip", "content": " ", "start": 1, "stop": 0}));
         }
         let mut m = Map::new();
-        m.insert("normalizer".into(), json!({"type": "Sequence", "normalizers": normalizers}));
+        m.insert(
+            "normalizer".into(),
+            json!({"type": "Sequence", "normalizers": normalizers}),
+        );
         m.insert("pre_tokenizer".into(), Value::Null);
         m.insert("decoder".into(), json!({"type": "Sequence", "decoders": decoders}));
         Ok(m)

@@ -8,13 +8,14 @@
 //! Must not: know model structure (the model asks for names and shapes) or keep heap copies
 //! of whole models.
 
+mod dequant;
 mod gguf;
 mod safetensors;
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
 
-use candle_core::quantized::{ggml_file::qtensor_from_ggml, GgmlDType};
+use candle_core::quantized::GgmlDType;
 use candle_core::{DType, Device, Tensor};
 use memmap2::Mmap;
 
@@ -233,27 +234,16 @@ impl Weights {
         t.to_dtype(dtype).and_then(|t| t.to_device(device)).map_err(wrap)
     }
 
-    /// Tensor `name` of `shape` read row by row (the last dimension is a row) as f32. Plain
-    /// float tensors are read straight from the mapping; block-quantized ones are
-    /// dequantized once into the returned `Rows` (one tensor's f32 copy at a time).
+    /// Tensor `name` of `shape` read row by row (the last dimension is a row) as f32,
+    /// straight from the mapping (block-quantized rows are dequantized one at a time).
     pub fn rows(&self, name: &str, shape: &[usize]) -> Result<Rows<'_>, WeightsError> {
         let entry = self.locate(name, shape)?;
-        let cols = shape.last().copied().unwrap_or(1);
-        let source = match entry.dtype {
-            DiskType::Ggml(t) => {
-                let wrap = |e: candle_core::Error| self.tensor_error(entry, name, e.to_string());
-                let q = qtensor_from_ggml(t, self.bytes(entry), shape.to_vec(), &Device::Cpu).map_err(wrap)?;
-                let f = q
-                    .dequantize(&Device::Cpu)
-                    .and_then(|t| t.flatten_all()?.to_vec1::<f32>());
-                RowSource::Owned(f.map_err(wrap)?)
-            }
-            d => RowSource::Mapped(self.bytes(entry), d),
-        };
         let rows = shape.first().copied().unwrap_or(1);
         Ok(Rows {
-            source,
-            cols,
+            bytes: self.bytes(entry),
+            dtype: entry.dtype,
+            cols: shape.last().copied().unwrap_or(1),
+            row_bytes: (entry.end - entry.start) / rows.max(1),
             permute: entry.permute_heads.map(|h| (h, rows)),
         })
     }
@@ -313,40 +303,51 @@ impl Weights {
     }
 }
 
-enum RowSource<'a> {
-    Mapped(&'a [u8], DiskType),
-    Owned(Vec<f32>),
-}
-
 /// One tensor's rows as f32, in Hugging Face row order.
 pub struct Rows<'a> {
-    source: RowSource<'a>,
+    bytes: &'a [u8],
+    dtype: DiskType,
     cols: usize,
+    row_bytes: usize,
     /// (heads, rows) of a llama.cpp-permuted q/k matrix.
     permute: Option<(usize, usize)>,
 }
 
-impl Rows<'_> {
-    /// Row `r` into `out` (`cols` values).
-    pub fn read(&self, r: usize, out: &mut [f32]) {
+impl<'a> Rows<'a> {
+    /// The file's bytes of HF row `r`.
+    fn raw_row(&self, r: usize) -> &'a [u8] {
         let r = match self.permute {
             Some((heads, rows)) => gguf::unpermuted_row(r, heads, rows),
             None => r,
         };
-        let c = self.cols;
-        match &self.source {
-            RowSource::Owned(v) => out[..c].copy_from_slice(&v[r * c..(r + 1) * c]),
-            RowSource::Mapped(bytes, dtype) => {
-                let size = if *dtype == DiskType::F32 { 4 } else { 2 };
-                let row = &bytes[r * c * size..(r + 1) * c * size];
-                for (o, b) in out.iter_mut().zip(row.chunks_exact(size)) {
-                    *o = match dtype {
-                        DiskType::Bf16 => half::bf16::from_le_bytes([b[0], b[1]]).to_f32(),
-                        DiskType::F16 => half::f16::from_le_bytes([b[0], b[1]]).to_f32(),
-                        _ => f32::from_le_bytes([b[0], b[1], b[2], b[3]]),
-                    };
-                }
+        &self.bytes[r * self.row_bytes..(r + 1) * self.row_bytes]
+    }
+
+    /// Row `r` as GGUF blocks (type and bytes), when the tensor is block-quantized.
+    pub fn blocks(&self, r: usize) -> Option<(GgmlDType, &'a [u8])> {
+        match self.dtype {
+            DiskType::Ggml(t) => Some((t, self.raw_row(r))),
+            _ => None,
+        }
+    }
+
+    /// Row `r` into `out` (`cols` values).
+    pub fn read(&self, r: usize, out: &mut [f32]) {
+        let row = self.raw_row(r);
+        let size = match self.dtype {
+            DiskType::Ggml(t) => {
+                dequant::row(t, row, out);
+                return;
             }
+            DiskType::F32 => 4,
+            _ => 2,
+        };
+        for (o, b) in out.iter_mut().zip(row.chunks_exact(size)) {
+            *o = match self.dtype {
+                DiskType::Bf16 => half::bf16::from_le_bytes([b[0], b[1]]).to_f32(),
+                DiskType::F16 => half::f16::from_le_bytes([b[0], b[1]]).to_f32(),
+                _ => f32::from_le_bytes([b[0], b[1], b[2], b[3]]),
+            };
         }
     }
 }

@@ -26,7 +26,9 @@ pub fn fixture(name: &str) -> PathBuf {
 /// A file under `target/models`, fetched by `scripts/fetch_models.sh` (which
 /// `scripts/test.sh` runs first); a missing file fails the test with that instruction.
 pub fn fetched(rel: &str) -> PathBuf {
-    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("target/models").join(rel);
+    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("target/models")
+        .join(rel);
     assert!(
         path.exists(),
         "{} is missing: run scripts/fetch_models.sh first (scripts/test.sh does)",

@@ -141,3 +141,57 @@ fn reference_forward_f32_matches_transformers_token_for_token() {
     let worst = check_f32(DeviceSpec::CpuReference);
     eprintln!("cpu-reference f32: top-20 logprobs within {worst:.2e} of transformers");
 }
+
+/// A run in `dtype` with `quantize` against the f32 goldens: the largest step-0 top-20
+/// logprob error, greedy tokens agreeing before the first difference, tokens in all, and
+/// whether the first token agrees on every prompt where transformers' top two are 1.0
+/// or more apart.
+fn measure(dtype: DType, quantize: Option<aisle::backend::Quantize>) -> (f64, usize, usize, bool) {
+    let (g, m) = (golden(), model());
+    let steps = g["steps"].as_u64().unwrap() as usize;
+    let (mut worst, mut agree, mut total, mut first) = (0f64, 0, 0, true);
+    for p in g["prompts"].as_array().unwrap() {
+        let prompt = ids(&p["input_ids"]);
+        let opts = ExecutorOptions {
+            device: DeviceSpec::Cpu,
+            dtype,
+            block_size: 16,
+            num_blocks: (prompt.len() + steps).div_ceil(16) + 1,
+            quantize,
+            ..Default::default()
+        };
+        let mut exec = m.executor(&opts).expect("executor");
+        let (tokens, logits) = common::greedy_steps(exec.as_mut(), &prompt, steps, 0);
+        let want = ids(&p["greedy"]);
+        agree += tokens.iter().zip(&want).take_while(|(a, b)| a == b).count();
+        total += steps;
+        let top = p["top_logprobs"]["0"].as_array().unwrap();
+        let gap = top[0][1].as_f64().unwrap() - top[1][1].as_f64().unwrap();
+        first &= tokens[0] == want[0] || gap < 1.0;
+        let lp = log_softmax(&logits[0]);
+        for pair in p["top_logprobs"]["0"].as_array().unwrap() {
+            let (id, w) = (pair[0].as_u64().unwrap() as usize, pair[1].as_f64().unwrap());
+            worst = worst.max((lp[id] - w).abs());
+        }
+    }
+    eprintln!("{dtype:?} {quantize:?}: step-0 top-20 logprob error {worst:.3}; greedy agreement {agree}/{total}");
+    (worst, agree, total, first)
+}
+
+/// The file's own formats (Q4_1 layers as exact q4_k panels, Q8_0 embeddings as q8_0) with
+/// int8 activations, and bf16 activations on dequantized weights: close to the f32 goldens,
+/// not equal (the README's accuracy table has the figures).
+#[test]
+fn as_stored_and_bf16_runs_stay_close_to_transformers() {
+    use aisle::backend::Quantize;
+    for (dtype, q, tol) in [
+        (DType::F32, None, 1.0),
+        (DType::F32, Some(Quantize::Q8_0), 1.0),
+        (DType::BF16, Some(Quantize::Dequantize), 1.0),
+    ] {
+        let (worst, agree, total, first) = measure(dtype, q);
+        assert!(worst < tol, "{dtype:?} {q:?}: step-0 logprobs off by {worst}");
+        assert!(first, "{dtype:?} {q:?}: a clear first greedy token differs");
+        assert!(agree * 2 >= total, "{dtype:?} {q:?}: greedy agreement {agree}/{total}");
+    }
+}

@@ -105,6 +105,16 @@ pub enum Quantize {
     /// scale and min: 5.0 bits per weight (4.5 in ggml's file); embeddings and lm_head stay
     /// q8_0.
     Q4K,
+    /// `none`: every weight dequantized to the run dtype (GGUF files otherwise keep their
+    /// block formats; safetensors weights are converted to the run dtype either way).
+    Dequantize,
+}
+
+impl Quantize {
+    /// Whether weights are requantized (only `--device cpu` can).
+    pub fn requantizes(q: Option<Quantize>) -> bool {
+        matches!(q, Some(Quantize::Q8_0 | Quantize::Q4K))
+    }
 }
 
 impl FromStr for Quantize {
@@ -114,7 +124,8 @@ impl FromStr for Quantize {
         match s {
             "q8_0" => Ok(Quantize::Q8_0),
             "q4_k" | "q4_K" => Ok(Quantize::Q4K),
-            other => Err(format!("unknown quantization `{other}` (expected q8_0 or q4_k)")),
+            "none" => Ok(Quantize::Dequantize),
+            other => Err(format!("unknown quantization `{other}` (expected q8_0, q4_k or none)")),
         }
     }
 }
@@ -243,13 +254,13 @@ pub fn create_executor(
 ) -> Result<Box<dyn Executor>, BackendError> {
     match opts.device {
         DeviceSpec::Cpu => cpu::create(weights, cfg, opts),
-        DeviceSpec::CpuReference if opts.quantize.is_some() => Err(BackendError::Cpu(cpu::CpuError::Unsupported(
-            "--quantize on the cpu-reference device (use --device cpu)".into(),
-        ))),
+        DeviceSpec::CpuReference if Quantize::requantizes(opts.quantize) => Err(BackendError::Cpu(
+            cpu::CpuError::Unsupported("--quantize on the cpu-reference device (use --device cpu)".into()),
+        )),
         DeviceSpec::CpuReference => Ok(Box::new(ModelExecutor::new(weights, cfg, opts, Device::Cpu)?)),
-        DeviceSpec::CpuStatic if opts.quantize.is_some() => Err(BackendError::Cpu(cpu::CpuError::Unsupported(
-            "--quantize on the cpu-static device (use --device cpu)".into(),
-        ))),
+        DeviceSpec::CpuStatic if Quantize::requantizes(opts.quantize) => Err(BackendError::Cpu(
+            cpu::CpuError::Unsupported("--quantize on the cpu-static device (use --device cpu)".into()),
+        )),
         DeviceSpec::CpuStatic => {
             let plan = opts.static_shape.plan(cfg)?;
             let model = crate::model::Model::load(weights, cfg, opts.dtype, &Device::Cpu)?;
@@ -268,7 +279,7 @@ fn cuda_executor(
     opts: &ExecutorOptions,
     n: usize,
 ) -> Result<Box<dyn Executor>, BackendError> {
-    if opts.quantize.is_some() {
+    if Quantize::requantizes(opts.quantize) {
         return Err(BackendError::Cpu(cpu::CpuError::Unsupported(
             "--quantize on the cuda device (use --device cpu)".into(),
         )));

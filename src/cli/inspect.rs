@@ -61,7 +61,7 @@ fn memory_rows(args: &ModelArgs, model: &LoadedModel, row: &mut impl FnMut(&str,
     let opts = args.executor_options(ExecutorOptions::default().block_size, 0);
     let params = c.num_parameters();
     let bytes = match opts.device {
-        DeviceSpec::Cpu => aisle::backend::cpu::weight_bytes(c, dtype, args.quantize),
+        DeviceSpec::Cpu => aisle::backend::cpu::weight_bytes(&model.weights, c, dtype, args.quantize),
         _ => params * dtype.size_in_bytes(),
     };
     let kv_per_token = 2 * c.num_layers * c.num_kv_heads * c.head_dim * opts.kv_dtype().size_in_bytes();

@@ -38,6 +38,43 @@ pub struct PackedMatrix {
     data: Data,
 }
 
+/// What a packing source wrote for one row.
+pub enum SourceRow {
+    /// The f32 values are in the row buffer.
+    F32,
+    /// q8_0 blocks (for a `Q8_0` matrix).
+    Q8(quant::Q8Row),
+    /// q4_k sub-blocks (for a `Q4K` matrix).
+    Q4(quant4::Q4Row),
+}
+
+/// A q8_0 panel from its lanes: f32 rows quantised, q8 blocks copied.
+fn pack_q8_lanes(panel: &[f32], cols: usize, lanes: &[SourceRow], out: &mut [u8]) -> Result<(), CpuError> {
+    for (lane, (src, row)) in lanes.iter().zip(panel.chunks(cols)).enumerate() {
+        match src {
+            SourceRow::F32 => quant::write_q8_lane(out, lane, &quant::quantize_row(row, cols)),
+            SourceRow::Q8(b) => quant::write_q8_lane(out, lane, b),
+            SourceRow::Q4(_) => return Err(CpuError::Unsupported("q4_k blocks for a q8_0 matrix".into())),
+        }
+    }
+    Ok(())
+}
+
+/// A q4_k panel from its lanes: f32 lanes quantised together (ggml's Q4_K), sub-blocks copied.
+fn pack_q4_lanes(panel: &[f32], cols: usize, lanes: &[SourceRow], out: &mut [u8]) -> Result<(), CpuError> {
+    if lanes.iter().any(|l| matches!(l, SourceRow::F32)) {
+        quant4::pack_q4k_panel(panel, cols, out)?;
+    }
+    for (lane, src) in lanes.iter().enumerate() {
+        match src {
+            SourceRow::F32 => {}
+            SourceRow::Q4(b) => quant4::write_q4_lane(out, lane, b),
+            SourceRow::Q8(_) => return Err(CpuError::Unsupported("q8_0 blocks for a q4_k matrix".into())),
+        }
+    }
+    Ok(())
+}
+
 /// Per-call conversions of the activations, kept between calls so they only ever grow.
 #[derive(Default)]
 pub struct Scratch {
@@ -78,6 +115,17 @@ impl PackedMatrix {
         format: Format,
         mut row: impl FnMut(usize, &mut [f32]) -> Result<(), CpuError>,
     ) -> Result<PackedMatrix, CpuError> {
+        PackedMatrix::pack_source(rows, cols, format, |r, out| row(r, out).map(|()| SourceRow::F32))
+    }
+
+    /// `pack_rows` where a row may instead come as blocks already in `format`'s terms (GGUF
+    /// blocks repacked without requantizing); blocks of the other quantized format are an error.
+    pub fn pack_source(
+        rows: usize,
+        cols: usize,
+        format: Format,
+        mut row: impl FnMut(usize, &mut [f32]) -> Result<SourceRow, CpuError>,
+    ) -> Result<PackedMatrix, CpuError> {
         let panels = rows.div_ceil(16);
         let (k2, nb) = (cols.div_ceil(2), cols.div_ceil(32));
         let bytes = format.packed_bytes(rows, cols);
@@ -88,20 +136,26 @@ impl PackedMatrix {
             Format::Q4K => Data::Q4(WeightBuf::zeroed(bytes)?),
         };
         let mut panel = vec![0f32; 16 * cols]; // (16, cols)
+        let mut lanes: Vec<SourceRow> = Vec::with_capacity(16);
         for p in 0..panels {
+            lanes.clear();
             for (lane, dst) in panel.chunks_mut(cols).enumerate() {
-                match p * 16 + lane < rows {
+                dst.fill(0.0);
+                lanes.push(match p * 16 + lane < rows {
                     true => row(p * 16 + lane, dst)?,
-                    false => dst.fill(0.0),
-                }
+                    false => SourceRow::F32,
+                });
             }
             match &mut data {
                 Data::F32(d) => pack_f32_panel(&panel, cols, &mut d[p * cols * 16..(p + 1) * cols * 16]),
                 Data::Bf16(d) => pack_bf16_panel(&panel, cols, &mut d[p * k2 * 32..(p + 1) * k2 * 32]),
-                Data::Q8(d) => quant::pack_q8_panel(&panel, cols, &mut d[p * nb * Q8_BLOCK..(p + 1) * nb * Q8_BLOCK]),
-                Data::Q4(d) => {
-                    quant4::pack_q4k_panel(&panel, cols, &mut d[p * nb * Q4_BLOCK..(p + 1) * nb * Q4_BLOCK])?
-                }
+                Data::Q8(d) => pack_q8_lanes(&panel, cols, &lanes, &mut d[p * nb * Q8_BLOCK..(p + 1) * nb * Q8_BLOCK])?,
+                Data::Q4(d) => pack_q4_lanes(&panel, cols, &lanes, &mut d[p * nb * Q4_BLOCK..(p + 1) * nb * Q4_BLOCK])?,
+            }
+            if !matches!(data, Data::Q8(_) | Data::Q4(_)) && lanes.iter().any(|l| !matches!(l, SourceRow::F32)) {
+                return Err(CpuError::Unsupported(format!(
+                    "quantized blocks for a {format:?} matrix"
+                )));
             }
         }
         Ok(PackedMatrix {

@@ -9,6 +9,7 @@
 mod attention;
 mod buffer;
 mod forward;
+mod ggml_blocks;
 mod isa;
 mod kernels;
 mod matmul;
@@ -30,7 +31,7 @@ use crate::config::Config;
 use crate::weights::{Weights, WeightsError};
 use attention::PagedKv;
 use forward::Buffers;
-use model::CpuModel;
+use model::{CpuModel, Plan};
 
 #[derive(Debug, thiserror::Error)]
 pub enum CpuError {
@@ -53,26 +54,19 @@ pub struct CpuExecutor {
     spare_logits: Vec<f32>,
 }
 
-/// The weight format for a run dtype and optional quantization. f16 runs keep f32 weights
-/// (f16 → f32 is exact; there is no f16 matmul instruction on these CPUs).
-pub fn weight_format(dtype: DType, quantize: Option<Quantize>) -> Format {
-    match (quantize, dtype) {
-        (Some(Quantize::Q8_0), _) => Format::Q8_0,
-        (Some(Quantize::Q4K), _) => Format::Q4K,
-        (None, DType::BF16) => Format::Bf16,
-        (None, _) => Format::F32,
-    }
-}
-
-/// Bytes of packed weights `--device cpu` holds for this config, dtype and quantization.
-pub fn weight_bytes(cfg: &Config, dtype: DType, quantize: Option<Quantize>) -> usize {
-    CpuModel::packed_bytes(cfg, weight_format(dtype, quantize))
+/// Bytes of packed weights `--device cpu` holds for these weights, dtype and quantization.
+pub fn weight_bytes(weights: &Weights, cfg: &Config, dtype: DType, quantize: Option<Quantize>) -> usize {
+    CpuModel::packed_bytes(weights, cfg, Plan { dtype, quantize })
 }
 
 /// Build the CPU executor. Its KV cache is f32 whatever the weights (see `attention.rs`).
+/// f16 runs keep f32 weights (f16 → f32 is exact; these CPUs have no f16 matmul).
 pub fn create(weights: &Weights, cfg: &Config, opts: &ExecutorOptions) -> Result<Box<dyn Executor>, BackendError> {
-    let format = weight_format(opts.dtype, opts.quantize);
-    let model = CpuModel::load(weights, cfg, format)?;
+    let plan = Plan {
+        dtype: opts.dtype,
+        quantize: opts.quantize,
+    };
+    let model = CpuModel::load(weights, cfg, plan)?;
     let geo = opts.kv_geometry(cfg);
     let threads = if opts.threads == 0 {
         default_threads()
@@ -136,8 +130,8 @@ impl Executor for CpuExecutor {
 
     fn describe(&self) -> String {
         format!(
-            "cpu native ({:?} weights, {:.1} MiB packed; f32 KV; {} threads; {})",
-            self.model.format,
+            "cpu native ({} weights, {:.1} MiB packed; f32 KV; {} threads; {})",
+            self.model.describe_formats(),
             self.model.bytes() as f64 / (1 << 20) as f64,
             self.pool.size(),
             Isa::get().describe()

@@ -27,17 +27,27 @@ fn quantize_block(v: &[f32], q: &mut [i8]) -> f32 {
     d
 }
 
-/// Quantise one panel (16, cols) into its `cols/32` blocks of `Q8_BLOCK` bytes.
-pub fn pack_q8_panel(panel: &[f32], cols: usize, out: &mut [u8]) {
-    for (b, blk) in out.chunks_mut(Q8_BLOCK).enumerate() {
-        for (lane, row) in panel.chunks(cols).enumerate() {
+/// One output row as q8_0 blocks: a scale and 32 int8 values each (the last zero-padded).
+pub type Q8Row = Vec<(f32, [i8; 32])>;
+
+/// Quantise one row of `cols` values into its `cols/32` blocks.
+pub fn quantize_row(row: &[f32], cols: usize) -> Q8Row {
+    (0..cols.div_ceil(32))
+        .map(|b| {
             let mut q = [0i8; 32];
             let d = quantize_block(&row[b * 32..cols.min(b * 32 + 32)], &mut q);
-            for (k, &qv) in q.iter().enumerate() {
-                blk[(k / 4) * 64 + lane * 4 + k % 4] = (qv as i16 + 128) as u8;
-            }
-            blk[512 + lane * 4..512 + lane * 4 + 4].copy_from_slice(&d.to_le_bytes());
+            (d, q)
+        })
+        .collect()
+}
+
+/// Write one lane's blocks into a panel's `cols/32` blocks of `Q8_BLOCK` bytes.
+pub fn write_q8_lane(out: &mut [u8], lane: usize, blocks: &[(f32, [i8; 32])]) {
+    for (blk, (d, q)) in out.chunks_mut(Q8_BLOCK).zip(blocks) {
+        for (k, &qv) in q.iter().enumerate() {
+            blk[(k / 4) * 64 + lane * 4 + k % 4] = (qv as i16 + 128) as u8;
         }
+        blk[512 + lane * 4..512 + lane * 4 + 4].copy_from_slice(&d.to_le_bytes());
     }
 }
 

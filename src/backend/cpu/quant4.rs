@@ -32,8 +32,12 @@ fn scale_min(j: usize, q: &[u8]) -> (u8, u8) {
     }
 }
 
-/// One row's sub-blocks as (scale, min, 32 quantised values).
-fn decode_row(blocks: &[u8], n_sub: usize) -> Vec<(f32, f32, [u8; 32])> {
+/// One output row as 32-weight sub-blocks: (scale, min, 32 values in 0..16); a weight is
+/// `scale · q − min`.
+pub type Q4Row = Vec<(f32, f32, [u8; 32])>;
+
+/// One row of ggml Q4_K blocks' sub-blocks as (scale, min, 32 quantised values).
+pub fn decode_row(blocks: &[u8], n_sub: usize) -> Q4Row {
     let mut out = Vec::with_capacity(n_sub);
     for blk in blocks.chunks(BLOCK_BYTES) {
         let d = f16::from_le_bytes([blk[0], blk[1]]).to_f32();
@@ -68,16 +72,24 @@ pub fn pack_q4k_panel(panel: &[f32], cols: usize, out: &mut [u8]) -> Result<(), 
     let row_bytes = padded / QK_K * BLOCK_BYTES;
     let nb = cols.div_ceil(32);
     for lane in 0..16 {
-        let subs = decode_row(&data[lane * row_bytes..(lane + 1) * row_bytes], nb);
-        for (blk, (scale, min, v)) in out.chunks_mut(Q4_BLOCK).zip(&subs) {
-            for k in 0..16 {
-                blk[(k / 4) * 64 + lane * 4 + k % 4] = v[k] | (v[k + 16] << 4);
-            }
-            blk[256 + lane * 2..256 + lane * 2 + 2].copy_from_slice(&f16::from_f32(*scale).to_le_bytes());
-            blk[288 + lane * 2..288 + lane * 2 + 2].copy_from_slice(&f16::from_f32(*min).to_le_bytes());
-        }
+        write_q4_lane(
+            out,
+            lane,
+            &decode_row(&data[lane * row_bytes..(lane + 1) * row_bytes], nb),
+        );
     }
     Ok(())
+}
+
+/// Write one lane's sub-blocks into a panel's `cols/32` blocks of `Q4_BLOCK` bytes.
+pub fn write_q4_lane(out: &mut [u8], lane: usize, subs: &[(f32, f32, [u8; 32])]) {
+    for (blk, (scale, min, v)) in out.chunks_mut(Q4_BLOCK).zip(subs) {
+        for k in 0..16 {
+            blk[(k / 4) * 64 + lane * 4 + k % 4] = v[k] | (v[k + 16] << 4);
+        }
+        blk[256 + lane * 2..256 + lane * 2 + 2].copy_from_slice(&f16::from_f32(*scale).to_le_bytes());
+        blk[288 + lane * 2..288 + lane * 2 + 2].copy_from_slice(&f16::from_f32(*min).to_le_bytes());
+    }
 }
 
 /// Quantised value `k` (0..32) of `lane` in a panel block.

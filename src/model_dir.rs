@@ -59,7 +59,7 @@ pub enum ModelPath {
 /// exactly one `.gguf`; or `org/name` in the local hf-hub cache.
 pub fn resolve_model(spec: &str) -> Result<ModelPath, LoadError> {
     let path = Path::new(spec);
-    if path.is_file() && path.extension().is_some_and(|x| x.eq_ignore_ascii_case("gguf")) {
+    if !path.is_dir() && path.exists() && path.extension().is_some_and(|x| x.eq_ignore_ascii_case("gguf")) {
         return Ok(ModelPath::Gguf(path.to_path_buf()));
     }
     let dir = resolve(spec)?;

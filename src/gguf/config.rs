@@ -27,6 +27,14 @@ const KEYS: &[(&str, &str)] = &[
     ("attention.sliding_window", "sliding_window"),
 ];
 
+/// Keys without which there is no model.
+const REQUIRED: &[&str] = &[
+    "embedding_length",
+    "feed_forward_length",
+    "block_count",
+    "attention.head_count",
+];
+
 impl GgufFile {
     /// The architecture's `general.architecture` name and HF `model_type`.
     fn architecture(&self) -> Result<(&str, &'static str), GgufError> {
@@ -49,6 +57,10 @@ impl GgufFile {
         let (arch, model_type) = self.architecture()?;
         let mut hf = Map::new();
         hf.insert("model_type".into(), json!(model_type));
+        for suffix in REQUIRED {
+            let key = format!("{arch}.{suffix}");
+            self.require(&key, self.float(&key))?;
+        }
         for (suffix, field) in KEYS {
             let key = format!("{arch}.{suffix}");
             if let Some(v) = self.float(&key)? {

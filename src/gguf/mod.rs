@@ -66,10 +66,11 @@ impl GgufFile {
             path: path.to_path_buf(),
             message,
         };
-        let file = std::fs::File::open(path).map_err(io)?;
-        if !file.metadata().map_err(io)?.is_file() {
+        // Checked before opening: opening a FIFO for reading blocks until a writer appears.
+        if !std::fs::metadata(path).map_err(io)?.is_file() {
             return Err(corrupt("not a regular file".into()));
         }
+        let file = std::fs::File::open(path).map_err(io)?;
         // SAFETY: read-only mapping of a file we do not write (see `weights::map_file`).
         let map = unsafe { memmap2::Mmap::map(&file) }.map_err(io)?;
         let mut cursor = Cursor::new(&map[..]);

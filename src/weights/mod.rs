@@ -123,13 +123,14 @@ fn map_file(path: &Path) -> Result<Mmap, WeightsError> {
         path: path.to_path_buf(),
         source,
     };
-    let file = std::fs::File::open(path).map_err(io)?;
-    if !file.metadata().map_err(io)?.is_file() {
+    // Checked before opening: opening a FIFO for reading blocks until a writer appears.
+    if !std::fs::metadata(path).map_err(io)?.is_file() {
         return Err(io(std::io::Error::new(
             std::io::ErrorKind::InvalidInput,
             "not a regular file",
         )));
     }
+    let file = std::fs::File::open(path).map_err(io)?;
     // SAFETY: the file is opened read-only; like every mmap-based loader we rely on it not
     // being truncated by another process while the model runs.
     unsafe { Mmap::map(&file) }.map_err(io)

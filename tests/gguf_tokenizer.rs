@@ -33,7 +33,7 @@ fn cases(stem: &str) -> Vec<(String, Vec<u32>)> {
     let out = std::fs::read_to_string(common::fetched(&format!("llama-vocab/ggml-vocab-{stem}.gguf.out"))).unwrap();
     let texts: Vec<&str> = inp.split("\n__ggml_vocab_test__\n").collect();
     let texts = match texts.last() {
-        Some(t) if t.is_empty() => &texts[..texts.len() - 1],
+        Some(&"") => &texts[..texts.len() - 1],
         _ => &texts[..],
     };
     let ids: Vec<Vec<u32>> = out

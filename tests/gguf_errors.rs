@@ -182,6 +182,10 @@ fn the_valid_tiny_model_loads_and_runs() {
     assert_eq!(m.config.num_layers, 1);
     assert!(m.config.tie_word_embeddings);
     assert_eq!(m.tokenizer.encode("ab", false).unwrap(), vec![2]);
+    // A vector reads whole (output_norm starts at float 32 of the data section).
+    let norm = m.weights.vec_f32("model.norm.weight", &[8]).unwrap();
+    let want: Vec<f32> = (32..40).map(|i| ((i % 7) as f32 - 3.0) / 10.0).collect();
+    assert_eq!(norm, want);
     let opts = aisle::backend::ExecutorOptions {
         num_blocks: 4,
         ..Default::default()

@@ -239,11 +239,12 @@ impl Weights {
     /// straight from the mapping (block-quantized rows are dequantized one at a time).
     pub fn rows(&self, name: &str, shape: &[usize]) -> Result<Rows<'_>, WeightsError> {
         let entry = self.locate(name, shape)?;
-        let rows = shape.first().copied().unwrap_or(1);
+        let cols = shape.last().copied().unwrap_or(1);
+        let rows = shape.iter().product::<usize>() / cols.max(1); // 1 for a vector
         Ok(Rows {
             bytes: self.bytes(entry),
             dtype: entry.dtype,
-            cols: shape.last().copied().unwrap_or(1),
+            cols,
             row_bytes: (entry.end - entry.start) / rows.max(1),
             permute: entry.permute_heads.map(|h| (h, rows)),
         })

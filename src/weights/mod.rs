@@ -30,7 +30,7 @@ pub enum WeightsError {
         #[source]
         source: std::io::Error,
     },
-    #[error("{path}: not a valid weights file (truncated or corrupt?): {message}")]
+    #[error("{path}: not a valid safetensors file (truncated or corrupt?): {message}")]
     Corrupt { path: PathBuf, message: String },
     #[error("{path}: malformed sharded index: {message}")]
     BadIndex { path: PathBuf, message: String },
@@ -62,7 +62,7 @@ pub enum DiskType {
     /// A GGUF block-quantized type (Q4_0 … Q6_K).
     Ggml(GgmlDType),
     /// A safetensors dtype Aisle cannot run (reported when the tensor is asked for).
-    Unsupported(&'static str),
+    Unsupported(::safetensors::Dtype),
 }
 
 impl DiskType {
@@ -72,7 +72,7 @@ impl DiskType {
             DiskType::Bf16 => "BF16".into(),
             DiskType::F16 => "F16".into(),
             DiskType::Ggml(t) => ggml_name(t).into(),
-            DiskType::Unsupported(s) => s.into(),
+            DiskType::Unsupported(d) => format!("{d:?}"),
         }
     }
 }

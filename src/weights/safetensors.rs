@@ -80,9 +80,7 @@ fn disk_type(d: StDtype) -> DiskType {
         StDtype::F32 => DiskType::F32,
         StDtype::BF16 => DiskType::Bf16,
         StDtype::F16 => DiskType::F16,
-        StDtype::F64 => DiskType::Unsupported("F64"),
-        StDtype::I8 | StDtype::U8 => DiskType::Unsupported("8-bit integer"),
-        _ => DiskType::Unsupported("a non-float dtype"),
+        other => DiskType::Unsupported(other),
     }
 }
 

@@ -17,6 +17,7 @@ pub mod eval;
 pub mod fallback;
 pub mod gguf;
 pub mod grammar;
+pub mod hub;
 pub mod loadtest;
 pub mod model;
 pub mod model_dir;

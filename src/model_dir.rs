@@ -1,7 +1,7 @@
 //! Finding and reading a Hugging Face-layout model directory.
 //!
 //! Owns: resolving `--model` (a local directory, a `.gguf` file or a directory holding one, or
-//! `org/name` looked up offline in the hf-hub cache), reading `config.json` and
+//! a hub id, which `hub` finds in the cache or downloads), reading `config.json` and
 //! `generation_config.json`, and the `LoadError` type that names the file and what is wrong.
 //! Must not: build tensors (see `weights`, `model`) or tokenizers (see `tokenizer`).
 
@@ -11,13 +11,18 @@ use serde::Deserialize;
 use serde_json::Value;
 
 use crate::config::{Config, ConfigError};
+use crate::hub::{HubOptions, HubSpec};
 use crate::weights::WeightsError;
 
 /// Everything that can go wrong while loading a model, each naming its file.
 #[derive(Debug, thiserror::Error)]
 pub enum LoadError {
-    #[error("model `{spec}` not found: no such directory, and not in the Hugging Face cache at {cache} (Aisle never downloads at run time; fetch it first, e.g. `huggingface-cli download {spec}`)")]
-    NotFound { spec: String, cache: String },
+    #[error("model `{spec}` not found: no such file or directory, and not a Hugging Face hub id (`org/name`, `org/name@revision` or `org/name/FILE.gguf`)")]
+    NotFound { spec: String },
+    #[error("{path}: not a model directory or a .gguf file")]
+    NotAModel { path: PathBuf },
+    #[error(transparent)]
+    Hub(#[from] crate::hub::HubError),
     #[error("{path}: required file is missing ({what})")]
     MissingFile { path: PathBuf, what: &'static str },
     #[error("{path}: cannot read: {source}")]
@@ -56,40 +61,38 @@ pub enum ModelPath {
 }
 
 /// Resolve `spec` to a model: a `.gguf` file; a directory with `config.json`, or else with
-/// exactly one `.gguf`; or `org/name` in the local hf-hub cache.
-pub fn resolve_model(spec: &str) -> Result<ModelPath, LoadError> {
+/// exactly one `.gguf`; or a hub id, from the cache or downloaded as `hub` describes.
+pub fn resolve_model(spec: &str, hub: &HubOptions) -> Result<ModelPath, LoadError> {
     let path = Path::new(spec);
-    if !path.is_dir() && path.exists() && path.extension().is_some_and(|x| x.eq_ignore_ascii_case("gguf")) {
-        return Ok(ModelPath::Gguf(path.to_path_buf()));
+    if path.is_dir() {
+        return in_dir(path);
     }
-    let dir = resolve(spec)?;
+    if path.exists() {
+        return match path.extension().is_some_and(|x| x.eq_ignore_ascii_case("gguf")) {
+            true => Ok(ModelPath::Gguf(path.to_path_buf())),
+            false => Err(LoadError::NotAModel {
+                path: path.to_path_buf(),
+            }),
+        };
+    }
+    let Some(id) = HubSpec::parse(spec) else {
+        return Err(LoadError::NotFound { spec: spec.to_string() });
+    };
+    let local = crate::hub::fetch(&id, hub)?;
+    match local.is_dir() {
+        true => in_dir(&local),
+        false => Ok(ModelPath::Gguf(local)),
+    }
+}
+
+/// The model in a directory: its `config.json` layout, or else its one GGUF file.
+fn in_dir(dir: &Path) -> Result<ModelPath, LoadError> {
     if !dir.join("config.json").exists() {
-        if let Some(file) = crate::gguf::find_in_dir(&dir)? {
+        if let Some(file) = crate::gguf::find_in_dir(dir)? {
             return Ok(ModelPath::Gguf(file));
         }
     }
-    Ok(ModelPath::Dir(dir))
-}
-
-/// Resolve `spec` to a directory: an existing path, or `org/name` in the local hf-hub cache.
-pub fn resolve(spec: &str) -> Result<PathBuf, LoadError> {
-    let path = Path::new(spec);
-    if path.is_dir() {
-        return Ok(path.to_path_buf());
-    }
-    let cache = hf_hub::Cache::from_env();
-    let looks_like_repo = spec.split('/').count() == 2 && !spec.starts_with('.') && !spec.starts_with('/');
-    if looks_like_repo {
-        if let Some(config) = cache.model(spec.to_string()).get("config.json") {
-            if let Some(dir) = config.parent() {
-                return Ok(dir.to_path_buf());
-            }
-        }
-    }
-    Err(LoadError::NotFound {
-        spec: spec.to_string(),
-        cache: cache.path().display().to_string(),
-    })
+    Ok(ModelPath::Dir(dir.to_path_buf()))
 }
 
 /// Read a required text file, turning "not found" into `MissingFile`.

@@ -59,10 +59,16 @@ pub struct LoadedModel {
 }
 
 impl LoadedModel {
-    /// Resolve `spec` (directory or cached `org/name`) and load everything but the tensors,
-    /// which stay memory-mapped until an executor is built.
+    /// Resolve `spec` (a path, or a hub id found or fetched with the environment's hub
+    /// settings) and load everything but the tensors, which stay memory-mapped until an
+    /// executor is built.
     pub fn load(spec: &str) -> Result<LoadedModel, LoadError> {
-        match model_dir::resolve_model(spec)? {
+        LoadedModel::load_with(spec, &crate::hub::HubOptions::from_env())
+    }
+
+    /// `load` with explicit hub settings.
+    pub fn load_with(spec: &str, hub: &crate::hub::HubOptions) -> Result<LoadedModel, LoadError> {
+        match model_dir::resolve_model(spec, hub)? {
             ModelPath::Dir(dir) => LoadedModel::load_dir(&dir),
             ModelPath::Gguf(file) => LoadedModel::load_gguf(&file),
         }

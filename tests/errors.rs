@@ -221,14 +221,32 @@ fn template_raise_exception_becomes_an_error() {
 
 #[test]
 fn unknown_model_spec_explains_offline_lookup() {
-    let err = LoadedModel::load("no-such-org/no-such-model-xyz")
+    let cache = tempfile::tempdir().unwrap();
+    let mut hub = aisle::hub::HubOptions::from_vars(|_| None);
+    (hub.cache_dir, hub.offline) = (cache.path().to_path_buf(), true);
+    let err = LoadedModel::load_with("no-such-org/no-such-model-xyz", &hub)
         .err()
         .unwrap()
         .to_string();
+    let cache_dir = cache.path().display().to_string();
     assert_contains(
         &err,
-        &["no-such-org/no-such-model-xyz", "not found", "Hugging Face cache"],
+        &[
+            "no-such-org/no-such-model-xyz",
+            "not in the Hugging Face cache",
+            &cache_dir,
+            "HF_HUB_OFFLINE",
+        ],
     );
+    let err = LoadedModel::load_with("./no/such/dir", &hub).err().unwrap().to_string();
+    assert_contains(&err, &["./no/such/dir", "no such file or directory", "hub id"]);
+    let not_model = cache.path().join("notes.txt");
+    std::fs::write(&not_model, "x").unwrap();
+    let err = LoadedModel::load_with(not_model.to_str().unwrap(), &hub)
+        .err()
+        .unwrap()
+        .to_string();
+    assert_contains(&err, &["notes.txt", "not a model directory or a .gguf file"]);
 }
 
 #[test]

@@ -1,6 +1,7 @@
 //! `--model org/name` resolves offline through the Hugging Face cache layout
-//! (`$HF_HOME/hub/models--org--name/{refs/main,snapshots/<rev>/...}`). Its own test binary,
-//! because it sets HF_HOME for the process.
+//! (`$HF_HOME/hub/models--org--name/{refs/main,snapshots/<rev>/...}`), with the settings read
+//! from the environment. Its own test binary, because it sets HF_HOME and HF_HUB_OFFLINE for
+//! the process (one test, so no other thread reads the environment meanwhile).
 
 mod common;
 
@@ -20,9 +21,11 @@ fn org_name_resolves_from_local_hf_cache() {
         std::fs::copy(&path, snap.join(path.file_name().unwrap())).unwrap();
     }
     std::env::set_var("HF_HOME", home.path());
+    std::env::set_var("HF_HUB_OFFLINE", "1");
     let model = LoadedModel::load("aisle-test/tiny-llama").expect("cached model loads offline");
     assert_eq!(model.dir, snap);
     assert_eq!(model.config.num_layers, 2);
     let err = LoadedModel::load("aisle-test/not-cached").err().unwrap().to_string();
     assert!(err.contains(&home.path().join("hub").display().to_string()), "{err}");
+    assert!(err.contains("HF_HUB_OFFLINE is set"), "{err}");
 }

@@ -100,8 +100,8 @@ fn log_softmax(row: &[f32]) -> Vec<f64> {
     row.iter().map(|&x| x as f64 - norm).collect()
 }
 
-/// Greedy continuations and top-20 logprobs on `device` in f32; returns the largest
-/// logprob difference.
+/// Greedy continuations and top-20 logprobs on `device` in f32 with every weight
+/// dequantized (`--quantize none`); returns the largest logprob difference.
 fn check_f32(device: DeviceSpec) -> f64 {
     let (g, m) = (golden(), model());
     let steps = g["steps"].as_u64().unwrap() as usize;
@@ -113,6 +113,7 @@ fn check_f32(device: DeviceSpec) -> f64 {
             dtype: DType::F32,
             block_size: 16,
             num_blocks: (prompt.len() + steps).div_ceil(16) + 1,
+            quantize: Some(aisle::backend::Quantize::Dequantize),
             ..Default::default()
         };
         let mut exec = m.executor(&opts).expect("executor");

@@ -2,6 +2,7 @@
 # End-to-end tests against a real `aisle serve` on loopback: the official `openai` Python SDK
 # (chat and completions, streaming and not, usage, stop, seed, logprobs, error classes), a
 # bounded load test (64 streaming clients, half disconnecting early) and SIGTERM draining;
+# the real SmolLM2 GGUF served and answering as transformers does (tests/e2e_gguf.py);
 # tool calling and structured outputs with the openai SDK, LangChain and LlamaIndex; the
 # README's examples as written (tests/e2e_readme.py); lm-evaluation-harness's local-completions
 # and local-chat-completions (tests/e2e_lm_eval.py).
@@ -16,6 +17,8 @@ fi
 "$venv/bin/pip" install --quiet --disable-pip-version-check -r scripts/requirements-e2e.txt
 cargo build --release --locked --quiet
 "$venv/bin/python" tests/e2e_openai.py target/release/aisle tests/fixtures/mistral
+"$venv/bin/python" tests/e2e_gguf.py target/release/aisle \
+  target/models/smollm2-135m-instruct/SmolLM2-135M-Instruct.Q4_1.gguf tests/fixtures/smollm2-gguf/golden.json
 "$venv/bin/python" tests/e2e_tools.py target/release/aisle
 "$venv/bin/python" tests/e2e_readme.py target/release/aisle
 li=target/e2e-li-venv

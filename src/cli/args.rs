@@ -21,8 +21,10 @@ pub enum LogFormat {
 
 #[derive(Args)]
 pub struct ModelArgs {
-    /// Model directory (Hugging Face layout) or `org/name` already in the local HF cache
-    /// (default: the shipped models/shop-tiny; `serve --config` may name it instead).
+    /// Model: a Hugging Face layout directory, a .gguf file (or a directory holding one), or a
+    /// hub id `org/name[@revision][/FILE.gguf]`, downloaded into the HF cache when missing
+    /// unless HF_HUB_OFFLINE=1 (default: the shipped models/shop-tiny; `serve --config` may
+    /// name it instead).
     #[arg(long)]
     pub model: Option<String>,
     /// Run dtype: f32, bf16 or f16.
@@ -32,7 +34,9 @@ pub struct ModelArgs {
     /// executor on CPU), cuda[:N] or neuron (non-CPU backends need their Cargo feature).
     #[arg(long, default_value = "cpu")]
     pub device: DeviceSpec,
-    /// Quantize the weights at load time: q8_0 or q4_k (activations stay f32).
+    /// Weight formats at load time: q8_0 or q4_k (requantize every matrix), or none
+    /// (dequantize GGUF weights to the run dtype). Unset: safetensors run in the dtype, GGUF
+    /// files keep their formats (see the README's GGUF section).
     #[arg(long)]
     pub quantize: Option<Quantize>,
     /// CPU threads (0: AISLE_THREADS, else one per available core).

@@ -23,7 +23,10 @@ pub fn run(args: ModelArgs) -> Result<()> {
 /// The resolved configuration.
 fn config_rows(model: &LoadedModel, row: &mut impl FnMut(&str, String)) {
     let c = &model.config;
-    row("model directory", model.dir.display().to_string());
+    match &model.gguf {
+        Some(file) => row("model file", format!("{} (GGUF)", file.display())),
+        None => row("model directory", model.dir.display().to_string()),
+    }
     row("family", c.family.name().to_string());
     row("layers", c.num_layers.to_string());
     row(
@@ -50,7 +53,13 @@ fn config_rows(model: &LoadedModel, row: &mut impl FnMut(&str, String)) {
         }
         .to_string(),
     );
-    row("weights on disk", model.weights.disk_dtype().unwrap_or_default());
+    let disk: Vec<String> = model
+        .weights
+        .disk_types()
+        .iter()
+        .map(|(d, n)| format!("{d} ×{n}"))
+        .collect();
+    row("weights on disk", disk.join(", "));
 }
 
 /// Sizes on the chosen device: the native backend's packed sizes come from its formats
@@ -67,10 +76,12 @@ fn memory_rows(args: &ModelArgs, model: &LoadedModel, row: &mut impl FnMut(&str,
     let kv_per_token = 2 * c.num_layers * c.num_kv_heads * c.head_dim * opts.kv_dtype().size_in_bytes();
     row("parameters", format!("{params} ({:.2} M)", params as f64 / 1e6));
     row("run dtype", format!("{dtype:?}"));
-    row(
-        "quantization",
-        args.quantize.map_or("none".into(), |q| format!("{q:?}")),
-    );
+    let quantize = args.quantize.map_or("unset".into(), |q| format!("{q:?}"));
+    let formats = match opts.device {
+        DeviceSpec::Cpu => aisle::backend::cpu::weight_formats(&model.weights, c, dtype, args.quantize),
+        _ => format!("{dtype:?} (weights dequantized)"),
+    };
+    row("packed formats", format!("{formats} (--quantize {quantize})"));
     if opts.device == DeviceSpec::Cpu {
         let isa = aisle::backend::cpu::Isa::get().describe();
         let threads = if args.threads == 0 {

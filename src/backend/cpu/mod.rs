@@ -59,6 +59,16 @@ pub fn weight_bytes(weights: &Weights, cfg: &Config, dtype: DType, quantize: Opt
     CpuModel::packed_bytes(weights, cfg, Plan { dtype, quantize })
 }
 
+/// "Q4K ×120, Q8_0 ×1": the formats `--device cpu` packs these weights' matrices in.
+pub fn weight_formats(weights: &Weights, cfg: &Config, dtype: DType, quantize: Option<Quantize>) -> String {
+    let counts = CpuModel::format_counts(weights, cfg, Plan { dtype, quantize });
+    counts
+        .iter()
+        .map(|(f, n)| format!("{f} ×{n}"))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
 /// Build the CPU executor. Its KV cache is f32 whatever the weights (see `attention.rs`).
 /// f16 runs keep f32 weights (f16 → f32 is exact; these CPUs have no f16 matmul).
 pub fn create(weights: &Weights, cfg: &Config, opts: &ExecutorOptions) -> Result<Box<dyn Executor>, BackendError> {

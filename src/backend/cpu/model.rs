@@ -256,10 +256,7 @@ impl CpuModel {
         let mut heads = head_specs(cfg).into_iter().map(|s| l.packed(&s));
         let lm_head = heads.next().expect("an lm_head spec")?;
         let embed = heads.next().transpose()?;
-        let mut formats = BTreeMap::new();
-        for (f, _) in planned(weights, cfg, plan) {
-            *formats.entry(format!("{f:?}")).or_default() += 1;
-        }
+        let formats = CpuModel::format_counts(weights, cfg, plan);
         Ok(CpuModel {
             cfg: cfg.clone(),
             layers,
@@ -269,6 +266,15 @@ impl CpuModel {
             inv_freq: cfg.rope_inv_freq(),
             formats,
         })
+    }
+
+    /// How many packed matrices `load` will give each format under `plan`, by name.
+    pub fn format_counts(weights: &Weights, cfg: &Config, plan: Plan) -> BTreeMap<String, usize> {
+        let mut formats = BTreeMap::new();
+        for (f, _) in planned(weights, cfg, plan) {
+            *formats.entry(format!("{f:?}")).or_default() += 1;
+        }
+        formats
     }
 
     /// What `bytes()` will be once `load` packed these weights under `plan`, without

@@ -2,8 +2,8 @@
 //! N concurrent greedy sequences, each with a 128-token context. Setup prefills every
 //! sequence; the timed part is pure decode steps, so tokens/s = N × steps / time.
 //!
-//! Model: `AISLE_BENCH_MODEL=DIR`, default `target/bench-models/smollm2-135m` (made by
-//! `scripts/make_bench_model.py`), falling back to the tiny `tests/fixtures/llama3`.
+//! Model: see `common::model_path` (the real SmolLM2-135M-Instruct GGUF when fetched). f32 and
+//! bf16 dequantize a GGUF file's weights; `as-stored` keeps its formats (GGUF only).
 //! Run: `cargo bench --bench engine`; `engine_json` times the same decode under a JSON-schema
 //! grammar (masks computed every step) against none, and prints the mask time per token;
 //! `engine_prompt_logprobs` times one 512-token prefill with and without prompt scoring.
@@ -17,7 +17,6 @@ use aisle::runtime::LoadedModel;
 use candle_core::DType;
 mod common;
 
-use common::model_dir;
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
 use tokio::sync::mpsc::unbounded_channel;
 
@@ -85,15 +84,17 @@ fn prefilled_with(
 }
 
 fn bench_decode(c: &mut Criterion) {
-    let model = LoadedModel::load_dir(&model_dir()).expect("bench model");
+    let model = common::load_model();
     let mut g = c.benchmark_group("engine_decode");
     g.sample_size(10).measurement_time(Duration::from_secs(8));
     let formats = [
-        ("f32", DType::F32, None),
-        ("bf16", DType::BF16, None),
+        ("as-stored", DType::F32, None),
+        ("f32", DType::F32, Some(Quantize::Dequantize)),
+        ("bf16", DType::BF16, Some(Quantize::Dequantize)),
         ("q8_0", DType::F32, Some(Quantize::Q8_0)),
     ];
-    for (name, dtype, quantize) in formats {
+    let gguf = model.gguf.is_some();
+    for (name, dtype, quantize) in formats.into_iter().filter(|f| f.0 != "as-stored" || gguf) {
         for seqs in [1usize, 8, 32] {
             g.throughput(Throughput::Elements((seqs * STEPS) as u64));
             g.bench_function(BenchmarkId::new(name, seqs), |b| {
@@ -131,7 +132,7 @@ fn product_grammar(model: &LoadedModel) -> Grammar {
 }
 
 fn bench_constrained(c: &mut Criterion) {
-    let model = LoadedModel::load_dir(&model_dir()).expect("bench model");
+    let model = common::load_model();
     let grammar = product_grammar(&model);
     let mut g = c.benchmark_group("engine_json");
     g.sample_size(10).measurement_time(Duration::from_secs(8));
@@ -143,7 +144,14 @@ fn bench_constrained(c: &mut Criterion) {
                 b.iter_custom(|iters| {
                     let mut total = Duration::ZERO;
                     for _ in 0..iters {
-                        let mut core = prefilled_with(&model, DType::F32, None, seqs, JSON_CONTEXT, grammar);
+                        let mut core = prefilled_with(
+                            &model,
+                            DType::F32,
+                            Some(Quantize::Dequantize),
+                            seqs,
+                            JSON_CONTEXT,
+                            grammar,
+                        );
                         let before = core.stats();
                         let start = Instant::now();
                         for _ in 0..JSON_STEPS {
@@ -178,6 +186,7 @@ fn prefill_core(model: &LoadedModel) -> EngineCore {
         dtype: DType::F32,
         block_size: 16,
         num_blocks: 4 * SCORED_PROMPT / 16,
+        quantize: Some(Quantize::Dequantize),
         ..Default::default()
     };
     let sched = SchedulerConfig {
@@ -244,7 +253,7 @@ fn paired_ratio(model: &LoadedModel, k: usize) {
 /// The whole 512-token prefill (one step) with and without `prompt_logprobs`: scoring costs
 /// the lm_head over every position and a log-softmax per row, in the same pass.
 fn bench_prompt_logprobs(c: &mut Criterion) {
-    let model = LoadedModel::load_dir(&model_dir()).expect("bench model");
+    let model = common::load_model();
     for k in [0, 1, 5] {
         paired_ratio(&model, k);
     }

@@ -1,9 +1,9 @@
-//! The model benchmark suite through the executor seam, per weight format (f32, bf16, q8_0,
-//! q4_k): `prefill` (one 128- or 512-token prompt, tokens/s) and `decode` (one token for each
-//! of 1, 8 or 32 sequences at a 128-token context, aggregate tokens/s).
+//! The model benchmark suite through the executor seam, per weight format (a GGUF file's own
+//! formats, f32, bf16, q8_0, q4_k): `prefill` (one 128- or 512-token prompt, tokens/s) and
+//! `decode` (one token for each of 1, 8 or 32 sequences at a 128-token context, aggregate
+//! tokens/s).
 //!
-//! Model: `AISLE_BENCH_MODEL=DIR`, default `target/bench-models/smollm2-135m` (made by
-//! `scripts/make_bench_model.py`), falling back to the tiny `tests/fixtures/llama3`.
+//! Model: see `common::model_path` (the real SmolLM2-135M-Instruct GGUF when fetched).
 //! `AISLE_BENCH_FORMATS=f32,q8_0` limits the formats, `AISLE_BENCH_GROUPS=decode` the groups. Run: `cargo bench --bench forward`.
 
 use std::time::Duration;
@@ -14,22 +14,25 @@ use aisle::runtime::LoadedModel;
 use candle_core::DType;
 mod common;
 
-use common::model_dir;
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
 
 const BLOCK: usize = 16;
 const CTX: usize = 128;
-const FORMATS: [(&str, DType, Option<Quantize>); 4] = [
-    ("f32", DType::F32, None),
-    ("bf16", DType::BF16, None),
+const FORMATS: [(&str, DType, Option<Quantize>); 5] = [
+    ("as-stored", DType::F32, None),
+    ("f32", DType::F32, Some(Quantize::Dequantize)),
+    ("bf16", DType::BF16, Some(Quantize::Dequantize)),
     ("q8_0", DType::F32, Some(Quantize::Q8_0)),
     ("q4_k", DType::F32, Some(Quantize::Q4K)),
 ];
 
-fn formats() -> Vec<(&'static str, DType, Option<Quantize>)> {
+/// The formats to run; `as-stored` (a GGUF file's own block formats) only for GGUF models,
+/// where for safetensors it would be the f32 row again.
+fn formats(model: &LoadedModel) -> Vec<(&'static str, DType, Option<Quantize>)> {
     let wanted = std::env::var("AISLE_BENCH_FORMATS").unwrap_or_default();
     FORMATS
         .into_iter()
+        .filter(|(name, ..)| *name != "as-stored" || model.gguf.is_some())
         .filter(|(name, ..)| wanted.is_empty() || wanted.split(',').any(|w| w == *name))
         .collect()
 }
@@ -62,7 +65,7 @@ fn bench_prefill(c: &mut Criterion, model: &LoadedModel) {
     let mut g = c.benchmark_group("prefill");
     g.sample_size(10).warm_up_time(Duration::from_millis(500));
     g.measurement_time(Duration::from_secs(4));
-    for (name, dtype, quantize) in formats() {
+    for (name, dtype, quantize) in formats(model) {
         for len in [128usize, 512] {
             let len = len.min(model.config.max_position_embeddings);
             let mut exec = executor(model, dtype, quantize, 1, len);
@@ -82,7 +85,7 @@ fn bench_decode(c: &mut Criterion, model: &LoadedModel) {
     let mut g = c.benchmark_group("decode");
     g.sample_size(10).warm_up_time(Duration::from_millis(500));
     g.measurement_time(Duration::from_secs(3));
-    for (name, dtype, quantize) in formats() {
+    for (name, dtype, quantize) in formats(model) {
         for seqs in [1usize, 8, 32] {
             let mut exec = executor(model, dtype, quantize, seqs, CTX);
             // Fill every sequence's cache with a real 127-token prefill, then time one decode
@@ -107,7 +110,7 @@ fn bench_decode(c: &mut Criterion, model: &LoadedModel) {
 }
 
 fn benches(c: &mut Criterion) {
-    let model = LoadedModel::load_dir(&model_dir()).expect("bench model");
+    let model = common::load_model();
     let groups = std::env::var("AISLE_BENCH_GROUPS").unwrap_or_default();
     let wanted = |g: &str| groups.is_empty() || groups.split(',').any(|w| w == g);
     if wanted("prefill") {

@@ -10,27 +10,15 @@ use aisle::backend::{DeviceSpec, ExecutorOptions};
 use aisle::chat_template::ChatMessage;
 use aisle::runtime::LoadedModel;
 use candle_core::DType;
+use common::real::{golden, ids, log_softmax, measure};
 use serde_json::Value;
 
 /// Largest |Aisle − transformers| allowed on a top-20 logprob in f32 (both sum the same
 /// dequantized weights in a different order; 7.1e-5 measured on the native backend).
 const F32_LOGPROB_TOL: f64 = 5e-4;
 
-fn golden() -> Value {
-    let text = std::fs::read_to_string(common::fixture("smollm2-gguf/golden.json")).expect("golden.json");
-    serde_json::from_str(&text).expect("golden.json parses")
-}
-
 fn model() -> LoadedModel {
     LoadedModel::load(common::smollm2_gguf().to_str().unwrap()).unwrap_or_else(|e| panic!("{e}"))
-}
-
-fn ids(v: &Value) -> Vec<u32> {
-    v.as_array()
-        .expect("ids")
-        .iter()
-        .map(|x| x.as_u64().unwrap() as u32)
-        .collect()
 }
 
 fn messages(v: &Value) -> Vec<ChatMessage> {
@@ -94,12 +82,6 @@ fn regex_lite_whitespace_digit(text: &str) -> bool {
         .any(|w| w[0].is_whitespace() && w[1].is_whitespace() && w[2].is_ascii_digit())
 }
 
-fn log_softmax(row: &[f32]) -> Vec<f64> {
-    let max = row.iter().copied().fold(f32::NEG_INFINITY, f32::max) as f64;
-    let norm = max + row.iter().map(|&x| (x as f64 - max).exp()).sum::<f64>().ln();
-    row.iter().map(|&x| x as f64 - norm).collect()
-}
-
 /// Greedy continuations and top-20 logprobs on `device` in f32 with every weight
 /// dequantized (`--quantize none`); returns the largest logprob difference.
 fn check_f32(device: DeviceSpec) -> f64 {
@@ -143,42 +125,6 @@ fn reference_forward_f32_matches_transformers_token_for_token() {
     eprintln!("cpu-reference f32: top-20 logprobs within {worst:.2e} of transformers");
 }
 
-/// A run in `dtype` with `quantize` against the f32 goldens: the largest step-0 top-20
-/// logprob error, greedy tokens agreeing before the first difference, tokens in all, and
-/// whether the first token agrees on every prompt where transformers' top two are 1.0
-/// or more apart.
-fn measure(dtype: DType, quantize: Option<aisle::backend::Quantize>) -> (f64, usize, usize, bool) {
-    let (g, m) = (golden(), model());
-    let steps = g["steps"].as_u64().unwrap() as usize;
-    let (mut worst, mut agree, mut total, mut first) = (0f64, 0, 0, true);
-    for p in g["prompts"].as_array().unwrap() {
-        let prompt = ids(&p["input_ids"]);
-        let opts = ExecutorOptions {
-            device: DeviceSpec::Cpu,
-            dtype,
-            block_size: 16,
-            num_blocks: (prompt.len() + steps).div_ceil(16) + 1,
-            quantize,
-            ..Default::default()
-        };
-        let mut exec = m.executor(&opts).expect("executor");
-        let (tokens, logits) = common::greedy_steps(exec.as_mut(), &prompt, steps, 0);
-        let want = ids(&p["greedy"]);
-        agree += tokens.iter().zip(&want).take_while(|(a, b)| a == b).count();
-        total += steps;
-        let top = p["top_logprobs"]["0"].as_array().unwrap();
-        let gap = top[0][1].as_f64().unwrap() - top[1][1].as_f64().unwrap();
-        first &= tokens[0] == want[0] || gap < 1.0;
-        let lp = log_softmax(&logits[0]);
-        for pair in p["top_logprobs"]["0"].as_array().unwrap() {
-            let (id, w) = (pair[0].as_u64().unwrap() as usize, pair[1].as_f64().unwrap());
-            worst = worst.max((lp[id] - w).abs());
-        }
-    }
-    eprintln!("{dtype:?} {quantize:?}: step-0 top-20 logprob error {worst:.3}; greedy agreement {agree}/{total}");
-    (worst, agree, total, first)
-}
-
 /// The file's own formats (Q4_1 layers as exact q4_k panels, Q8_0 embeddings as q8_0) with
 /// int8 activations, and bf16 activations on dequantized weights: close to the f32 goldens,
 /// not equal (the README's accuracy table has the figures).
@@ -190,7 +136,7 @@ fn as_stored_and_bf16_runs_stay_close_to_transformers() {
         (DType::F32, Some(Quantize::Q8_0), 1.0),
         (DType::BF16, Some(Quantize::Dequantize), 1.0),
     ] {
-        let (worst, agree, total, first) = measure(dtype, q);
+        let (worst, agree, total, first) = measure(&model(), dtype, q);
         assert!(worst < tol, "{dtype:?} {q:?}: step-0 logprobs off by {worst}");
         assert!(first, "{dtype:?} {q:?}: a clear first greedy token differs");
         assert!(agree * 2 >= total, "{dtype:?} {q:?}: greedy agreement {agree}/{total}");

@@ -4,6 +4,7 @@
 
 pub mod driver;
 pub mod http;
+pub mod real;
 
 use std::path::PathBuf;
 

@@ -322,3 +322,39 @@ fn a_gguf_file_is_named_or_the_only_one() {
     let err = fetch(&spec("o/missing"), &opts).unwrap_err().to_string();
     assert!(err.contains("answered 401"), "{err}");
 }
+
+#[test]
+fn a_sharded_checkpoint_fetches_every_shard_its_index_names() {
+    let mut files = fixture_repo();
+    files.remove("model.safetensors");
+    let index = r#"{"metadata":{},"weight_map":{"a":"model-00001-of-00002.safetensors","b":"model-00002-of-00002.safetensors","c":"model-00001-of-00002.safetensors"}}"#;
+    files.insert(
+        "model.safetensors.index.json".into(),
+        (index.as_bytes().to_vec(), false),
+    );
+    for (i, shard) in ["model-00001-of-00002.safetensors", "model-00002-of-00002.safetensors"]
+        .iter()
+        .enumerate()
+    {
+        files.insert(shard.to_string(), (format!("shard {i}").into_bytes(), true));
+    }
+    files.insert(
+        "model-00003-of-00002.safetensors".into(),
+        (b"not in the index".to_vec(), true),
+    );
+    let stub = Arc::new(Stub {
+        repos: BTreeMap::from([("o/sharded".to_string(), files)]),
+        ..Default::default()
+    });
+    let cache = tempfile::tempdir().unwrap();
+    let dir = fetch(&spec("o/sharded"), &options(&serve(stub.clone()), cache.path())).unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(
+        std::fs::read(dir.join("model-00002-of-00002.safetensors")).unwrap(),
+        b"shard 1"
+    );
+    assert!(dir.join("model-00001-of-00002.safetensors").exists());
+    assert!(
+        !dir.join("model-00003-of-00002.safetensors").exists(),
+        "only the shards the index names"
+    );
+}

@@ -13,9 +13,12 @@ use candle_core::quantized::{gguf_file, GgmlDType, QTensor};
 use candle_core::{DType, Device};
 use common::real::{golden, ids, log_softmax};
 
+/// A mix: the block type wanted for each tensor name.
+type Rule<'a> = &'a dyn Fn(&str) -> GgmlDType;
+
 /// llama.cpp's type for a tensor under a mix: `k` for K-quant-able rows, `fallback` otherwise;
 /// norms and the embedding table keep the file's types.
-fn mixed(name: &str, cols: usize, rule: &dyn Fn(&str) -> GgmlDType) -> Option<GgmlDType> {
+fn mixed(name: &str, cols: usize, rule: Rule) -> Option<GgmlDType> {
     if !name.ends_with(".weight") || name.contains("norm") || name == "token_embd.weight" {
         return None;
     }
@@ -25,11 +28,15 @@ fn mixed(name: &str, cols: usize, rule: &dyn Fn(&str) -> GgmlDType) -> Option<Gg
         GgmlDType::Q5K | GgmlDType::Q6K => GgmlDType::Q8_0,
         other => other,
     };
-    Some(if cols % t.block_size() == 0 { t } else { fallback })
+    Some(if cols.is_multiple_of(t.block_size()) {
+        t
+    } else {
+        fallback
+    })
 }
 
 /// Requantize the real model's matrices as `rule` says and write the file into `dir`.
-fn write_mix(dir: &std::path::Path, label: &str, rule: &dyn Fn(&str) -> GgmlDType) -> std::path::PathBuf {
+fn write_mix(dir: &std::path::Path, label: &str, rule: Rule) -> std::path::PathBuf {
     let src_path = common::smollm2_gguf();
     let mut src = std::fs::File::open(&src_path).unwrap();
     let content = gguf_file::Content::read(&mut src).unwrap();
@@ -104,13 +111,13 @@ fn q4_k_m_q5_1_and_q5_k_files_run_and_their_conversion_cost_is_measured() {
     // (1,536 columns) is K-quant-able here: the rest fall back to Q5_0 / Q8_0.
     let q4_k_m = |n: &str| {
         let layer: usize = n.split('.').nth(1).and_then(|i| i.parse().ok()).unwrap_or(0);
-        let more_bits = layer < 30 / 8 || layer >= 7 * 30 / 8 || (layer - 30 / 8) % 3 == 2;
+        let more_bits = !(30 / 8..7 * 30 / 8).contains(&layer) || (layer - 30 / 8) % 3 == 2;
         match (n.contains("attn_v") || n.contains("ffn_down")) && more_bits {
             true => GgmlDType::Q6K,
             false => GgmlDType::Q4K,
         }
     };
-    let mixes: [(&str, &dyn Fn(&str) -> GgmlDType, &str); 3] = [
+    let mixes: [(&str, Rule, &str); 3] = [
         ("Q4_K_M", &q4_k_m, "Q4K ×16, Q8_0 ×105"),
         ("Q5_1", &|_| GgmlDType::Q5_1, "Q8_0 ×121"),
         ("Q5_K", &|_| GgmlDType::Q5K, "Q8_0 ×121"),

@@ -220,7 +220,10 @@ fn logprobs_and_stop_strings_through_the_engine() {
 #[test]
 fn cancelled_and_timed_out_requests_free_their_blocks() {
     let model = LoadedModel::load_dir(&fixture("llama")).unwrap();
-    let engine = Engine::spawn(core(&model, 256, 64, 16));
+    // 5 ms per step: a dropped stream's remaining 199 tokens take at least a second, so the
+    // drop lands mid-request however the test thread is scheduled (without a delay, a loaded
+    // machine once let a request finish all 200 tokens before its client left).
+    let engine = Engine::spawn_with_delay(core(&model, 256, 64, 16), Duration::from_millis(5));
     let h = engine.handle();
     let req = |timeout: Option<Duration>| GenerationRequest {
         prompt: (10..30).collect(),

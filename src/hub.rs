@@ -403,8 +403,11 @@ impl<'a> Fetcher<'a> {
             .map(|n| n.to_string_lossy().to_ascii_lowercase())
             .unwrap_or_default();
         let actual = match expected.len() {
-            64 => hex(&sha2::Sha256::digest(std::fs::read(&blob).map_err(io)?)),
-            40 => git_blob_sha1(&std::fs::read(&blob).map_err(io)?),
+            64 => hash_file(&blob, sha2::Sha256::new(), None).map_err(io)?,
+            40 => {
+                let len = std::fs::metadata(&blob).map_err(io)?.len();
+                hash_file(&blob, sha1::Sha1::new(), Some(format!("blob {len}\0"))).map_err(io)?
+            }
             _ => return Ok(()), // not a content hash (e.g. a mirror's own ETag): nothing to check
         };
         if actual == expected {
@@ -464,7 +467,17 @@ fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
+/// The hex digest of `prefix` then the file, read in chunks (shards can be many GB).
+fn hash_file<D: Digest + std::io::Write>(path: &Path, mut h: D, prefix: Option<String>) -> std::io::Result<String> {
+    if let Some(p) = prefix {
+        Digest::update(&mut h, p.as_bytes());
+    }
+    std::io::copy(&mut std::io::BufReader::new(std::fs::File::open(path)?), &mut h)?;
+    Ok(hex(&h.finalize()))
+}
+
 /// Git's object id for a blob: sha1("blob {len}\0" + content), the hub's ETag for non-LFS files.
+#[cfg(test)]
 fn git_blob_sha1(content: &[u8]) -> String {
     let mut h = sha1::Sha1::new();
     h.update(format!("blob {}\0", content.len()).as_bytes());

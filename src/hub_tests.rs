@@ -139,3 +139,15 @@ fn git_blob_ids_match_git() {
     // `printf 'hello\n' | git hash-object --stdin`
     assert_eq!(git_blob_sha1(b"hello\n"), "ce013625030ba8dba906f756967f9e9ca394464a");
 }
+
+#[test]
+fn file_hashes_stream_the_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("f");
+    std::fs::write(&path, b"hello\n").unwrap();
+    let git = hash_file(&path, sha1::Sha1::new(), Some("blob 6\0".into())).unwrap();
+    assert_eq!(git, git_blob_sha1(b"hello\n"));
+    // `printf 'hello\n' | sha256sum`
+    let sha = hash_file(&path, sha2::Sha256::new(), None).unwrap();
+    assert_eq!(sha, "5891b5b522d5df086d0ff0b110fbd9d21bb4fc7163af34d08286a2e846f6be03");
+}

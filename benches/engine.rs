@@ -87,14 +87,7 @@ fn bench_decode(c: &mut Criterion) {
     let model = common::load_model();
     let mut g = c.benchmark_group("engine_decode");
     g.sample_size(10).measurement_time(Duration::from_secs(8));
-    let formats = [
-        ("as-stored", DType::F32, None),
-        ("f32", DType::F32, Some(Quantize::Dequantize)),
-        ("bf16", DType::BF16, Some(Quantize::Dequantize)),
-        ("q8_0", DType::F32, Some(Quantize::Q8_0)),
-    ];
-    let gguf = model.gguf.is_some();
-    for (name, dtype, quantize) in formats.into_iter().filter(|f| f.0 != "as-stored" || gguf) {
+    for (name, dtype, quantize) in common::formats(&model, &["as-stored", "f32", "bf16", "q8_0"]) {
         for seqs in [1usize, 8, 32] {
             g.throughput(Throughput::Elements((seqs * STEPS) as u64));
             g.bench_function(BenchmarkId::new(name, seqs), |b| {

@@ -18,24 +18,7 @@ use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Through
 
 const BLOCK: usize = 16;
 const CTX: usize = 128;
-const FORMATS: [(&str, DType, Option<Quantize>); 5] = [
-    ("as-stored", DType::F32, None),
-    ("f32", DType::F32, Some(Quantize::Dequantize)),
-    ("bf16", DType::BF16, Some(Quantize::Dequantize)),
-    ("q8_0", DType::F32, Some(Quantize::Q8_0)),
-    ("q4_k", DType::F32, Some(Quantize::Q4K)),
-];
-
-/// The formats to run; `as-stored` (a GGUF file's own block formats) only for GGUF models,
-/// where for safetensors it would be the f32 row again.
-fn formats(model: &LoadedModel) -> Vec<(&'static str, DType, Option<Quantize>)> {
-    let wanted = std::env::var("AISLE_BENCH_FORMATS").unwrap_or_default();
-    FORMATS
-        .into_iter()
-        .filter(|(name, ..)| *name != "as-stored" || model.gguf.is_some())
-        .filter(|(name, ..)| wanted.is_empty() || wanted.split(',').any(|w| w == *name))
-        .collect()
-}
+const ALL: [&str; 5] = ["as-stored", "f32", "bf16", "q8_0", "q4_k"];
 
 /// An executor with room for `seqs` sequences of `ctx` tokens.
 fn executor(
@@ -65,7 +48,7 @@ fn bench_prefill(c: &mut Criterion, model: &LoadedModel) {
     let mut g = c.benchmark_group("prefill");
     g.sample_size(10).warm_up_time(Duration::from_millis(500));
     g.measurement_time(Duration::from_secs(4));
-    for (name, dtype, quantize) in formats(model) {
+    for (name, dtype, quantize) in common::formats(model, &ALL) {
         for len in [128usize, 512] {
             let len = len.min(model.config.max_position_embeddings);
             let mut exec = executor(model, dtype, quantize, 1, len);
@@ -85,7 +68,7 @@ fn bench_decode(c: &mut Criterion, model: &LoadedModel) {
     let mut g = c.benchmark_group("decode");
     g.sample_size(10).warm_up_time(Duration::from_millis(500));
     g.measurement_time(Duration::from_secs(3));
-    for (name, dtype, quantize) in formats(model) {
+    for (name, dtype, quantize) in common::formats(model, &ALL) {
         for seqs in [1usize, 8, 32] {
             let mut exec = executor(model, dtype, quantize, seqs, CTX);
             // Fill every sequence's cache with a real 127-token prefill, then time one decode

@@ -87,29 +87,28 @@ fn plan_prefers_safetensors_and_picks_side_files() {
     assert_eq!(index.as_deref(), Some("model.safetensors.index.json"));
 }
 
+/// The message `plan` refuses `names` with.
+fn plan_error(s: &str, names: &[&str]) -> String {
+    plan(&spec(s), &set(names)).unwrap_err().to_string()
+}
+
 #[test]
 fn plan_for_gguf_repositories() {
     assert_eq!(
         plan(&spec("o/n"), &set(&["a.Q4_0.gguf", "README.md"])).unwrap(),
         Plan::Gguf("a.Q4_0.gguf".into())
     );
-    let many = plan(&spec("o/n"), &set(&["a.Q4_0.gguf", "a.Q8_0.gguf"]))
-        .unwrap_err()
-        .to_string();
+    let many = plan_error("o/n", &["a.Q4_0.gguf", "a.Q8_0.gguf"]);
     assert!(
         many.contains("2 GGUF files") && many.contains("`o/n/a.Q4_0.gguf`"),
         "{many}"
     );
-    let missing = plan(&spec("o/n/b.gguf"), &set(&["a.Q4_0.gguf"]))
-        .unwrap_err()
-        .to_string();
+    let missing = plan_error("o/n/b.gguf", &["a.Q4_0.gguf"]);
     assert!(
         missing.contains("no file `b.gguf`") && missing.contains("a.Q4_0.gguf"),
         "{missing}"
     );
-    let none = plan(&spec("o/n"), &set(&["config.json", "pytorch_model.bin"]))
-        .unwrap_err()
-        .to_string();
+    let none = plan_error("o/n", &["config.json", "pytorch_model.bin"]);
     assert!(
         none.contains("no weights Aisle can load") && none.contains("pytorch_model.bin"),
         "{none}"

@@ -7,11 +7,11 @@
 
 mod common;
 
-use aisle::backend::{DeviceSpec, ExecutorOptions, Quantize};
+use aisle::backend::{DeviceSpec, Quantize};
 use aisle::runtime::LoadedModel;
 use candle_core::quantized::{gguf_file, GgmlDType, QTensor};
 use candle_core::{DType, Device};
-use common::real::{golden, ids, log_softmax};
+use common::real::{greedy_runs, log_softmax, Run};
 
 /// A mix: the block type wanted for each tensor name.
 type Rule<'a> = &'a dyn Fn(&str) -> GgmlDType;
@@ -64,31 +64,8 @@ fn write_mix(dir: &std::path::Path, label: &str, rule: Rule) -> std::path::PathB
     path
 }
 
-/// Greedy tokens and step logits on `--device cpu` in f32 with `quantize`, per golden prompt.
-fn run(model: &LoadedModel, quantize: Option<Quantize>) -> Vec<(Vec<u32>, Vec<Vec<f32>>)> {
-    let g = golden();
-    let steps = g["steps"].as_u64().unwrap() as usize;
-    let prompts = g["prompts"].as_array().unwrap();
-    prompts
-        .iter()
-        .map(|p| {
-            let prompt = ids(&p["input_ids"]);
-            let opts = ExecutorOptions {
-                device: DeviceSpec::Cpu,
-                dtype: DType::F32,
-                block_size: 16,
-                num_blocks: (prompt.len() + steps).div_ceil(16) + 1,
-                quantize,
-                ..Default::default()
-            };
-            let mut exec = model.executor(&opts).expect("executor");
-            common::greedy_steps(exec.as_mut(), &prompt, steps, 0)
-        })
-        .collect()
-}
-
 /// (largest step-0 logprob error over the reference's top 20, greedy agreement, total).
-fn cost(reference: &[(Vec<u32>, Vec<Vec<f32>>)], run: &[(Vec<u32>, Vec<Vec<f32>>)]) -> (f64, usize, usize) {
+fn cost(reference: &[Run], run: &[Run]) -> (f64, usize, usize) {
     let (mut worst, mut agree, mut total) = (0f64, 0, 0);
     for ((want, ref_logits), (got, logits)) in reference.iter().zip(run) {
         agree += got.iter().zip(want).take_while(|(a, b)| a == b).count();
@@ -125,19 +102,14 @@ fn q4_k_m_q5_1_and_q5_k_files_run_and_their_conversion_cost_is_measured() {
     for (label, rule, formats) in mixes {
         let path = write_mix(dir.path(), label, rule);
         let model = LoadedModel::load(path.to_str().unwrap()).unwrap_or_else(|e| panic!("{label}: {e}"));
-        let on_disk: Vec<String> = model
-            .weights
-            .disk_types()
-            .iter()
-            .map(|(d, n)| format!("{d} ×{n}"))
-            .collect();
+        let on_disk = model.weights.describe_disk_types();
         let packed = aisle::backend::cpu::weight_formats(&model.weights, &model.config, DType::F32, None);
-        assert_eq!(packed, formats, "{label}: on disk {on_disk:?}");
-        let reference = run(&model, Some(Quantize::Dequantize));
-        let (worst, agree, total) = cost(&reference, &run(&model, None));
+        assert_eq!(packed, formats, "{label}: on disk {on_disk}");
+        let reference = greedy_runs(&model, DeviceSpec::Cpu, DType::F32, Some(Quantize::Dequantize));
+        let (worst, agree, total) = cost(&reference, &greedy_runs(&model, DeviceSpec::Cpu, DType::F32, None));
         eprintln!(
             "{label} (on disk {}): as stored ({packed}) vs --quantize none: step-0 top-20 logprob error {worst:.3}, greedy agreement {agree}/{total}",
-            on_disk.join(", ")
+            on_disk
         );
         assert!(worst < 1.0, "{label}: step-0 logprobs off by {worst}");
         assert!(agree * 2 >= total, "{label}: greedy agreement {agree}/{total}");

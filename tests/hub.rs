@@ -194,6 +194,11 @@ fn fixture_repo() -> BTreeMap<String, (Vec<u8>, bool)> {
     files
 }
 
+/// The hub holding `aisle-test/tiny`: the llama fixture plus a README nothing needs.
+fn tiny_repo() -> BTreeMap<String, BTreeMap<String, (Vec<u8>, bool)>> {
+    BTreeMap::from([("aisle-test/tiny".to_string(), fixture_repo())])
+}
+
 fn options(base: &str, cache: &std::path::Path) -> HubOptions {
     let mut o = HubOptions::from_vars(|_| None);
     (o.endpoint, o.cache_dir, o.progress) = (base.to_string(), cache.to_path_buf(), false);
@@ -207,7 +212,7 @@ fn spec(s: &str) -> HubSpec {
 #[test]
 fn downloads_through_a_redirect_resume_after_a_cut_and_then_work_offline() {
     let stub = Arc::new(Stub {
-        repos: BTreeMap::from([("aisle-test/tiny".to_string(), fixture_repo())]),
+        repos: tiny_repo(),
         interrupt: Mutex::new(vec!["model.safetensors".into()]),
         ..Default::default()
     });
@@ -253,7 +258,7 @@ fn downloads_through_a_redirect_resume_after_a_cut_and_then_work_offline() {
 #[test]
 fn a_file_that_does_not_match_its_etag_is_refused_and_removed() {
     let stub = Arc::new(Stub {
-        repos: BTreeMap::from([("aisle-test/tiny".to_string(), fixture_repo())]),
+        repos: tiny_repo(),
         corrupt: Some("tokenizer.json".into()),
         ..Default::default()
     });
@@ -273,7 +278,7 @@ fn a_file_that_does_not_match_its_etag_is_refused_and_removed() {
 #[test]
 fn gated_repositories_need_the_token() {
     let stub = Arc::new(Stub {
-        repos: BTreeMap::from([("aisle-test/tiny".to_string(), fixture_repo())]),
+        repos: tiny_repo(),
         token: Some("hf_secret".into()),
         ..Default::default()
     });

@@ -6,11 +6,11 @@
 
 mod common;
 
-use aisle::backend::{DeviceSpec, ExecutorOptions};
+use aisle::backend::DeviceSpec;
 use aisle::chat_template::ChatMessage;
 use aisle::runtime::LoadedModel;
 use candle_core::DType;
-use common::real::{golden, ids, log_softmax, measure};
+use common::real::{golden, greedy_runs, ids, log_softmax, measure};
 use serde_json::Value;
 
 /// Largest |Aisle − transformers| allowed on a top-20 logprob in f32 (both sum the same
@@ -86,21 +86,15 @@ fn regex_lite_whitespace_digit(text: &str) -> bool {
 /// dequantized (`--quantize none`); returns the largest logprob difference.
 fn check_f32(device: DeviceSpec) -> f64 {
     let (g, m) = (golden(), model());
-    let steps = g["steps"].as_u64().unwrap() as usize;
+    let runs = greedy_runs(&m, device, DType::F32, Some(aisle::backend::Quantize::Dequantize));
     let mut worst = 0f64;
-    for (i, p) in g["prompts"].as_array().unwrap().iter().enumerate() {
-        let prompt = ids(&p["input_ids"]);
-        let opts = ExecutorOptions {
-            device,
-            dtype: DType::F32,
-            block_size: 16,
-            num_blocks: (prompt.len() + steps).div_ceil(16) + 1,
-            quantize: Some(aisle::backend::Quantize::Dequantize),
-            ..Default::default()
-        };
-        let mut exec = m.executor(&opts).expect("executor");
-        let (tokens, logits) = common::greedy_steps(exec.as_mut(), &prompt, steps, 0);
-        assert_eq!(tokens, ids(&p["greedy"]), "prompt {i} ({} tokens)", prompt.len());
+    for (i, (p, (tokens, logits))) in g["prompts"].as_array().unwrap().iter().zip(runs).enumerate() {
+        assert_eq!(
+            tokens,
+            ids(&p["greedy"]),
+            "prompt {i} ({} tokens)",
+            ids(&p["input_ids"]).len()
+        );
         for (step, top) in p["top_logprobs"].as_object().unwrap() {
             let lp = log_softmax(&logits[step.parse::<usize>().unwrap()]);
             for pair in top.as_array().unwrap() {

@@ -53,13 +53,7 @@ fn config_rows(model: &LoadedModel, row: &mut impl FnMut(&str, String)) {
         }
         .to_string(),
     );
-    let disk: Vec<String> = model
-        .weights
-        .disk_types()
-        .iter()
-        .map(|(d, n)| format!("{d} ×{n}"))
-        .collect();
-    row("weights on disk", disk.join(", "));
+    row("weights on disk", model.weights.describe_disk_types());
 }
 
 /// Sizes on the chosen device: the native backend's packed sizes come from its formats

@@ -65,6 +65,12 @@ pub enum DiskType {
     Unsupported(::safetensors::Dtype),
 }
 
+/// "A ×3, B ×1": names with their counts, as `inspect` and the logs print them.
+pub fn describe_counts<'a>(counts: impl IntoIterator<Item = (&'a String, &'a usize)>) -> String {
+    let parts: Vec<String> = counts.into_iter().map(|(name, n)| format!("{name} ×{n}")).collect();
+    parts.join(", ")
+}
+
 impl DiskType {
     pub fn name(self) -> String {
         match self {
@@ -170,11 +176,6 @@ impl Weights {
         self.index.keys().map(String::as_str)
     }
 
-    /// The on-disk dtype most tensors use (for `inspect`).
-    pub fn disk_dtype(&self) -> Option<String> {
-        self.disk_types().into_iter().max_by_key(|(_, c)| *c).map(|(d, _)| d)
-    }
-
     /// Every on-disk dtype with how many tensors use it, by name.
     pub fn disk_types(&self) -> Vec<(String, usize)> {
         let mut counts: BTreeMap<String, usize> = BTreeMap::new();
@@ -182,6 +183,11 @@ impl Weights {
             *counts.entry(e.dtype.name()).or_default() += 1;
         }
         counts.into_iter().collect()
+    }
+
+    /// "F32 ×61, Q4_1 ×210, Q8_0 ×1": every on-disk type with its tensor count.
+    pub fn describe_disk_types(&self) -> String {
+        describe_counts(self.disk_types().iter().map(|(d, n)| (d, n)))
     }
 
     /// The on-disk type of tensor `name`, if present.

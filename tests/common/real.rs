@@ -25,34 +25,55 @@ pub fn log_softmax(row: &[f32]) -> Vec<f64> {
     row.iter().map(|&x| x as f64 - norm).collect()
 }
 
+/// One golden prompt's run: its greedy tokens and every step's logits.
+pub type Run = (Vec<u32>, Vec<Vec<f32>>);
+
+/// Every golden prompt run greedily for the golden's step count on `device` in `dtype` with
+/// `quantize`.
+pub fn greedy_runs(
+    m: &LoadedModel,
+    device: DeviceSpec,
+    dtype: DType,
+    quantize: Option<aisle::backend::Quantize>,
+) -> Vec<Run> {
+    let g = golden();
+    let steps = g["steps"].as_u64().unwrap() as usize;
+    let prompts = g["prompts"].as_array().unwrap();
+    prompts
+        .iter()
+        .map(|p| {
+            let prompt = ids(&p["input_ids"]);
+            let opts = ExecutorOptions {
+                device,
+                dtype,
+                block_size: 16,
+                num_blocks: (prompt.len() + steps).div_ceil(16) + 1,
+                quantize,
+                ..Default::default()
+            };
+            let mut exec = m.executor(&opts).expect("executor");
+            super::greedy_steps(exec.as_mut(), &prompt, steps, 0)
+        })
+        .collect()
+}
+
 /// A run in `dtype` with `quantize` against the f32 goldens: the largest step-0 top-20
 /// logprob error, greedy tokens agreeing before the first difference, tokens in all, and
 /// whether the first token agrees on every prompt where transformers' top two are 1.0
 /// or more apart.
 pub fn measure(m: &LoadedModel, dtype: DType, quantize: Option<aisle::backend::Quantize>) -> (f64, usize, usize, bool) {
     let g = golden();
-    let steps = g["steps"].as_u64().unwrap() as usize;
+    let runs = greedy_runs(m, DeviceSpec::Cpu, dtype, quantize);
     let (mut worst, mut agree, mut total, mut first) = (0f64, 0, 0, true);
-    for p in g["prompts"].as_array().unwrap() {
-        let prompt = ids(&p["input_ids"]);
-        let opts = ExecutorOptions {
-            device: DeviceSpec::Cpu,
-            dtype,
-            block_size: 16,
-            num_blocks: (prompt.len() + steps).div_ceil(16) + 1,
-            quantize,
-            ..Default::default()
-        };
-        let mut exec = m.executor(&opts).expect("executor");
-        let (tokens, logits) = super::greedy_steps(exec.as_mut(), &prompt, steps, 0);
+    for (p, (tokens, logits)) in g["prompts"].as_array().unwrap().iter().zip(runs) {
         let want = ids(&p["greedy"]);
         agree += tokens.iter().zip(&want).take_while(|(a, b)| a == b).count();
-        total += steps;
+        total += want.len();
         let top = p["top_logprobs"]["0"].as_array().unwrap();
         let gap = top[0][1].as_f64().unwrap() - top[1][1].as_f64().unwrap();
         first &= tokens[0] == want[0] || gap < 1.0;
         let lp = log_softmax(&logits[0]);
-        for pair in p["top_logprobs"]["0"].as_array().unwrap() {
+        for pair in top {
             let (id, w) = (pair[0].as_u64().unwrap() as usize, pair[1].as_f64().unwrap());
             worst = worst.max((lp[id] - w).abs());
         }

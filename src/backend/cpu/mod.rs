@@ -61,12 +61,7 @@ pub fn weight_bytes(weights: &Weights, cfg: &Config, dtype: DType, quantize: Opt
 
 /// "Q4K ×120, Q8_0 ×1": the formats `--device cpu` packs these weights' matrices in.
 pub fn weight_formats(weights: &Weights, cfg: &Config, dtype: DType, quantize: Option<Quantize>) -> String {
-    let counts = CpuModel::format_counts(weights, cfg, Plan { dtype, quantize });
-    counts
-        .iter()
-        .map(|(f, n)| format!("{f} ×{n}"))
-        .collect::<Vec<_>>()
-        .join(", ")
+    crate::weights::describe_counts(&CpuModel::format_counts(weights, cfg, Plan { dtype, quantize }))
 }
 
 /// Build the CPU executor. Its KV cache is f32 whatever the weights (see `attention.rs`).

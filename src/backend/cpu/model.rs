@@ -302,8 +302,7 @@ impl CpuModel {
 
     /// "Q4K ×120, Q8_0 ×1": the matrices' formats.
     pub fn describe_formats(&self) -> String {
-        let parts: Vec<String> = self.formats.iter().map(|(f, n)| format!("{f} ×{n}")).collect();
-        parts.join(", ")
+        crate::weights::describe_counts(&self.formats)
     }
 }
 

@@ -10,6 +10,7 @@
 
 pub mod backend;
 pub mod batch;
+pub mod catalog;
 pub mod chat_template;
 pub mod config;
 pub mod engine;
@@ -27,5 +28,6 @@ pub mod sampling;
 pub mod server;
 pub mod sse;
 pub mod tokenizer;
+pub mod toolbox;
 pub mod tools;
 pub mod weights;

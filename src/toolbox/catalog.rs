@@ -1,0 +1,119 @@
+//! The catalog tools, `search_products` and `get_product`: their JSON-schema definitions
+//! (written once, here) and turning a call's arguments into a catalog query and its result
+//! into the compact JSON the model reads.
+//!
+//! Must not: run SQL (`crate::catalog`) or time calls (`Toolbox`).
+
+use serde::Deserialize;
+use serde_json::{json, Value};
+
+use crate::catalog::{Catalog, CatalogError, Filters, Lookup, Sort};
+
+pub const SEARCH: &str = "search_products";
+pub const GET: &str = "get_product";
+/// Default and largest `limit` of a search.
+pub const DEFAULT_LIMIT: usize = 5;
+pub const MAX_LIMIT: usize = 20;
+
+/// `search_products`' parameters. Property order is the order calls write them in.
+pub fn search_schema(categories: &[String]) -> Value {
+    json!({
+        "type": "object",
+        "properties": {
+            "query": {"type": "string", "maxLength": 120,
+                      "description": "Words of the product's name, brand or kind, as the customer wrote them (typos are fine)."},
+            "category": {"type": "string", "enum": categories},
+            "min_price": {"type": "number", "minimum": 0},
+            "max_price": {"type": "number", "minimum": 0},
+            "min_rating": {"type": "number", "minimum": 0, "maximum": 5},
+            "in_stock": {"type": "boolean"},
+            "sort": {"type": "string", "enum": ["relevance", "price_asc", "price_desc", "rating_desc"]},
+            "limit": {"type": "integer", "minimum": 1, "maximum": MAX_LIMIT}
+        },
+        "additionalProperties": false
+    })
+}
+
+pub fn get_schema() -> Value {
+    json!({
+        "type": "object",
+        "properties": {
+            "name": {"type": "string", "maxLength": 120,
+                     "description": "The product's name as the customer wrote it (case and typos are forgiven)."},
+            "id": {"type": "string", "maxLength": 40, "description": "The product id (SKU), e.g. SKU-1000."}
+        },
+        "additionalProperties": false
+    })
+}
+
+pub fn descriptions() -> [(&'static str, &'static str); 2] {
+    [
+        (
+            SEARCH,
+            "Search the store's catalog by words of a product's name or kind, with optional filters; returns the total and the best rows.",
+        ),
+        (
+            GET,
+            "Look up one product by name or id; returns its row, or an error when the catalog has no such product.",
+        ),
+    ]
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct SearchArgs {
+    #[serde(default)]
+    query: String,
+    category: Option<String>,
+    min_price: Option<f64>,
+    max_price: Option<f64>,
+    min_rating: Option<f64>,
+    in_stock: Option<bool>,
+    #[serde(default)]
+    sort: Sort,
+    limit: Option<usize>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct GetArgs {
+    name: Option<String>,
+    id: Option<String>,
+}
+
+/// A call's outcome before timing: the JSON for the model, rows returned, or an error
+/// message (which the model also reads, as `{"error": ...}`).
+pub type Outcome = Result<(Value, usize), String>;
+
+fn catalog_err(e: CatalogError) -> String {
+    tracing::warn!(target: "aisle::tools", error = %e, "catalog query failed");
+    "the catalog is not available right now".to_string()
+}
+
+pub fn search(catalog: &Catalog, args: Value) -> Outcome {
+    let a: SearchArgs = serde_json::from_value(args).map_err(|e| format!("bad arguments: {e}"))?;
+    let filters = Filters {
+        category: a.category,
+        min_price: a.min_price,
+        max_price: a.max_price,
+        min_rating: a.min_rating,
+        in_stock: a.in_stock,
+        sort: a.sort,
+        limit: a.limit.unwrap_or(DEFAULT_LIMIT).clamp(1, MAX_LIMIT),
+    };
+    let r = catalog.search(&a.query, &filters).map_err(catalog_err)?;
+    Ok((r.json(), r.products.len()))
+}
+
+pub fn get(catalog: &Catalog, args: Value) -> Outcome {
+    let a: GetArgs = serde_json::from_value(args).map_err(|e| format!("bad arguments: {e}"))?;
+    let lookup = match (a.id, a.name) {
+        (Some(id), _) if !id.trim().is_empty() => Lookup::Id(id),
+        (_, Some(n)) if !n.trim().is_empty() => Lookup::Name(n),
+        _ => return Err("give the product's `name` or `id`".into()),
+    };
+    match catalog.get(&lookup).map_err(catalog_err)? {
+        Some(p) => Ok((p.row(), 1)),
+        None => Ok((json!({"error": "not found"}), 0)),
+    }
+}

@@ -34,6 +34,8 @@ enum Command {
     /// Write the Neuron manifest (`manifest.json`: per bucket the NEFF, its sha256 and its
     /// tensors) for a model's compiled NEFFs.
     NeuronManifest(Box<cli::neuron_manifest::NeuronManifestArgs>),
+    /// Build, edit and query the product catalog database behind the built-in tools.
+    Catalog(cli::catalog::CatalogArgs),
 }
 
 fn main() {
@@ -58,6 +60,10 @@ fn main() {
         Command::BenchServe(args) => {
             init_logging("warn", LogFormat::Text);
             cli::bench_serve::run(*args)
+        }
+        Command::Catalog(args) => {
+            init_logging("warn", LogFormat::Text);
+            cli::catalog::run(args)
         }
         Command::NeuronManifest(args) => {
             init_logging("warn", LogFormat::Text);

@@ -114,7 +114,7 @@ pub fn parse_event(data: &str) -> Result<Value, SseError> {
 /// Feed every JSON event of `resp` to `on_event` until `[DONE]`. A non-2xx status, a broken
 /// stream, an unparsable event, an error event or a stream that ends without `[DONE]` is an
 /// error.
-pub async fn read_events(resp: reqwest::Response, mut on_event: impl FnMut(Value)) -> Result<(), SseError> {
+pub async fn read_events(resp: reqwest::Response, on_event: impl FnMut(Value)) -> Result<(), SseError> {
     let status = resp.status();
     if !status.is_success() {
         let body = resp.text().await.unwrap_or_default();
@@ -123,10 +123,19 @@ pub async fn read_events(resp: reqwest::Response, mut on_event: impl FnMut(Value
             body,
         });
     }
-    let mut bytes = resp.bytes_stream();
+    read_stream(resp.bytes_stream(), on_event).await
+}
+
+/// `read_events` on a body already known to be a 2xx stream (an in-process response too).
+pub async fn read_stream<S, B, E>(mut bytes: S, mut on_event: impl FnMut(Value)) -> Result<(), SseError>
+where
+    S: futures_util::Stream<Item = Result<B, E>> + Unpin,
+    B: AsRef<[u8]>,
+    E: std::fmt::Display,
+{
     let mut decoder = SseDecoder::new();
     while let Some(chunk) = bytes.next().await {
-        decoder.push(&chunk.map_err(|e| SseError::Transport(e.to_string()))?);
+        decoder.push(chunk.map_err(|e| SseError::Transport(e.to_string()))?.as_ref());
         while let Some(data) = decoder.next_data() {
             let data = data?;
             if data.trim() == "[DONE]" {

@@ -116,8 +116,38 @@ def price(rng, lo, hi):
     return f"{whole}.{rng.choice(['99', '95', '49', '00'])}"
 
 
-def make_product(rng, category, taken):
+# Made-up names for catalogs with fresh brands (`--fresh-names`): the training catalogs and the
+# unseen evaluation catalog draw brand and series names from syllables, so no name is worth
+# memorising and the model must read every fact from the tools' results.
+SYLLABLES = ["ba", "ko", "ri", "ven", "tal", "mo", "sen", "dra", "lu", "pex", "quo", "zir", "fen", "gar",
+             "hol", "ix", "jun", "kra", "lem", "nor", "ost", "pry", "sol", "tek", "ur", "vol", "wyn", "yar"]
+
+
+def fresh_word(rng, parts):
+    return "".join(rng.choice(SYLLABLES) for _ in range(parts)).capitalize()
+
+
+def fresh_names(rng, exclude):
+    """Four brands and six series words per category, none in `exclude` (lower case)."""
+    out = {}
+    for category in CATEGORIES:
+        brands, series = [], []
+        while len(brands) < 4:
+            w = fresh_word(rng, rng.choice([2, 3]))
+            if w.lower() not in exclude and w not in brands:
+                brands.append(w)
+        while len(series) < 6:
+            w = fresh_word(rng, rng.choice([1, 2]))
+            if len(w) > 2 and w.lower() not in exclude and w not in series:
+                series.append(w)
+        out[category] = (brands, series)
+    return out
+
+
+def make_product(rng, category, taken, names=None):
     noun, brands, series, measures = CATEGORIES[category]
+    if names:
+        brands, series = names[category]
     while True:
         code = rng.choice(CODE_LETTERS) + str(rng.randint(1, 99))
         name = f"{rng.choice(brands)} {rng.choice(series)} {code}"
@@ -141,12 +171,18 @@ def make_product(rng, category, taken):
     }
 
 
-def make_catalog(seed):
+def fixed_words():
+    """Every brand and series word of the fixed (shipped) catalog, lower case."""
+    return {w.lower() for _, brands, series, _ in CATEGORIES.values() for w in brands + series}
+
+
+def make_catalog(seed, fresh=False, exclude=()):
     rng = random.Random(seed)
+    names = fresh_names(rng, fixed_words() | set(exclude)) if fresh else None
     taken, products = set(), []
     for category in CATEGORIES:
         for _ in range(PER_CATEGORY):
-            products.append(make_product(rng, category, taken))
+            products.append(make_product(rng, category, taken, names))
     for i, p in enumerate(products):
         p["sku"] = f"SKU-{1000 + i}"
     return products
@@ -156,8 +192,9 @@ def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--seed", type=int, default=7)
     ap.add_argument("--out", required=True)
+    ap.add_argument("--fresh-names", action="store_true", help="brands and series made up from syllables")
     args = ap.parse_args()
-    products = make_catalog(args.seed)
+    products = make_catalog(args.seed, fresh=args.fresh_names)
     with open(args.out, "w") as f:
         json.dump({"seed": args.seed, "products": products}, f, indent=1)
         f.write("\n")

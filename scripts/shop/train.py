@@ -1,10 +1,14 @@
-"""Train shop-tiny: a small Llama (GQA) on the QA corpus, on CPU, saved in Hugging Face format.
+"""Train shop-tiny: a small Llama (GQA) on tool-using conversations, on CPU, saved in Hugging
+Face format.
 
-Loss is on the assistant's answer only (the prompt is context). Deterministic for a given seed
-and thread count: the data order comes from the seed, and torch runs on a fixed 2 threads.
+Loss is on the model's own turns after the last question: its tool calls and its answer (the
+question, the tool results and earlier turns are context). Deterministic for a given seed and
+thread count: the data order comes from the seed, and torch runs on a fixed 2 threads. The
+quick evaluation runs the tool loop, executing calls with `aisle catalog call`.
 
-    python scripts/shop/train.py --corpus target/shop/corpus.jsonl --tok models/shop-tiny \
-        --heldout models/shop-tiny/eval/heldout.jsonl --out models/shop-tiny --minutes 35
+    python scripts/shop/train.py --corpus target/shop/corpus.jsonl --tools target/shop/tools.json \
+        --tok models/shop-tiny --heldout models/shop-tiny/eval/heldout.jsonl \
+        --catalog models/shop-tiny/catalog.json --aisle target/release/aisle --out models/shop-tiny
 """
 
 import argparse
@@ -12,6 +16,8 @@ import json
 import math
 import os
 import random
+import re
+import subprocess
 import time
 
 import torch
@@ -20,30 +26,39 @@ from transformers import GenerationConfig, LlamaConfig, LlamaForCausalLM
 from jinja2.sandbox import ImmutableSandboxedEnvironment
 
 SHAPE = dict(hidden_size=256, intermediate_size=768, num_hidden_layers=4, num_attention_heads=4,
-             num_key_value_heads=2, max_position_embeddings=512)
+             num_key_value_heads=2, max_position_embeddings=1024)
 
 
 _COMPILED = {}
 
 
-def render(template, messages, generation_prompt):
+def render(template, messages, generation_prompt, tools=None):
+    """The chat template as transformers renders it (its `tojson` is json.dumps, unescaped)."""
     if template not in _COMPILED:
         env = ImmutableSandboxedEnvironment(trim_blocks=True, lstrip_blocks=True)
         env.globals["raise_exception"] = lambda m: (_ for _ in ()).throw(ValueError(m))
+        env.filters["tojson"] = lambda x, indent=None: json.dumps(x, ensure_ascii=False, indent=indent)
         _COMPILED[template] = env.from_string(template)
-    return _COMPILED[template].render(messages=messages, add_generation_prompt=generation_prompt)
+    return _COMPILED[template].render(messages=messages, add_generation_prompt=generation_prompt, tools=tools)
 
 
-def encode_rows(rows, tok, template):
-    """(ids, first answer position) per row; answer = assistant content + <|end|>."""
+def encode_rows(rows, tok, template, tools):
+    """(ids, [(start, end)] trained spans) per row: each model turn from `train_from` on, with
+    its <|end|>."""
     out = []
     for r in rows:
-        prompt = render(template, r["messages"], True)
-        full = render(template, r["messages"] + [{"role": "assistant", "content": r["answer"]}], False)
-        p_ids = tok.encode(prompt, add_special_tokens=False).ids
-        f_ids = tok.encode(full.rstrip("\n"), add_special_tokens=False).ids
-        assert f_ids[: len(p_ids)] == p_ids, "prompt must tokenize as a prefix of the conversation"
-        out.append((f_ids, len(p_ids)))
+        msgs = r["messages"]
+        full = render(template, msgs, False, tools).rstrip("\n")
+        f_ids = tok.encode(full, add_special_tokens=False).ids
+        spans = []
+        for i in range(r["train_from"], len(msgs)):
+            if msgs[i]["role"] != "assistant":
+                continue
+            p_ids = tok.encode(render(template, msgs[:i], True, tools), add_special_tokens=False).ids
+            e_ids = tok.encode(render(template, msgs[: i + 1], False, tools).rstrip("\n"), add_special_tokens=False).ids
+            assert f_ids[: len(e_ids)] == e_ids and e_ids[: len(p_ids)] == p_ids, "turns must tokenize as prefixes"
+            spans.append((len(p_ids), len(e_ids)))
+        out.append((f_ids, spans))
     return out
 
 
@@ -57,9 +72,10 @@ def batches(encoded, batch_size, rng):
         ids = torch.zeros(len(g), width, dtype=torch.long)
         labels = torch.full((len(g), width), -100, dtype=torch.long)
         for row, i in enumerate(g):
-            seq, start = encoded[i]
+            seq, spans = encoded[i]
             ids[row, : len(seq)] = torch.tensor(seq)
-            labels[row, start: len(seq)] = torch.tensor(seq[start:])
+            for start, end in spans:
+                labels[row, start:end] = torch.tensor(seq[start:end])
         yield ids, labels
 
 
@@ -70,17 +86,45 @@ def lr_at(step, total, peak, warmup):
     return peak * (0.05 + 0.95 * 0.5 * (1 + math.cos(math.pi * min(1.0, progress))))
 
 
+CALL = re.compile(r"<tool_call>\n(.*?)\n</tool_call>", re.S)
+
+
+def run_tools(aisle, catalog, calls):
+    lines = "".join(json.dumps(c) + "\n" for c in calls)
+    return subprocess.run([aisle, "catalog", "call", catalog], input=lines, capture_output=True, text=True,
+                          check=True).stdout.splitlines()
+
+
 @torch.no_grad()
-def quick_eval(model, tok, template, rows, end_id, limit):
-    """Greedy answers for the first `limit` held-out rows; key-fact hit rate per kind."""
+def answer_with_tools(model, tok, template, tools, messages, end_id, aisle, catalog, rounds=3):
+    """Greedy answer, running the tool calls the model writes (at most `rounds` turns of calls)."""
+    messages = list(messages)
+    for _ in range(rounds):
+        ids = tok.encode(render(template, messages, True, tools), add_special_tokens=False).ids
+        out = model.generate(torch.tensor([ids]), max_new_tokens=96, do_sample=False, eos_token_id=end_id,
+                             pad_token_id=0)
+        text = tok.decode(out[0, len(ids):].tolist(), skip_special_tokens=False).replace("<|end|>", "")
+        bodies = CALL.findall(text)
+        if not bodies:
+            return text.strip()
+        try:
+            calls = [json.loads(b) for b in bodies]
+        except json.JSONDecodeError:
+            return text.strip()
+        tool_calls = [{"id": f"call_{i}", "type": "function", "function": c} for i, c in enumerate(calls)]
+        messages.append({"role": "assistant", "content": None, "tool_calls": tool_calls})
+        for c, r in zip(tool_calls, run_tools(aisle, catalog, calls)):
+            messages.append({"role": "tool", "tool_call_id": c["id"], "content": r})
+    return ""
+
+
+def quick_eval(model, tok, template, tools, rows, end_id, limit, aisle, catalog):
+    """Key-fact hit rate per kind over the first `limit` held-out rows, with the tool loop."""
     model.eval()
     hits, per_kind = 0, {}
     for r in rows[:limit]:
-        ids = tok.encode(render(template, r["messages"], True), add_special_tokens=False).ids
-        x = torch.tensor([ids])
-        out = model.generate(x, max_new_tokens=48, do_sample=False, eos_token_id=end_id, pad_token_id=0)
-        text = tok.decode(out[0, len(ids):].tolist(), skip_special_tokens=True)
-        ok = r["expected"].lower() in text.lower() and not any(x.lower() in text.lower() for x in r.get("reject", []))
+        text = answer_with_tools(model, tok, template, tools, r["messages"], end_id, aisle, catalog).lower()
+        ok = r["expected"].lower() in text and not any(x.lower() in text for x in r.get("reject", []))
         hits += ok
         k = r["kind"].split("/")[0]
         a, b = per_kind.get(k, (0, 0))
@@ -94,6 +138,10 @@ def main():
     ap.add_argument("--corpus", required=True)
     ap.add_argument("--tok", required=True, help="folder with tokenizer.json and tokenizer_config.json")
     ap.add_argument("--heldout", required=True)
+    ap.add_argument("--tools", required=True, help="the tool definitions (an OpenAI tools array)")
+    ap.add_argument("--catalog", required=True, help="the held-out set's catalog")
+    ap.add_argument("--aisle", required=True, help="the aisle binary (runs tool calls in the quick eval)")
+    ap.add_argument("--eval-limit", type=int, default=120)
     ap.add_argument("--out", required=True)
     ap.add_argument("--seed", type=int, default=7)
     ap.add_argument("--epochs", type=float, default=12)
@@ -102,6 +150,7 @@ def main():
     ap.add_argument("--eval-every", type=int, default=2000)
     ap.add_argument("--bf16", action="store_true", help="bf16 autocast for matmuls (AMX); weights stay f32")
     ap.add_argument("--max-steps", type=int, default=0, help="stop early (for timing trials)")
+    ap.add_argument("--layers", type=int, default=SHAPE["num_hidden_layers"])
     args = ap.parse_args()
 
     torch.set_num_threads(2)
@@ -113,12 +162,14 @@ def main():
     end_id, pad_id = tok.token_to_id("<|end|>"), tok.token_to_id("<|pad|>")
     rows = [json.loads(line) for line in open(args.corpus)]
     held = [json.loads(line) for line in open(args.heldout)]
-    encoded = encode_rows(rows, tok, template)
+    tools = json.load(open(args.tools))
+    encoded = encode_rows(rows, tok, template, tools)
     print(f"{len(encoded)} examples, {sum(len(e[0]) for e in encoded)} tokens, longest {max(len(e[0]) for e in encoded)}")
 
     cfg = LlamaConfig(vocab_size=tok.get_vocab_size(), tie_word_embeddings=True, rms_norm_eps=1e-5,
                       rope_theta=10000.0, bos_token_id=None, eos_token_id=end_id, pad_token_id=pad_id,
-                      attention_bias=False, mlp_bias=False, hidden_act="silu", initializer_range=0.02, **SHAPE)
+                      attention_bias=False, mlp_bias=False, hidden_act="silu", initializer_range=0.02,
+                      **{**SHAPE, "num_hidden_layers": args.layers})
     model = LlamaForCausalLM(cfg)
     print(f"parameters: {model.num_parameters():,}")
     steps_per_epoch = math.ceil(len(encoded) / args.batch)
@@ -145,8 +196,9 @@ def main():
             if step % 100 == 0:
                 print(f"step {step}/{total} loss {sum(losses[-100:]) / 100:.4f} {time.time() - t0:.0f}s", flush=True)
             if step % args.eval_every == 0 or step == total:
-                acc, kinds = quick_eval(model, tok, template, held, end_id, limit=120)
-                print(f"  held-out key-fact (first 120): {acc:.3f} {kinds}", flush=True)
+                acc, kinds = quick_eval(model, tok, template, tools, held, end_id, args.eval_limit, args.aisle,
+                                        args.catalog)
+                print(f"  held-out key-fact (first {args.eval_limit}): {acc:.3f} {kinds}", flush=True)
 
     model.config.torch_dtype = torch.float32
     model.save_pretrained(args.out, safe_serialization=True)

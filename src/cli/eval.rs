@@ -1,7 +1,8 @@
-//! `aisle eval`: run a JSON Lines dataset through the engine in-process or against a running
-//! server (`--url`), then print accuracy, latency percentiles and throughput as a table or JSON.
+//! `aisle eval`: run a JSON Lines dataset through the server's router in-process (engine and
+//! built-in tools included) or against a running server (`--url`), then print accuracy per
+//! kind, tool-call validity and rounds, latency percentiles and throughput as a table or JSON.
 //!
-//! Owns: the command's flags, building the in-process engine and writing the outputs.
+//! Owns: the command's flags, building the in-process server and writing the outputs.
 //! Must not: score or time requests itself (`aisle::eval` does).
 
 use std::io::Write;
@@ -13,6 +14,7 @@ use clap::Args;
 use aisle::engine::{Engine, EngineCore};
 use aisle::eval::{self, Report, RunOptions, Target};
 use aisle::runtime::LoadedModel;
+use aisle::server::{AppState, ServerConfig};
 
 use super::args::{EngineArgs, ModelArgs};
 
@@ -49,6 +51,13 @@ pub struct EvalArgs {
     /// Exit with status 1 when key-fact accuracy is below this fraction (e.g. 0.9).
     #[arg(long)]
     min_accuracy: Option<f64>,
+    /// In-process: the catalog the built-in tools read (default: the model directory's
+    /// catalog.json, when it has one).
+    #[arg(long)]
+    catalog: Option<PathBuf>,
+    /// In-process: run without built-in tools.
+    #[arg(long, conflicts_with = "catalog")]
+    no_tools: bool,
     /// KV cache size in MiB (in-process).
     #[arg(long, default_value_t = 128)]
     kv_cache_mb: usize,
@@ -56,7 +65,8 @@ pub struct EvalArgs {
     engine: EngineArgs,
 }
 
-fn local_engine(args: &EvalArgs, model: &LoadedModel) -> Result<Engine> {
+/// The server's router on this process's engine, with the built-in tools.
+fn local_app(args: &EvalArgs, model: &LoadedModel) -> Result<(Target, Engine)> {
     let mut opts = args.model.executor_options(args.engine.block_size, 0);
     opts.num_blocks = model.kv_blocks_for_mib(&opts, args.kv_cache_mb);
     let core = EngineCore::new(
@@ -65,7 +75,36 @@ fn local_engine(args: &EvalArgs, model: &LoadedModel) -> Result<Engine> {
         model.eos_token_ids(),
         args.engine.scheduler(),
     );
-    Ok(Engine::spawn(core))
+    let (served, engine) = aisle::server::start_engine(model, core, std::time::Duration::ZERO, String::new());
+    let shipped = model.dir.join("catalog.json");
+    let catalog = args.catalog.clone().or_else(|| shipped.is_file().then_some(shipped));
+    let toolbox = match (catalog, args.no_tools) {
+        (Some(c), false) => {
+            let cfg = aisle::toolbox::ToolsConfig {
+                catalog: Some(c),
+                ..Default::default()
+            };
+            Some(std::sync::Arc::new(aisle::toolbox::Toolbox::new(&cfg)?))
+        }
+        _ => None,
+    };
+    let cfg = ServerConfig {
+        model_name: "local".into(),
+        api_keys: Vec::new(),
+        max_waiting: usize::MAX / 2,
+        max_body_bytes: 16 << 20,
+        default_max_tokens: args.max_tokens,
+        local_price: Default::default(),
+        tool_parser: Default::default(),
+        allowed_origins: Vec::new(),
+    };
+    let state = AppState::with_tools(cfg, None, toolbox);
+    state.set_model(served);
+    let target = Target::App {
+        app: aisle::server::app(state),
+        model: "local".into(),
+    };
+    Ok((target, engine))
 }
 
 pub fn run(args: EvalArgs) -> Result<()> {
@@ -90,11 +129,7 @@ pub fn run(args: EvalArgs) -> Result<()> {
         }
         None => {
             let model = LoadedModel::load(&model_dir)?;
-            let engine = local_engine(&args, &model)?;
-            let target = Target::Local {
-                engine: engine.handle(),
-                tokenizer: model.tokenizer.clone(),
-            };
+            let (target, engine) = local_app(&args, &model)?;
             let (results, wall) = rt.block_on(eval::run(&target, &items, &opts));
             drop(target); // its handle keeps the engine thread alive
             engine.shutdown();

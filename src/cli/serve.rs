@@ -65,6 +65,21 @@ pub struct ServeArgs {
     /// Environment variable holding the --fallback-url API key.
     #[arg(long)]
     fallback_api_key_env: Option<String>,
+    /// Product catalog for the built-in tools (`search_products`, `get_product`): a SQLite
+    /// database from `aisle catalog build` (read live) or a catalog.json. Chat requests
+    /// without `tools` then run the tool loop in the server. Default: the shipped model's
+    /// catalog when serving the shipped model.
+    #[arg(long)]
+    catalog: Option<std::path::PathBuf>,
+    /// Serve without built-in tools, even for the shipped model.
+    #[arg(long, conflicts_with = "catalog")]
+    no_tools: bool,
+    /// Most turns of tool calls one request may spend before the model must answer.
+    #[arg(long)]
+    max_tool_rounds: Option<usize>,
+    /// Per-call timeout of built-in tools, in milliseconds.
+    #[arg(long)]
+    tool_timeout_ms: Option<u64>,
     /// Testing aid: sleep this long after every engine step (simulates a slower device).
     #[arg(long, default_value_t = 0, hide = true)]
     step_delay_ms: u64,
@@ -96,6 +111,7 @@ pub fn run(args: ServeArgs) -> Result<()> {
             p.file_name().map_or(spec.clone(), |n| n.to_string_lossy().into_owned())
         });
     let local_price = routing.as_ref().map(|r| r.local.price).unwrap_or_default();
+    let tools = tools_config(&args, routing.as_ref(), &spec);
     let opts = aisle::server::ServeOptions {
         model: spec,
         routing,
@@ -106,6 +122,7 @@ pub fn run(args: ServeArgs) -> Result<()> {
         scheduler: args.engine.scheduler(),
         shutdown_timeout: std::time::Duration::from_secs(args.shutdown_timeout),
         step_delay: std::time::Duration::from_millis(args.step_delay_ms),
+        tools,
         server: aisle::server::ServerConfig {
             model_name,
             api_keys,
@@ -122,6 +139,33 @@ pub fn run(args: ServeArgs) -> Result<()> {
         .enable_all()
         .build()?;
     rt.block_on(aisle::server::serve(opts)).map_err(anyhow::Error::msg)
+}
+
+/// The built-in tools: `[tools]` from the config, with `--catalog` and the tool flags on top;
+/// the shipped model brings its own catalog unless `--no-tools`.
+fn tools_config(
+    args: &ServeArgs,
+    routing: Option<&aisle::fallback::RoutingConfig>,
+    spec: &str,
+) -> Option<aisle::toolbox::ToolsConfig> {
+    if args.no_tools {
+        return None;
+    }
+    let mut cfg = routing.and_then(|r| r.tools.clone());
+    let shipped = std::path::Path::new(spec).join("catalog.json");
+    let default_model = args.model.model.is_none() && routing.is_none();
+    let catalog = args.catalog.clone().or_else(|| (default_model && shipped.is_file()).then_some(shipped));
+    if let Some(c) = catalog {
+        cfg.get_or_insert_with(Default::default).catalog = Some(c);
+    }
+    let cfg = cfg.as_mut()?;
+    if let Some(n) = args.max_tool_rounds {
+        cfg.max_rounds = n;
+    }
+    if let Some(ms) = args.tool_timeout_ms {
+        cfg.timeout_ms = ms;
+    }
+    Some(cfg.clone())
 }
 
 /// `--config FILE`, or a one-remote config from `--fallback-url`.
@@ -159,6 +203,7 @@ fn routing_config(args: &ServeArgs) -> Result<Option<aisle::fallback::RoutingCon
             ..Default::default()
         },
         complex_patterns: Vec::new(),
+        tools: None,
     }))
 }
 

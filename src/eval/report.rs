@@ -24,9 +24,18 @@ pub struct ItemResult {
     pub ttft_ms: Option<f64>,
     pub completion_tokens: usize,
     pub error: Option<String>,
+    /// The server's tool calls for this item (`aisle_tools.calls`).
+    pub tool_calls: Vec<serde_json::Value>,
+    /// Model turns the answer took.
+    pub rounds: usize,
 }
 
 impl ItemResult {
+    /// Calls that named a tool with arguments fitting its schema.
+    pub fn valid_calls(&self) -> usize {
+        self.tool_calls.iter().filter(|c| c["valid"].as_bool().unwrap_or(false)).count()
+    }
+
     pub fn new(item: &EvalItem, outcome: Outcome) -> ItemResult {
         let score = match outcome.error {
             Some(_) => Score {
@@ -46,6 +55,8 @@ impl ItemResult {
             ttft_ms: outcome.ttft.map(ms),
             completion_tokens: outcome.completion_tokens,
             error: outcome.error,
+            tool_calls: outcome.calls,
+            rounds: outcome.rounds,
         }
     }
 }
@@ -101,6 +112,11 @@ pub struct Report {
     pub requests_per_s: f64,
     pub wall_s: f64,
     pub concurrency: usize,
+    /// Tool calls the server ran, and the share that were valid.
+    pub tool_calls: usize,
+    pub tool_calls_valid: f64,
+    /// Model turns per answer.
+    pub rounds: Percentiles,
 }
 
 fn rate(n: usize, of: usize) -> f64 {
@@ -161,6 +177,12 @@ impl Report {
             requests_per_s: n as f64 / wall_s,
             wall_s,
             concurrency,
+            tool_calls: results.iter().map(|r| r.tool_calls.len()).sum(),
+            tool_calls_valid: rate(
+                results.iter().map(ItemResult::valid_calls).sum(),
+                results.iter().map(|r| r.tool_calls.len()).sum(),
+            ),
+            rounds: percentiles(results.iter().map(|r| r.rounds as f64).collect()),
         }
     }
 
@@ -189,6 +211,16 @@ impl Report {
             100.0 * self.exact_match
         );
         let _ = writeln!(s, "errors    {}", self.errors);
+        if self.tool_calls > 0 {
+            let _ = writeln!(
+                s,
+                "tools     {} calls, {:.1}% valid; rounds per answer mean {:.2}, p99 {}",
+                self.tool_calls,
+                100.0 * self.tool_calls_valid,
+                self.rounds.mean,
+                self.rounds.p99
+            );
+        }
         let _ = writeln!(s, "\n{:<14}{:>9}{:>9}{:>9}{:>9}", "ms", "mean", "p50", "p90", "p99");
         for (name, p) in [("latency", &self.latency_ms), ("ttft", &self.ttft_ms)] {
             let _ = writeln!(s, "{name:<14}{:>9.1}{:>9.1}{:>9.1}{:>9.1}", p.mean, p.p50, p.p90, p.p99);

@@ -1,8 +1,10 @@
-//! Where evaluation requests go: the engine in this process, or an OpenAI-compatible server.
+//! Where evaluation requests go: the server's router in this process (no socket), or an
+//! OpenAI-compatible server over HTTP. Both get the same streamed `/v1/chat/completions`
+//! request, so an in-process run takes every step a served one does (the tool loop too).
 //!
 //! Owns: sending one chat request greedily and timing it (end-to-end latency, time to first
-//! token, completion tokens). Over HTTP it streams `/v1/chat/completions` with usage included.
-//! Must not: score answers or aggregate figures.
+//! token, completion tokens, the tool calls the server ran). Must not: score answers or
+//! aggregate figures.
 
 use std::time::{Duration, Instant};
 
@@ -10,8 +12,6 @@ use serde_json::{json, Value};
 
 use super::dataset::EvalItem;
 use super::EvalError;
-use crate::engine::{EngineHandle, Event, GenerationRequest};
-use crate::tokenizer::TextTokenizer;
 
 /// What one request produced and how long it took.
 #[derive(Debug, Clone, Default)]
@@ -22,14 +22,15 @@ pub struct Outcome {
     pub ttft: Option<Duration>,
     pub completion_tokens: usize,
     pub error: Option<String>,
+    /// The server's tool calls (`aisle_tools.calls`), when it ran its tool loop.
+    pub calls: Vec<Value>,
+    /// Model turns the answer took (1 without tool calls).
+    pub rounds: usize,
 }
 
 pub enum Target {
-    /// The engine in this process (the caller keeps the `Engine` alive).
-    Local {
-        engine: EngineHandle,
-        tokenizer: TextTokenizer,
-    },
+    /// The server's router in this process (the caller keeps its engine alive).
+    App { app: axum::Router, model: String },
     /// A running server: base URL without `/v1`, model name, optional API key.
     Http {
         client: reqwest::Client,
@@ -61,23 +62,26 @@ impl Target {
     /// Send one item greedily with at most `max_tokens` new tokens.
     pub async fn ask(&self, item: &EvalItem, max_tokens: usize) -> Outcome {
         let start = Instant::now();
-        let mut out = Outcome::default();
+        let mut out = Outcome {
+            rounds: 1,
+            ..Outcome::default()
+        };
+        let body = |model: &str| {
+            json!({
+                "model": model, "messages": item.messages, "max_tokens": max_tokens, "temperature": 0,
+                "stream": true, "stream_options": {"include_usage": true},
+            })
+        };
         let result = match self {
-            Target::Local { engine, tokenizer } => {
-                ask_local(engine, tokenizer, item, max_tokens, start, &mut out).await
-            }
+            Target::App { app, model } => ask_app(app, body(model), start, &mut out).await,
             Target::Http {
                 client,
                 base,
                 model,
                 api_key,
             } => {
-                let body = json!({
-                    "model": model, "messages": item.messages, "max_tokens": max_tokens, "temperature": 0,
-                    "stream": true, "stream_options": {"include_usage": true},
-                });
                 let req = authorised(client.post(format!("{base}/v1/chat/completions")), api_key.as_deref());
-                ask_http(req.json(&body), start, &mut out).await
+                ask_http(req.json(&body(model)), start, &mut out).await
             }
         };
         out.latency = start.elapsed();
@@ -118,42 +122,45 @@ fn note_text(out: &mut Outcome, text: &str, start: Instant) {
     out.text.push_str(text);
 }
 
-async fn ask_local(
-    engine: &EngineHandle,
-    tokenizer: &TextTokenizer,
-    item: &EvalItem,
-    max_tokens: usize,
-    start: Instant,
-    out: &mut Outcome,
-) -> Result<(), String> {
-    let prompt = tokenizer.encode_chat(&item.messages, None).map_err(|e| e.to_string())?;
-    let req = GenerationRequest {
-        prompt,
-        max_tokens,
-        ..GenerationRequest::default()
-    };
-    let mut stream = engine.submit(req).map_err(|e| e.to_string())?;
-    while let Some(event) = stream.next().await {
-        match event {
-            Event::Token { text, .. } | Event::Finished { text, .. } => note_text(out, &text, start),
-            Event::Done(usage) => out.completion_tokens = usage.completion_tokens,
-            Event::Error(e) => return Err(e.to_string()),
-            Event::Started | Event::PromptLogprobs { .. } => {}
-        }
+/// One streamed event: content, usage, and the tool loop's report on the finish chunk.
+fn on_event(out: &mut Outcome, event: &Value, start: Instant) {
+    if let Some(text) = event["choices"][0]["delta"]["content"].as_str() {
+        note_text(out, text, start);
     }
-    Ok(())
+    if let Some(n) = event["usage"]["completion_tokens"].as_u64() {
+        out.completion_tokens = n as usize;
+    }
+    let tools = &event["choices"][0]["aisle_tools"];
+    let tools = if tools.is_null() { &event["aisle_tools"] } else { tools };
+    if let Some(calls) = tools["calls"].as_array() {
+        out.calls = calls.clone();
+        out.rounds = tools["rounds"].as_array().map_or(1, Vec::len);
+    }
+}
+
+async fn ask_app(app: &axum::Router, body: Value, start: Instant, out: &mut Outcome) -> Result<(), String> {
+    use tower::ServiceExt;
+    let req = axum::http::Request::post("/v1/chat/completions")
+        .header("content-type", "application/json")
+        .body(axum::body::Body::from(body.to_string()))
+        .map_err(|e| e.to_string())?;
+    let resp = app.clone().oneshot(req).await.map_err(|e| e.to_string())?;
+    let status = resp.status();
+    let stream = resp.into_body().into_data_stream();
+    if !status.is_success() {
+        let bytes = axum::body::to_bytes(axum::body::Body::from_stream(stream), 1 << 20)
+            .await
+            .unwrap_or_default();
+        return Err(format!("status {status}: {}", String::from_utf8_lossy(&bytes)));
+    }
+    crate::sse::read_stream(stream, |event| on_event(out, &event, start))
+        .await
+        .map_err(|e| e.to_string())
 }
 
 async fn ask_http(req: reqwest::RequestBuilder, start: Instant, out: &mut Outcome) -> Result<(), String> {
     let resp = req.send().await.map_err(|e| e.to_string())?;
-    crate::sse::read_events(resp, |event| {
-        if let Some(text) = event["choices"][0]["delta"]["content"].as_str() {
-            note_text(out, text, start);
-        }
-        if let Some(n) = event["usage"]["completion_tokens"].as_u64() {
-            out.completion_tokens = n as usize;
-        }
-    })
-    .await
-    .map_err(|e| e.to_string())
+    crate::sse::read_events(resp, |event| on_event(out, &event, start))
+        .await
+        .map_err(|e| e.to_string())
 }

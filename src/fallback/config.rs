@@ -1,5 +1,6 @@
 //! The routing config file (`aisle serve --config aisle.toml`): the local model, remote
-//! OpenAI-compatible backends with prices, client-visible aliases, and routing rules.
+//! OpenAI-compatible backends with prices, client-visible aliases, routing rules, and the
+//! server's own tools (`[tools]`, defined by `toolbox::ToolsConfig`).
 //!
 //! Owns: parsing and validating the TOML into `RoutingConfig`, with errors that name the file
 //! and the offending key. Must not: open connections or read API keys (only the env var name).
@@ -160,6 +161,8 @@ struct FileConfig {
     aliases: BTreeMap<String, String>,
     #[serde(default)]
     routing: RoutingRules,
+    /// The server's own tools (`toolbox`); checked when the server starts them.
+    tools: Option<crate::toolbox::ToolsConfig>,
 }
 
 /// The validated config.
@@ -171,6 +174,8 @@ pub struct RoutingConfig {
     pub aliases: BTreeMap<String, String>,
     pub rules: RoutingRules,
     pub complex_patterns: Vec<Regex>,
+    /// `[tools]`: tools the server runs for its model.
+    pub tools: Option<crate::toolbox::ToolsConfig>,
 }
 
 impl RoutingConfig {
@@ -225,6 +230,7 @@ impl RoutingConfig {
             aliases: file.aliases,
             rules: file.routing,
             complex_patterns,
+            tools: file.tools,
         })
     }
 

@@ -17,7 +17,7 @@ use axum::Extension;
 use super::api::Endpoint;
 use super::errors::{ApiError, ApiErrorKind};
 use super::proxy::proxy;
-use super::responses::{self, Local};
+use super::responses::{self, Local, LocalRun};
 use super::validate::{self, Limits, ValidRequest};
 use super::{AppState, RequestIdValue};
 use crate::fallback::{Remote, RouteInput};
@@ -25,7 +25,7 @@ use serde_json::Value;
 
 /// Where a request runs, once parsed, validated and routed.
 enum Plan {
-    Local(Box<Local>),
+    Local(Box<LocalRun>),
     Remote(Remote),
 }
 
@@ -124,21 +124,15 @@ pub(super) async fn read_json<T: serde::de::DeserializeOwned>(
 fn plan(st: &AppState, raw: &Value, endpoint: Endpoint) -> Result<Plan, ApiError> {
     let model = st.model()?;
     let policy = &st.0.policy;
-    let body = validate::parse(endpoint, raw)?;
+    let mut body = validate::parse(endpoint, raw)?;
     let requested = policy
         .target(body.common().model.as_deref())
         .map_err(|e| ApiError::new(ApiErrorKind::ModelNotFound, e.to_string()))?;
     if let Some(remote) = requested {
         return Ok(Plan::Remote(remote));
     }
-    let limits = Limits {
-        tokenizer: &model.tokenizer,
-        vocab: model.vocab,
-        context: model.context,
-        default_max_tokens: st.0.cfg.default_max_tokens,
-        grammars: &model.grammars,
-        tool_format: st.0.cfg.tool_parser.resolve(model.detected_tools),
-    };
+    let tools = super::grounded::prepare(st, &mut body)?;
+    let limits = limits(st, model);
     let valid = match validate::request(&body, &limits) {
         Ok(v) => v,
         Err(e) if e.kind == ApiErrorKind::ContextLength => {
@@ -154,7 +148,20 @@ fn plan(st: &AppState, raw: &Value, endpoint: Endpoint) -> Result<Plan, ApiError
         Ok(a) => a,
         Err(e) => return policy.on_overload().map(Plan::Remote).ok_or(e),
     };
-    Ok(Plan::Local(Box::new(Local { valid, plan, admission })))
+    let local = Local { valid, plan, admission };
+    Ok(Plan::Local(Box::new(LocalRun { local, tools })))
+}
+
+/// What validation checks a request against on this server.
+pub(super) fn limits<'a>(st: &AppState, model: &'a super::ServedModel) -> Limits<'a> {
+    Limits {
+        tokenizer: &model.tokenizer,
+        vocab: model.vocab,
+        context: model.context,
+        default_max_tokens: st.0.cfg.default_max_tokens,
+        grammars: &model.grammars,
+        tool_format: st.0.cfg.tool_parser.resolve(model.detected_tools),
+    }
 }
 
 /// What the policy's rules read about a valid local request and the local queue.

@@ -15,6 +15,7 @@
 pub mod api;
 mod completion;
 pub mod errors;
+mod grounded;
 mod handlers;
 mod info;
 pub mod metrics;
@@ -91,6 +92,8 @@ pub struct Inner {
     pub policy: crate::fallback::Policy,
     /// Moving average of local end-to-end latency in ms (for the predicted queue wait).
     ewma_latency_ms: AtomicU64,
+    /// Tools the server runs itself for requests without client tools (`server::grounded`).
+    pub toolbox: Option<Arc<crate::toolbox::Toolbox>>,
 }
 
 #[derive(Clone)]
@@ -116,6 +119,15 @@ impl AppState {
     }
 
     pub fn with_routing(cfg: ServerConfig, routing: Option<Backends>) -> AppState {
+        AppState::with_tools(cfg, routing, None)
+    }
+
+    /// A server whose model can also call the server's own tools.
+    pub fn with_tools(
+        cfg: ServerConfig,
+        routing: Option<Backends>,
+        toolbox: Option<Arc<crate::toolbox::Toolbox>>,
+    ) -> AppState {
         let policy = crate::fallback::Policy::new(&cfg.model_name, routing.as_ref().map(|r| r.cfg.clone()));
         AppState(Arc::new(Inner {
             cfg,
@@ -127,6 +139,7 @@ impl AppState {
             next_id: AtomicU64::new(0),
             routing,
             ewma_latency_ms: AtomicU64::new(0),
+            toolbox,
         }))
     }
 

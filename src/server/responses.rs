@@ -36,8 +36,14 @@ pub struct Local {
     pub admission: Admission,
 }
 
+/// A local request, and the server's tool loop when it runs one.
+pub struct LocalRun {
+    pub local: Local,
+    pub tools: Option<super::grounded::ToolLoop>,
+}
+
 /// Timings of one request, observed into metrics and logged when it ends.
-struct Tracker {
+pub(super) struct Tracker {
     st: AppState,
     rid: String,
     t0: Instant,
@@ -47,7 +53,7 @@ struct Tracker {
 }
 
 impl Tracker {
-    fn new(st: &AppState, rid: &str, t0: Instant) -> Tracker {
+    pub(super) fn new(st: &AppState, rid: &str, t0: Instant) -> Tracker {
         Tracker {
             st: st.clone(),
             rid: rid.to_string(),
@@ -58,7 +64,7 @@ impl Tracker {
         }
     }
 
-    fn on_event(&mut self, e: &Event) {
+    pub(super) fn on_event(&mut self, e: &Event) {
         let now = Instant::now();
         match e {
             Event::Started => self.started = Some(now),
@@ -75,7 +81,7 @@ impl Tracker {
         }
     }
 
-    fn done(&self, out: &RequestOutput, status: u16) {
+    pub(super) fn done(&self, out: &RequestOutput, status: u16) {
         let m = &self.st.0.metrics;
         let u = &out.usage;
         let total = self.t0.elapsed().as_secs_f64();
@@ -110,7 +116,7 @@ impl Tracker {
 }
 
 /// Submit the request's prompts together (one engine submission, one merged stream).
-fn submit(st: &AppState, plan: &LocalPlan, mut reqs: Vec<GenerationRequest>) -> Result<RequestStream, ApiError> {
+pub(super) fn submit(st: &AppState, plan: &LocalPlan, mut reqs: Vec<GenerationRequest>) -> Result<RequestStream, ApiError> {
     for req in &mut reqs {
         plan.prepare(req);
     }
@@ -134,13 +140,17 @@ fn select_best(mut out: RequestOutput, sampled: usize, keep: usize) -> RequestOu
     out
 }
 
-fn count_failure(st: &AppState, e: &ApiError) {
+pub(super) fn count_failure(st: &AppState, e: &ApiError) {
     st.0.metrics.failures.with_label_values(&[e.reason()]).inc();
 }
 
 /// Answer locally: a JSON body or an SSE stream, or `Err` when the plan gave up before
 /// anything was sent.
-pub async fn respond(st: AppState, rid: String, local: Local, t0: Instant) -> Result<Response, Reroute> {
+pub async fn respond(st: AppState, rid: String, run: LocalRun, t0: Instant) -> Result<Response, Reroute> {
+    let LocalRun { local, tools } = run;
+    if let Some(tl) = tools {
+        return super::grounded::respond(st, rid, local, tl, t0).await;
+    }
     match local.valid.shape.stream {
         true => stream(st, rid, local, t0).await,
         false => complete(st, rid, local, t0).await,

@@ -32,6 +32,8 @@ pub struct ServeOptions {
     pub server: ServerConfig,
     /// Sleep after each engine step (testing aid: simulates a slower device).
     pub step_delay: Duration,
+    /// Tools the server runs for its model (`--catalog`, `[tools]`).
+    pub tools: Option<crate::toolbox::ToolsConfig>,
 }
 
 /// sha256 over config.json and each safetensors file's name, size and header: a model version
@@ -168,7 +170,15 @@ pub async fn serve(opts: ServeOptions) -> Result<(), String> {
         Some(cfg) => Some(crate::fallback::Backends::new(cfg)?),
         None => None,
     };
-    let state = AppState::with_routing(opts.server.clone(), backends);
+    let toolbox = match &opts.tools {
+        Some(cfg) => {
+            let tb = crate::toolbox::Toolbox::new(cfg).map_err(|e| e.to_string())?;
+            eprintln!("aisle: built-in tools: {}", tb.names().join(", "));
+            Some(Arc::new(tb))
+        }
+        None => None,
+    };
+    let state = AppState::with_tools(opts.server.clone(), backends, toolbox);
     let addr = format!("{}:{}", opts.host, opts.port);
     let listener = tokio::net::TcpListener::bind(&addr)
         .await

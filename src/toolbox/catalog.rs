@@ -81,17 +81,37 @@ struct GetArgs {
     id: Option<String>,
 }
 
-/// A call's outcome before timing: the JSON for the model, rows returned, or an error
-/// message (which the model also reads, as `{"error": ...}`).
-pub type Outcome = Result<(Value, usize), String>;
+/// Why a call gave no result; the model reads the message as `{"error": ...}`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum CallError {
+    /// The call does not fit the tool (unknown tool, arguments not JSON or not its schema).
+    Invalid(String),
+    /// A valid call that failed (timeout, service down).
+    Failed(String),
+}
 
-fn catalog_err(e: CatalogError) -> String {
+impl CallError {
+    pub fn message(&self) -> &str {
+        match self {
+            CallError::Invalid(m) | CallError::Failed(m) => m,
+        }
+    }
+}
+
+/// A call's outcome before timing: the JSON for the model and the rows returned.
+pub type Outcome = Result<(Value, usize), CallError>;
+
+fn catalog_err(e: CatalogError) -> CallError {
     tracing::warn!(target: "aisle::tools", error = %e, "catalog query failed");
-    "the catalog is not available right now".to_string()
+    CallError::Failed("the catalog is not available right now".to_string())
+}
+
+fn bad(e: impl std::fmt::Display) -> CallError {
+    CallError::Invalid(format!("bad arguments: {e}"))
 }
 
 pub fn search(catalog: &Catalog, args: Value) -> Outcome {
-    let a: SearchArgs = serde_json::from_value(args).map_err(|e| format!("bad arguments: {e}"))?;
+    let a: SearchArgs = serde_json::from_value(args).map_err(bad)?;
     let filters = Filters {
         category: a.category,
         min_price: a.min_price,
@@ -106,11 +126,11 @@ pub fn search(catalog: &Catalog, args: Value) -> Outcome {
 }
 
 pub fn get(catalog: &Catalog, args: Value) -> Outcome {
-    let a: GetArgs = serde_json::from_value(args).map_err(|e| format!("bad arguments: {e}"))?;
+    let a: GetArgs = serde_json::from_value(args).map_err(bad)?;
     let lookup = match (a.id, a.name) {
         (Some(id), _) if !id.trim().is_empty() => Lookup::Id(id),
         (_, Some(n)) if !n.trim().is_empty() => Lookup::Name(n),
-        _ => return Err("give the product's `name` or `id`".into()),
+        _ => return Err(CallError::Invalid("give the product's `name` or `id`".into())),
     };
     match catalog.get(&lookup).map_err(catalog_err)? {
         Some(p) => Ok((p.row(), 1)),

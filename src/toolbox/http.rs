@@ -49,10 +49,10 @@ impl HttpTool {
     }
 
     /// POST the arguments; the JSON body and its row count, or what went wrong.
-    pub async fn call(&self, args: &Value) -> Result<(Value, usize), String> {
+    pub async fn call(&self, args: &Value) -> super::catalog::Outcome {
         let failed = |why: String| {
             tracing::warn!(target: "aisle::tools", tool = %self.name, url = %self.url, %why, "HTTP tool failed");
-            format!("{} is not available right now", self.name)
+            super::catalog::CallError::Failed(format!("{} is not available right now", self.name))
         };
         let resp = self
             .client

@@ -20,6 +20,7 @@ use serde_json::{json, Value};
 
 use crate::catalog::{Catalog, CatalogError};
 use crate::tools::Function;
+use catalog::CallError;
 pub use http::HttpToolConfig;
 
 fn default_rounds() -> usize {
@@ -87,13 +88,15 @@ pub struct CallRecord {
     /// Rows the tool returned (0 for an error).
     pub rows: usize,
     pub error: Option<String>,
+    /// The call named a tool and its arguments fit it (a valid call may still fail).
+    pub valid: bool,
     pub latency: Duration,
 }
 
 impl CallRecord {
     /// The record for the response's `aisle_tools` list.
     pub fn json(&self) -> Value {
-        json!({"name": self.name, "arguments": self.arguments, "rows": self.rows,
+        json!({"name": self.name, "arguments": self.arguments, "rows": self.rows, "valid": self.valid,
                "latency_ms": (self.latency.as_secs_f64() * 1e4).round() / 10.0, "error": self.error})
     }
 }
@@ -169,16 +172,17 @@ impl Toolbox {
     /// Run one call; `arguments` is the JSON text the model wrote.
     pub async fn call(&self, name: &str, arguments: &str) -> CallRecord {
         let t0 = Instant::now();
-        let args: Result<Value, String> =
-            serde_json::from_str(arguments).map_err(|e| format!("the arguments are not JSON: {e}"));
+        let args: Result<Value, CallError> = serde_json::from_str(arguments)
+            .map_err(|e| CallError::Invalid(format!("the arguments are not JSON: {e}")));
         let outcome = match (self.tools.iter().find(|t| t.function.name == name), &args) {
-            (None, _) => Err(format!("there is no tool named `{name}`")),
+            (None, _) => Err(CallError::Invalid(format!("there is no tool named `{name}`"))),
             (_, Err(e)) => Err(e.clone()),
             (Some(tool), Ok(a)) => run(tool, a.clone()).await,
         };
+        let valid = !matches!(outcome, Err(CallError::Invalid(_)));
         let (content, rows, error) = match outcome {
             Ok((v, rows)) => (v.to_string(), rows, None),
-            Err(e) => (json!({"error": e}).to_string(), 0, Some(e)),
+            Err(e) => (json!({"error": e.message()}).to_string(), 0, Some(e.message().to_string())),
         };
         CallRecord {
             name: name.to_string(),
@@ -186,6 +190,7 @@ impl Toolbox {
             content,
             rows,
             error,
+            valid,
             latency: t0.elapsed(),
         }
     }
@@ -232,14 +237,15 @@ async fn run(tool: &Tool, args: Value) -> catalog::Outcome {
                     true => catalog::search(&c, args),
                     false => catalog::get(&c, args),
                 });
-                job.await.unwrap_or_else(|_| Err("the catalog query failed".into()))
+                job.await
+                    .unwrap_or_else(|_| Err(CallError::Failed("the catalog query failed".into())))
             }
             Runner::Http(h) => h.call(&args).await,
         }
     };
     match tokio::time::timeout(tool.timeout, work).await {
         Ok(r) => r,
-        Err(_) => Err(format!("{name} did not answer within {} ms", tool.timeout.as_millis())),
+        Err(_) => Err(CallError::Failed(format!("{name} did not answer within {} ms", tool.timeout.as_millis()))),
     }
 }
 

@@ -77,6 +77,7 @@ async fn bad_calls_become_error_results() {
         ("get_product", "{}", "`name` or `id`"),
     ] {
         let r = tb.call(name, args).await;
+        assert!(!r.valid, "{name} {args}");
         let e = r.error.unwrap_or_default();
         assert!(e.contains(says), "{name} {args}: {e}");
         let v: Value = serde_json::from_str(&r.content).expect("json");
@@ -103,6 +104,7 @@ async fn http_tools_run_in_parallel_and_fail_softly() {
     assert_eq!(r.error.as_deref(), Some("broken is not available right now"));
     let r = tb.call("slow", "{}").await;
     assert_eq!(r.error.as_deref(), Some("slow did not answer within 200 ms"));
+    assert!(r.valid, "a valid call that timed out");
     // The stub answers `pair` only when two calls are in flight: run one after the other,
     // the first would wait until its timeout.
     let calls = vec![("pair".to_string(), r#"{"n": 1}"#.to_string()), ("pair".to_string(), r#"{"n": 2}"#.to_string())];

@@ -4,6 +4,7 @@
 # bounded load test (64 streaming clients, half disconnecting early) and SIGTERM draining;
 # the real SmolLM2 GGUF served and answering as transformers does (tests/e2e_gguf.py);
 # tool calling and structured outputs with the openai SDK, LangChain and LlamaIndex; the
+# grounded answers through the built-in tools with a live catalog edit (tests/e2e_grounded.py);
 # README's examples as written (tests/e2e_readme.py); lm-evaluation-harness's local-completions
 # and local-chat-completions (tests/e2e_lm_eval.py).
 # Installs its pinned Python packages into target/e2e-venv, target/e2e-li-venv and
@@ -20,6 +21,7 @@ cargo build --release --locked --quiet
 "$venv/bin/python" tests/e2e_gguf.py target/release/aisle \
   target/models/smollm2-135m-instruct/SmolLM2-135M-Instruct.Q4_1.gguf tests/fixtures/smollm2-gguf/golden.json
 "$venv/bin/python" tests/e2e_tools.py target/release/aisle
+"$venv/bin/python" tests/e2e_grounded.py target/release/aisle
 "$venv/bin/python" tests/e2e_readme.py target/release/aisle
 li=target/e2e-li-venv
 if [ ! -x "$li/bin/python" ]; then

@@ -202,7 +202,7 @@ def main():
 
     model.config.torch_dtype = torch.float32
     model.save_pretrained(args.out, safe_serialization=True)
-    GenerationConfig(eos_token_id=end_id, pad_token_id=pad_id, do_sample=False, max_new_tokens=64).save_pretrained(args.out)
+    GenerationConfig(eos_token_id=end_id, pad_token_id=pad_id, do_sample=False, max_new_tokens=128).save_pretrained(args.out)
     print(f"saved -> {args.out} ({time.time() - t0:.0f}s)")
 
 

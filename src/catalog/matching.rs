@@ -130,7 +130,13 @@ mod tests {
 
     #[test]
     fn case_typos_and_partial_names_match() {
-        for q in ["Ironhand Edge N20", "IRONHAND edge n20", "ironhnad edge n20", "Edge N20", "the ironhand n20 drill"] {
+        for q in [
+            "Ironhand Edge N20",
+            "IRONHAND edge n20",
+            "ironhnad edge n20",
+            "Edge N20",
+            "the ironhand n20 drill",
+        ] {
             let s = score(q, "Ironhand Edge N20").unwrap_or_else(|| panic!("{q} should match"));
             assert!(s.named, "{q}");
         }
@@ -154,7 +160,10 @@ mod tests {
 
     #[test]
     fn fts_query_lists_distinct_trigrams() {
-        assert_eq!(Matcher::new("the Edge").fts_query().as_deref(), Some("\"edg\" OR \"dge\""));
+        assert_eq!(
+            Matcher::new("the Edge").fts_query().as_deref(),
+            Some("\"edg\" OR \"dge\"")
+        );
         assert_eq!(Matcher::new("x3").fts_query(), None);
         assert!(Matcher::new("the a").is_empty());
     }

@@ -190,7 +190,10 @@ fn edit_value(field: &str, value: &str) -> Result<(&'static str, rusqlite::types
     use rusqlite::types::Value as V;
     let bad = |m: &str| EditError::Bad(m.to_string());
     Ok(match field {
-        "price" => ("price_cents", V::Integer(cents(&value.into()).ok_or_else(|| bad("a price like 129.99"))?)),
+        "price" => (
+            "price_cents",
+            V::Integer(cents(&value.into()).ok_or_else(|| bad("a price like 129.99"))?),
+        ),
         "in_stock" => match value {
             "true" | "yes" | "1" => ("in_stock", V::Integer(1)),
             "false" | "no" | "0" => ("in_stock", V::Integer(0)),
@@ -203,7 +206,10 @@ fn edit_value(field: &str, value: &str) -> Result<(&'static str, rusqlite::types
             }
             ("rating", V::Real(r))
         }
-        "warranty_years" => ("warranty_years", V::Integer(value.parse().map_err(|_| bad("a whole number"))?)),
+        "warranty_years" => (
+            "warranty_years",
+            V::Integer(value.parse().map_err(|_| bad("a whole number"))?),
+        ),
         "colour" => ("colour", V::Text(value.to_string())),
         _ => return Err(EditError::Bad(String::new())),
     })

@@ -171,7 +171,11 @@ fn candidates(conn: &Connection, m: &Matcher, f: &Filters) -> rusqlite::Result<V
         true => String::new(),
         false => format!("WHERE {}", conds.join(" AND ")),
     };
-    let order = if fts.is_some() { "bm25(product_text), p.id" } else { "p.id" };
+    let order = if fts.is_some() {
+        "bm25(product_text), p.id"
+    } else {
+        "p.id"
+    };
     let sql = format!("SELECT {COLUMNS} FROM {from} {filter} ORDER BY {order} LIMIT {MAX_CANDIDATES}");
     let mut st = conn.prepare_cached(&sql)?;
     let rows = st.query_map(params_from_iter(args), Product::read)?;
@@ -197,7 +201,10 @@ pub fn search(conn: &Connection, query: &str, f: &Filters) -> rusqlite::Result<S
     let mut found = scored(&m, candidates(conn, &m, f)?);
     match f.sort {
         Sort::Relevance => found.sort_by(|(a, x), (b, y)| {
-            (y.named, y.similarity).partial_cmp(&(x.named, x.similarity)).unwrap_or(std::cmp::Ordering::Equal).then(a.id.cmp(&b.id))
+            (y.named, y.similarity)
+                .partial_cmp(&(x.named, x.similarity))
+                .unwrap_or(std::cmp::Ordering::Equal)
+                .then(a.id.cmp(&b.id))
         }),
         Sort::PriceAsc => found.sort_by_key(|(p, _)| (p.price_cents, p.id)),
         Sort::PriceDesc => found.sort_by_key(|(p, _)| (-p.price_cents, p.id)),
@@ -219,7 +226,11 @@ pub fn get(conn: &Connection, lookup: &Lookup) -> rusqlite::Result<Option<Produc
         Lookup::Id(id) => return one(conn, &format!("SELECT {COLUMNS} FROM products p WHERE p.sku = ?1"), id),
         Lookup::Name(n) => n,
     };
-    if let Some(p) = one(conn, &format!("SELECT {COLUMNS} FROM products p WHERE p.name = ?1"), name)? {
+    if let Some(p) = one(
+        conn,
+        &format!("SELECT {COLUMNS} FROM products p WHERE p.name = ?1"),
+        name,
+    )? {
         return Ok(Some(p));
     }
     let m = Matcher::new(name);

@@ -11,11 +11,51 @@ pub fn fixture(dir: &std::path::Path) -> PathBuf {
                "specs": {"wattage": {"value": "450", "unit": "W"}, "weight": {"value": "1.4", "unit": "kg"}}})
     };
     let products = vec![
-        p("SKU-1", "Ironhand Edge N20", "power drills", "drill", "89.99", "4.1", true),
-        p("SKU-2", "Ironhand Edge N35", "power drills", "drill", "129.50", "4.8", false),
-        p("SKU-3", "Voltrex Titan D29", "power drills", "drill", "62.00", "3.9", true),
-        p("SKU-4", "Brewmont Aroma K7", "electric kettles", "kettle", "39.95", "4.5", true),
-        p("SKU-5", "Caffio Velvet Q12", "electric kettles", "kettle", "24.99", "4.9", false),
+        p(
+            "SKU-1",
+            "Ironhand Edge N20",
+            "power drills",
+            "drill",
+            "89.99",
+            "4.1",
+            true,
+        ),
+        p(
+            "SKU-2",
+            "Ironhand Edge N35",
+            "power drills",
+            "drill",
+            "129.50",
+            "4.8",
+            false,
+        ),
+        p(
+            "SKU-3",
+            "Voltrex Titan D29",
+            "power drills",
+            "drill",
+            "62.00",
+            "3.9",
+            true,
+        ),
+        p(
+            "SKU-4",
+            "Brewmont Aroma K7",
+            "electric kettles",
+            "kettle",
+            "39.95",
+            "4.5",
+            true,
+        ),
+        p(
+            "SKU-5",
+            "Caffio Velvet Q12",
+            "electric kettles",
+            "kettle",
+            "24.99",
+            "4.9",
+            false,
+        ),
     ];
     let path = dir.join("catalog.json");
     std::fs::write(&path, json!({"seed": 0, "products": products}).to_string()).expect("write fixture");
@@ -42,11 +82,23 @@ fn filters(limit: usize) -> Filters {
 #[test]
 fn get_forgives_case_typos_and_partial_names() {
     let (_d, cat) = open();
-    for q in ["Ironhand Edge N20", "ironhand edge n20", "Ironhnad Edge N20", "edge n20", "the Ironhand N20 drill"] {
-        let p = cat.get(&Lookup::Name(q.into())).expect("query").unwrap_or_else(|| panic!("{q}"));
+    for q in [
+        "Ironhand Edge N20",
+        "ironhand edge n20",
+        "Ironhnad Edge N20",
+        "edge n20",
+        "the Ironhand N20 drill",
+    ] {
+        let p = cat
+            .get(&Lookup::Name(q.into()))
+            .expect("query")
+            .unwrap_or_else(|| panic!("{q}"));
         assert_eq!(p.name, "Ironhand Edge N20", "{q}");
     }
-    assert_eq!(cat.get(&Lookup::Id("sku-4".into())).expect("query").map(|p| p.name), Some("Brewmont Aroma K7".into()));
+    assert_eq!(
+        cat.get(&Lookup::Id("sku-4".into())).expect("query").map(|p| p.name),
+        Some("Brewmont Aroma K7".into())
+    );
     for q in ["Ironhand Edge Z99", "Zentrix Pro X3", "drill", "kettle"] {
         assert_eq!(cat.get(&Lookup::Name(q.into())).expect("query"), None, "{q}");
     }
@@ -55,16 +107,58 @@ fn get_forgives_case_typos_and_partial_names() {
 #[test]
 fn search_filters_sorts_and_counts() {
     let (_d, cat) = open();
-    let r = cat.search("drill", &Filters { max_price: Some(100.0), sort: Sort::PriceAsc, ..filters(5) }).expect("search");
+    let r = cat
+        .search(
+            "drill",
+            &Filters {
+                max_price: Some(100.0),
+                sort: Sort::PriceAsc,
+                ..filters(5)
+            },
+        )
+        .expect("search");
     assert_eq!(names(&r), ["Voltrex Titan D29", "Ironhand Edge N20"]);
     assert_eq!(r.total, 2);
-    let r = cat.search("kettles", &Filters { sort: Sort::PriceAsc, ..filters(1) }).expect("search");
+    let r = cat
+        .search(
+            "kettles",
+            &Filters {
+                sort: Sort::PriceAsc,
+                ..filters(1)
+            },
+        )
+        .expect("search");
     assert_eq!((names(&r), r.total), (vec!["Caffio Velvet Q12"], 2));
-    let r = cat.search("drill", &Filters { in_stock: Some(true), sort: Sort::RatingDesc, ..filters(1) }).expect("search");
+    let r = cat
+        .search(
+            "drill",
+            &Filters {
+                in_stock: Some(true),
+                sort: Sort::RatingDesc,
+                ..filters(1)
+            },
+        )
+        .expect("search");
     assert_eq!(names(&r), ["Ironhand Edge N20"]);
-    let r = cat.search("", &Filters { min_rating: Some(4.8), ..filters(10) }).expect("search");
+    let r = cat
+        .search(
+            "",
+            &Filters {
+                min_rating: Some(4.8),
+                ..filters(10)
+            },
+        )
+        .expect("search");
     assert_eq!(names(&r), ["Ironhand Edge N35", "Caffio Velvet Q12"]);
-    let r = cat.search("ironhand", &Filters { category: Some("Power Drills".into()), ..filters(10) }).expect("search");
+    let r = cat
+        .search(
+            "ironhand",
+            &Filters {
+                category: Some("Power Drills".into()),
+                ..filters(10)
+            },
+        )
+        .expect("search");
     assert_eq!(r.total, 2);
     let r = cat.search("Zentrix kettle", &filters(5)).expect("search");
     assert_eq!(r.total, 0);
@@ -73,7 +167,10 @@ fn search_filters_sorts_and_counts() {
 #[test]
 fn rows_quote_values_as_answers_do() {
     let (_d, cat) = open();
-    let p = cat.get(&Lookup::Name("Ironhand Edge N35".into())).expect("query").expect("found");
+    let p = cat
+        .get(&Lookup::Name("Ironhand Edge N35".into()))
+        .expect("query")
+        .expect("found");
     assert_eq!(
         p.row().to_string(),
         r#"{"id":"SKU-2","name":"Ironhand Edge N35","category":"power drills","price":"$129.50","stock":"out of stock","colour":"red","rating":"4.8","warranty_years":2,"wattage":"450 W","weight":"1.4 kg"}"#
@@ -90,22 +187,45 @@ fn a_database_file_sees_edits_from_another_connection() {
     editor.set("Ironhand Edge N20", "price", "79.00").expect("set price");
     editor.set("SKU-1", "in_stock", "false").expect("set stock");
     editor.set("SKU-1", "wattage", "500").expect("set spec");
-    let row = server.get(&Lookup::Id("SKU-1".into())).expect("query").expect("found").row();
-    assert_eq!((row["price"].as_str(), row["stock"].as_str(), row["wattage"].as_str()), (Some("$79.00"), Some("out of stock"), Some("500 W")));
-    assert!(matches!(editor.set("SKU-9", "price", "1"), Err(CatalogError::NoSuchProduct(_))));
-    assert!(matches!(editor.set("SKU-1", "price", "cheap"), Err(CatalogError::BadEdit { .. })));
-    assert!(matches!(editor.set("SKU-1", "horsepower", "3"), Err(CatalogError::BadEdit { .. })));
+    let row = server
+        .get(&Lookup::Id("SKU-1".into()))
+        .expect("query")
+        .expect("found")
+        .row();
+    assert_eq!(
+        (row["price"].as_str(), row["stock"].as_str(), row["wattage"].as_str()),
+        (Some("$79.00"), Some("out of stock"), Some("500 W"))
+    );
+    assert!(matches!(
+        editor.set("SKU-9", "price", "1"),
+        Err(CatalogError::NoSuchProduct(_))
+    ));
+    assert!(matches!(
+        editor.set("SKU-1", "price", "cheap"),
+        Err(CatalogError::BadEdit { .. })
+    ));
+    assert!(matches!(
+        editor.set("SKU-1", "horsepower", "3"),
+        Err(CatalogError::BadEdit { .. })
+    ));
 }
 
 #[test]
 fn bad_catalog_files_name_the_product() {
     let dir = tempfile::tempdir().expect("tempdir");
     let path = dir.path().join("c.json");
-    std::fs::write(&path, r#"{"products": [{"sku": "A", "name": "X", "brand": "X", "category": "c", "noun": "n",
-        "price": "free", "colour": "red", "rating": 4, "warranty_years": 1, "in_stock": true}]}"#).expect("write");
+    std::fs::write(
+        &path,
+        r#"{"products": [{"sku": "A", "name": "X", "brand": "X", "category": "c", "noun": "n",
+        "price": "free", "colour": "red", "rating": 4, "warranty_years": 1, "in_stock": true}]}"#,
+    )
+    .expect("write");
     let e = Catalog::open(&path).expect_err("bad price");
     assert!(e.to_string().contains("product 0 (X): price"), "{e}");
     std::fs::write(&path, "[1, 2]").expect("write");
     assert!(matches!(Catalog::open(&path), Err(CatalogError::Json { .. })));
-    assert!(matches!(Catalog::open(&dir.path().join("none.db")), Err(CatalogError::Read { .. })));
+    assert!(matches!(
+        Catalog::open(&dir.path().join("none.db")),
+        Err(CatalogError::Read { .. })
+    ));
 }

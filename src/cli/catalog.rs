@@ -90,7 +90,10 @@ pub fn run(args: CatalogArgs) -> Result<()> {
             value,
         } => {
             if db.extension().is_some_and(|e| e.eq_ignore_ascii_case("json")) {
-                anyhow::bail!("{}: edit a catalog database (build one with `aisle catalog build`)", db.display());
+                anyhow::bail!(
+                    "{}: edit a catalog database (build one with `aisle catalog build`)",
+                    db.display()
+                );
             }
             Catalog::open(&db)?.set(&product, &field, &value)?;
             println!("{product}: {field} = {value}");

@@ -37,7 +37,8 @@ pub struct EvalArgs {
     /// Requests in flight at once.
     #[arg(long, default_value_t = 16)]
     concurrency: usize,
-    #[arg(long, default_value_t = 64)]
+    /// Most tokens per model turn (each round of the tool loop has its own).
+    #[arg(long, default_value_t = 128)]
     max_tokens: usize,
     /// Only the first N items.
     #[arg(long)]
@@ -45,6 +46,16 @@ pub struct EvalArgs {
     /// Print the report as JSON (stdout) instead of a table.
     #[arg(long)]
     json: bool,
+    /// LLM-as-judge: an OpenAI-compatible base URL whose model grades every answer against the
+    /// reference (rubric in `aisle::eval::judge`, verdict via response_format json_schema).
+    #[arg(long, requires = "judge_model")]
+    judge_url: Option<String>,
+    /// The judge's model name.
+    #[arg(long, requires = "judge_url")]
+    judge_model: Option<String>,
+    /// Environment variable holding the judge's API key.
+    #[arg(long)]
+    judge_api_key_env: Option<String>,
     /// Write every item's output and scores here as JSON Lines.
     #[arg(long)]
     results: Option<PathBuf>,
@@ -120,17 +131,25 @@ pub fn run(args: EvalArgs) -> Result<()> {
         max_tokens: args.max_tokens,
         progress: true,
     };
+    let judge = match (&args.judge_url, &args.judge_model) {
+        (Some(url), Some(model)) => {
+            let key = args.judge_api_key_env.as_ref().and_then(|v| std::env::var(v).ok());
+            Some(eval::Judge::new(url, model, key)?)
+        }
+        _ => None,
+    };
+    let judge = judge.as_ref();
     let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
     let (results, wall, target_name) = match &args.url {
         Some(url) => {
             let target = rt.block_on(Target::http(url, args.served_model_name.clone(), args.api_key.clone()))?;
-            let (results, wall) = rt.block_on(eval::run(&target, &items, &opts));
+            let (results, wall) = rt.block_on(eval::run_judged(&target, &items, &opts, judge));
             (results, wall, url.clone())
         }
         None => {
             let model = LoadedModel::load(&model_dir)?;
             let (target, engine) = local_app(&args, &model)?;
-            let (results, wall) = rt.block_on(eval::run(&target, &items, &opts));
+            let (results, wall) = rt.block_on(eval::run_judged(&target, &items, &opts, judge));
             drop(target); // its handle keeps the engine thread alive
             engine.shutdown();
             (results, wall, format!("in-process {}", model.dir.display()))

@@ -154,7 +154,10 @@ fn tools_config(
     let mut cfg = routing.and_then(|r| r.tools.clone());
     let shipped = std::path::Path::new(spec).join("catalog.json");
     let default_model = args.model.model.is_none() && routing.is_none();
-    let catalog = args.catalog.clone().or_else(|| (default_model && shipped.is_file()).then_some(shipped));
+    let catalog = args
+        .catalog
+        .clone()
+        .or_else(|| (default_model && shipped.is_file()).then_some(shipped));
     if let Some(c) = catalog {
         cfg.get_or_insert_with(Default::default).catalog = Some(c);
     }

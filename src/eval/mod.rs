@@ -1,11 +1,12 @@
 //! The evaluation harness behind `aisle eval`: a dataset of chat requests with expected key
 //! facts, sent greedily to the engine in this process or to a running server, scored and timed.
 //!
-//! Reading order: `dataset` (items and scoring) → `target` (sending one request) → `report`
-//! (figures). Owns: running a dataset with bounded concurrency and a progress bar.
+//! Reading order: `dataset` (items and scoring) → `target` (sending one request) → `judge`
+//! (an LLM grading the answer, optional) → `report` (figures). Owns: running a dataset with bounded concurrency and a progress bar.
 //! Must not: build engines or parse command lines (`cli/eval.rs` does).
 
 pub mod dataset;
+pub mod judge;
 pub mod report;
 pub mod target;
 
@@ -15,6 +16,7 @@ use futures_util::stream::{self, StreamExt};
 use indicatif::{ProgressBar, ProgressStyle};
 
 pub use dataset::{load, normalise, EvalItem};
+pub use judge::{Judge, Verdict};
 pub use report::{ItemResult, Report};
 pub use target::{Outcome, Target};
 
@@ -38,6 +40,16 @@ pub struct RunOptions {
 
 /// Run every item through `target` (at most `concurrency` at a time), in dataset order.
 pub async fn run(target: &Target, items: &[EvalItem], opts: &RunOptions) -> (Vec<ItemResult>, std::time::Duration) {
+    run_judged(target, items, opts, None).await
+}
+
+/// `run`, with every answer also graded by `judge`.
+pub async fn run_judged(
+    target: &Target,
+    items: &[EvalItem],
+    opts: &RunOptions,
+    judge: Option<&Judge>,
+) -> (Vec<ItemResult>, std::time::Duration) {
     let bar = if opts.progress {
         ProgressBar::new(items.len() as u64)
     } else {
@@ -52,7 +64,13 @@ pub async fn run(target: &Target, items: &[EvalItem], opts: &RunOptions) -> (Vec
             let bar = &bar;
             async move {
                 let outcome = target.ask(item, opts.max_tokens).await;
-                let result = ItemResult::new(item, outcome);
+                let mut result = ItemResult::new(item, outcome);
+                if let (Some(j), None) = (judge, &result.error) {
+                    match j.grade(item, &result.output).await {
+                        Ok(v) => result.judge = Some(v),
+                        Err(e) => result.judge_error = Some(e),
+                    }
+                }
                 bar.inc(1);
                 result
             }

@@ -28,12 +28,20 @@ pub struct ItemResult {
     pub tool_calls: Vec<serde_json::Value>,
     /// Model turns the answer took.
     pub rounds: usize,
+    /// The LLM judge's verdict (`--judge-url`), or why there is none.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub judge: Option<super::Verdict>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub judge_error: Option<String>,
 }
 
 impl ItemResult {
     /// Calls that named a tool with arguments fitting its schema.
     pub fn valid_calls(&self) -> usize {
-        self.tool_calls.iter().filter(|c| c["valid"].as_bool().unwrap_or(false)).count()
+        self.tool_calls
+            .iter()
+            .filter(|c| c["valid"].as_bool().unwrap_or(false))
+            .count()
     }
 
     pub fn new(item: &EvalItem, outcome: Outcome) -> ItemResult {
@@ -57,6 +65,8 @@ impl ItemResult {
             error: outcome.error,
             tool_calls: outcome.calls,
             rounds: outcome.rounds,
+            judge: None,
+            judge_error: None,
         }
     }
 }
@@ -94,6 +104,21 @@ pub struct GroupRow {
     pub items: usize,
     pub key_fact_accuracy: f64,
     pub exact_match: f64,
+    /// Share the LLM judge graded correct (when a judge ran).
+    pub judge_accuracy: Option<f64>,
+}
+
+/// Share of `rows` the judge graded correct; `None` when no row was judged.
+fn judged(rows: &[&ItemResult]) -> Option<f64> {
+    let graded = rows
+        .iter()
+        .filter(|r| r.judge.is_some() || r.judge_error.is_some())
+        .count();
+    let correct = rows
+        .iter()
+        .filter(|r| r.judge.as_ref().is_some_and(|v| v.correct()))
+        .count();
+    (graded > 0).then(|| rate(correct, rows.len()))
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -117,6 +142,9 @@ pub struct Report {
     pub tool_calls_valid: f64,
     /// Model turns per answer.
     pub rounds: Percentiles,
+    /// LLM judge: share graded correct, and answers it could not grade.
+    pub judge_accuracy: Option<f64>,
+    pub judge_errors: usize,
 }
 
 fn rate(n: usize, of: usize) -> f64 {
@@ -144,6 +172,7 @@ fn group_rows(items: &[EvalItem], results: &[ItemResult]) -> Vec<GroupRow> {
                 items: rows.len(),
                 key_fact_accuracy: rate(rows.iter().filter(|r| r.key_fact).count(), rows.len()),
                 exact_match: rate(rows.iter().filter(|r| r.exact).count(), rows.len()),
+                judge_accuracy: judged(&rows),
                 group: g,
             }
         })
@@ -183,6 +212,8 @@ impl Report {
                 results.iter().map(|r| r.tool_calls.len()).sum(),
             ),
             rounds: percentiles(results.iter().map(|r| r.rounds as f64).collect()),
+            judge_accuracy: judged(&results.iter().collect::<Vec<_>>()),
+            judge_errors: results.iter().filter(|r| r.judge_error.is_some()).count(),
         }
     }
 
@@ -191,25 +222,40 @@ impl Report {
         let mut s = String::new();
         let _ = writeln!(s, "dataset   {}", self.dataset);
         let _ = writeln!(s, "target    {} (concurrency {})", self.target, self.concurrency);
-        let _ = writeln!(s, "\n{:<14}{:>7}{:>11}{:>11}", "kind", "items", "key fact", "exact");
-        for g in &self.groups {
-            let _ = writeln!(
-                s,
-                "{:<14}{:>7}{:>10.1}%{:>10.1}%",
-                g.group,
-                g.items,
-                100.0 * g.key_fact_accuracy,
-                100.0 * g.exact_match
-            );
-        }
+        let judge = self.judge_accuracy.is_some();
+        let head = if judge {
+            format!("{:>11}", "judge")
+        } else {
+            String::new()
+        };
         let _ = writeln!(
             s,
-            "{:<14}{:>7}{:>10.1}%{:>10.1}%",
+            "\n{:<14}{:>7}{:>11}{:>11}{head}",
+            "kind", "items", "key fact", "exact"
+        );
+        let pct = |x: Option<f64>| x.map_or(String::new(), |x| format!("{:>10.1}%", 100.0 * x));
+        let mut row = |name: &str, items: usize, kf: f64, em: f64, j: Option<f64>| {
+            let _ = writeln!(
+                s,
+                "{name:<14}{items:>7}{:>10.1}%{:>10.1}%{}",
+                100.0 * kf,
+                100.0 * em,
+                pct(j)
+            );
+        };
+        for g in &self.groups {
+            row(&g.group, g.items, g.key_fact_accuracy, g.exact_match, g.judge_accuracy);
+        }
+        row(
             "all",
             self.items,
-            100.0 * self.key_fact_accuracy,
-            100.0 * self.exact_match
+            self.key_fact_accuracy,
+            self.exact_match,
+            self.judge_accuracy,
         );
+        if judge && self.judge_errors > 0 {
+            let _ = writeln!(s, "judge could not grade {} answers", self.judge_errors);
+        }
         let _ = writeln!(s, "errors    {}", self.errors);
         if self.tool_calls > 0 {
             let _ = writeln!(

@@ -52,7 +52,10 @@ pub fn prepare(st: &AppState, body: &mut Body) -> Result<Option<ToolLoop>, ApiEr
         return Ok(None);
     }
     if chat.common.n.unwrap_or(1) != 1 {
-        return Err(ApiError::invalid("n", "the server's built-in tools answer one choice per request; n must be 1"));
+        return Err(ApiError::invalid(
+            "n",
+            "the server's built-in tools answer one choice per request; n must be 1",
+        ));
     }
     if chat.common.prompt_logprobs.is_some() {
         return Err(ApiError::invalid(
@@ -103,7 +106,7 @@ struct Rounds {
     per_round: Vec<Usage>,
     ran: Vec<Ran>,
     tracker: Tracker,
-    /// Some content has been produced for the client: no rerouting any more.
+    /// The response has started: no rerouting any more.
     sent: bool,
     _admission: super::Admission,
 }
@@ -164,8 +167,10 @@ impl Rounds {
         let rounds: Vec<Value> = self
             .per_round
             .iter()
-            .map(|u| json!({"prompt_tokens": u.prompt_tokens, "completion_tokens": u.completion_tokens,
-                            "cached_tokens": u.cached_tokens}))
+            .map(|u| {
+                json!({"prompt_tokens": u.prompt_tokens, "completion_tokens": u.completion_tokens,
+                            "cached_tokens": u.cached_tokens})
+            })
             .collect();
         json!({"rounds": rounds, "calls": calls})
     }
@@ -189,7 +194,6 @@ impl Rounds {
                 return Err(Failure::Api(ApiError::from(&err)));
             }
             if let Some(step) = content {
-                self.sent = true;
                 return Ok(Some(step));
             }
             if done {
@@ -228,7 +232,11 @@ impl Rounds {
 
     /// Run the turn's calls, append them and their results, start the next round.
     async fn next_round(&mut self, turn: crate::tools::Turn) -> Result<(), ApiError> {
-        let calls: Vec<(String, String)> = turn.calls.iter().map(|c| (c.name.clone(), c.arguments.clone())).collect();
+        let calls: Vec<(String, String)> = turn
+            .calls
+            .iter()
+            .map(|c| (c.name.clone(), c.arguments.clone()))
+            .collect();
         let records = self.tl.toolbox.call_all(&calls).await;
         let msgs = &mut self.tl.body.messages;
         let tool_calls: Vec<Value> = turn
@@ -275,7 +283,11 @@ impl Rounds {
         let limits = super::handlers::limits(&self.st, model);
         let mut v = validate::chat(&self.tl.body, &limits)?;
         if last {
-            let marker = self.format.markers().first().and_then(|m| model.tokenizer.special_token_id(m));
+            let marker = self
+                .format
+                .markers()
+                .first()
+                .and_then(|m| model.tokenizer.special_token_id(m));
             for g in &mut v.generations {
                 g.sampling.logit_bias.extend(marker.map(|id| (id, -100.0)));
             }
@@ -324,7 +336,10 @@ async fn unary(r: &mut Rounds) -> Result<Response, Reroute> {
     let reroute = r
         .plan
         .on_answer(out.choices.iter().map(|c| c.finish_reason))
-        .or_else(|| r.plan.judge(out.choices.iter().flat_map(|c| c.logprobs.iter().map(|l| l.logprob))));
+        .or_else(|| {
+            r.plan
+                .judge(out.choices.iter().flat_map(|c| c.logprobs.iter().map(|l| l.logprob)))
+        });
     if let Some(why) = reroute {
         return Err(why);
     }
@@ -339,10 +354,11 @@ async fn unary(r: &mut Rounds) -> Result<Response, Reroute> {
 }
 
 /// Streamed: tool rounds run before the response starts (nothing is visible in them, and the
-/// plan may still reroute), then content streams as the final round writes it.
+/// plan may still reroute; with the confidence cascade, the answer's first tokens are judged
+/// too), then content streams as the final round writes it.
 async fn streamed(mut r: Rounds) -> Result<Response, Reroute> {
-    let first = match r.next().await {
-        Ok(step) => step,
+    let held = match hold(&mut r).await {
+        Ok(held) => held,
         Err(Failure::Reroute(why)) => return Err(why),
         Err(Failure::Api(e)) => return Ok(fail(&r.st, e)),
     };
@@ -351,18 +367,49 @@ async fn streamed(mut r: Rounds) -> Result<Response, Reroute> {
         Err(e) => return Ok(fail(&r.st, e)),
     };
     let names = r.names();
+    r.sent = true;
     let mut state = Streamed {
         r,
         meta,
         queue: std::collections::VecDeque::new(),
         finished: false,
     };
-    let role = json!({"index": 0, "delta": {"role": "assistant", "content": ""}, "logprobs": null, "finish_reason": null});
+    let role =
+        json!({"index": 0, "delta": {"role": "assistant", "content": ""}, "logprobs": null, "finish_reason": null});
     let role = state.meta.chunk(role).to_string();
     state.queue.push_back(role);
-    state.on_step(first);
+    for step in held {
+        state.on_step(Some(step));
+    }
     let resp = Sse::new(sse(state)).into_response();
     Ok(with_header(resp, &names))
+}
+
+/// The steps before the response starts: up to the first content, or as many content tokens
+/// as the cascade judges (then judged), or the whole answer.
+async fn hold(r: &mut Rounds) -> Result<Vec<Step>, Failure> {
+    let need = r.plan.hold_tokens().max(1);
+    let (mut held, mut lps) = (Vec::new(), Vec::new());
+    while held.len() < need {
+        match r.next().await? {
+            Some(Step::Content(text, l)) => {
+                lps.extend(l.iter().map(|x| x.logprob));
+                held.push(Step::Content(text, l));
+            }
+            Some(Step::Done(out)) => {
+                if let Some(why) = r.plan.on_answer(out.choices.iter().map(|c| c.finish_reason)) {
+                    return Err(Failure::Reroute(why));
+                }
+                held.push(Step::Done(out));
+                break;
+            }
+            None => {}
+        }
+    }
+    match r.plan.judge(lps.into_iter()) {
+        Some(why) => Err(Failure::Reroute(why)),
+        None => Ok(held),
+    }
 }
 
 struct Streamed {
@@ -385,7 +432,11 @@ impl Streamed {
     }
 
     fn on_done(&mut self, out: RequestOutput) {
-        let reason = out.choices.first().and_then(|c| c.finish_reason).unwrap_or(FinishReason::Stop);
+        let reason = out
+            .choices
+            .first()
+            .and_then(|c| c.finish_reason)
+            .unwrap_or(FinishReason::Stop);
         let mut end = self.meta.delta_chunk(0, json!({}), &[], Some(reason));
         end["aisle_tools"] = self.r.report();
         self.queue.push_back(end.to_string());

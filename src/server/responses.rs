@@ -116,7 +116,11 @@ impl Tracker {
 }
 
 /// Submit the request's prompts together (one engine submission, one merged stream).
-pub(super) fn submit(st: &AppState, plan: &LocalPlan, mut reqs: Vec<GenerationRequest>) -> Result<RequestStream, ApiError> {
+pub(super) fn submit(
+    st: &AppState,
+    plan: &LocalPlan,
+    mut reqs: Vec<GenerationRequest>,
+) -> Result<RequestStream, ApiError> {
     for req in &mut reqs {
         plan.prepare(req);
     }

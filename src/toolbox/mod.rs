@@ -144,7 +144,9 @@ impl Toolbox {
             });
         }
         if tools.is_empty() {
-            return Err(ToolboxError::Invalid("[tools] declares no tool (set `catalog` or add [[tools.http]])".into()));
+            return Err(ToolboxError::Invalid(
+                "[tools] declares no tool (set `catalog` or add [[tools.http]])".into(),
+            ));
         }
         Ok(Toolbox {
             tools,
@@ -172,8 +174,8 @@ impl Toolbox {
     /// Run one call; `arguments` is the JSON text the model wrote.
     pub async fn call(&self, name: &str, arguments: &str) -> CallRecord {
         let t0 = Instant::now();
-        let args: Result<Value, CallError> = serde_json::from_str(arguments)
-            .map_err(|e| CallError::Invalid(format!("the arguments are not JSON: {e}")));
+        let args: Result<Value, CallError> =
+            serde_json::from_str(arguments).map_err(|e| CallError::Invalid(format!("the arguments are not JSON: {e}")));
         let outcome = match (self.tools.iter().find(|t| t.function.name == name), &args) {
             (None, _) => Err(CallError::Invalid(format!("there is no tool named `{name}`"))),
             (_, Err(e)) => Err(e.clone()),
@@ -182,7 +184,11 @@ impl Toolbox {
         let valid = !matches!(outcome, Err(CallError::Invalid(_)));
         let (content, rows, error) = match outcome {
             Ok((v, rows)) => (v.to_string(), rows, None),
-            Err(e) => (json!({"error": e.message()}).to_string(), 0, Some(e.message().to_string())),
+            Err(e) => (
+                json!({"error": e.message()}).to_string(),
+                0,
+                Some(e.message().to_string()),
+            ),
         };
         CallRecord {
             name: name.to_string(),
@@ -245,7 +251,10 @@ async fn run(tool: &Tool, args: Value) -> catalog::Outcome {
     };
     match tokio::time::timeout(tool.timeout, work).await {
         Ok(r) => r,
-        Err(_) => Err(CallError::Failed(format!("{name} did not answer within {} ms", tool.timeout.as_millis()))),
+        Err(_) => Err(CallError::Failed(format!(
+            "{name} did not answer within {} ms",
+            tool.timeout.as_millis()
+        ))),
     }
 }
 

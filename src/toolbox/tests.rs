@@ -9,9 +9,21 @@ use super::*;
 async fn stub() -> (String, tokio::task::JoinHandle<()>) {
     let barrier = Arc::new(tokio::sync::Barrier::new(2));
     let app = Router::new()
-        .route("/stock", post(|Json(a): Json<Value>| async move { Json(json!({"name": a["name"], "units": 3})) }))
-        .route("/fail", post(|| async { (axum::http::StatusCode::INTERNAL_SERVER_ERROR, "boom") }))
-        .route("/slow", post(|| async { std::future::pending::<()>().await; "never" }))
+        .route(
+            "/stock",
+            post(|Json(a): Json<Value>| async move { Json(json!({"name": a["name"], "units": 3})) }),
+        )
+        .route(
+            "/fail",
+            post(|| async { (axum::http::StatusCode::INTERNAL_SERVER_ERROR, "boom") }),
+        )
+        .route(
+            "/slow",
+            post(|| async {
+                std::future::pending::<()>().await;
+                "never"
+            }),
+        )
         .route(
             "/pair",
             post(move |Json(a): Json<Value>| {
@@ -54,15 +66,33 @@ async fn catalog_tools_answer_in_compact_json() {
     let tb = catalog_box(dir.path());
     assert_eq!(tb.names(), ["search_products", "get_product"]);
     let defs = tb.definitions();
-    assert_eq!(defs[0]["function"]["parameters"]["properties"]["category"]["enum"], json!(["power drills", "electric kettles"]));
+    assert_eq!(
+        defs[0]["function"]["parameters"]["properties"]["category"]["enum"],
+        json!(["power drills", "electric kettles"])
+    );
     let r = tb.call("get_product", r#"{"name": "ironhnad edge n20"}"#).await;
     assert_eq!((r.rows, r.error.as_deref()), (1, None));
-    assert!(r.content.starts_with(r#"{"id":"SKU-1","name":"Ironhand Edge N20","#), "{}", r.content);
-    let r = tb.call("search_products", r#"{"query": "kettle", "sort": "price_asc", "limit": 1}"#).await;
+    assert!(
+        r.content.starts_with(r#"{"id":"SKU-1","name":"Ironhand Edge N20","#),
+        "{}",
+        r.content
+    );
+    let r = tb
+        .call(
+            "search_products",
+            r#"{"query": "kettle", "sort": "price_asc", "limit": 1}"#,
+        )
+        .await;
     let v: Value = serde_json::from_str(&r.content).expect("json");
-    assert_eq!((v["total"].as_u64(), v["results"][0]["name"].as_str(), r.rows), (Some(2), Some("Caffio Velvet Q12"), 1));
+    assert_eq!(
+        (v["total"].as_u64(), v["results"][0]["name"].as_str(), r.rows),
+        (Some(2), Some("Caffio Velvet Q12"), 1)
+    );
     let r = tb.call("get_product", r#"{"name": "Zentrix Pro X3"}"#).await;
-    assert_eq!((r.content.as_str(), r.rows, r.error), (r#"{"error":"not found"}"#, 0, None));
+    assert_eq!(
+        (r.content.as_str(), r.rows, r.error),
+        (r#"{"error":"not found"}"#, 0, None)
+    );
 }
 
 #[tokio::test]
@@ -107,7 +137,10 @@ async fn http_tools_run_in_parallel_and_fail_softly() {
     assert!(r.valid, "a valid call that timed out");
     // The stub answers `pair` only when two calls are in flight: run one after the other,
     // the first would wait until its timeout.
-    let calls = vec![("pair".to_string(), r#"{"n": 1}"#.to_string()), ("pair".to_string(), r#"{"n": 2}"#.to_string())];
+    let calls = vec![
+        ("pair".to_string(), r#"{"n": 1}"#.to_string()),
+        ("pair".to_string(), r#"{"n": 2}"#.to_string()),
+    ];
     let rs = tb.call_all(&calls).await;
     let got: Vec<&str> = rs.iter().map(|r| r.content.as_str()).collect();
     assert_eq!(got, [r#"[{"n":1}]"#, r#"[{"n":2}]"#]);
@@ -116,11 +149,22 @@ async fn http_tools_run_in_parallel_and_fail_softly() {
 
 #[test]
 fn config_mistakes_are_named() {
-    let cfg = |http: Vec<HttpToolConfig>| ToolsConfig { http, ..ToolsConfig::default() };
+    let cfg = |http: Vec<HttpToolConfig>| ToolsConfig {
+        http,
+        ..ToolsConfig::default()
+    };
     let err = |c: ToolsConfig| Toolbox::new(&c).err().map(|e| e.to_string()).unwrap_or_default();
     assert!(err(cfg(vec![])).contains("declares no tool"));
     assert!(err(cfg(vec![http("a b", "http://x".into(), None)])).contains("tool name"));
     assert!(err(cfg(vec![http("a", "ftp://x".into(), None)])).contains("http://"));
-    assert!(err(cfg(vec![http("a", "http://x".into(), None), http("a", "http://y".into(), None)])).contains("two tools"));
-    assert!(err(ToolsConfig { max_rounds: 0, ..cfg(vec![http("a", "http://x".into(), None)]) }).contains("max_rounds"));
+    assert!(err(cfg(vec![
+        http("a", "http://x".into(), None),
+        http("a", "http://y".into(), None)
+    ]))
+    .contains("two tools"));
+    assert!(err(ToolsConfig {
+        max_rounds: 0,
+        ..cfg(vec![http("a", "http://x".into(), None)])
+    })
+    .contains("max_rounds"));
 }

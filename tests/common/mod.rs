@@ -202,8 +202,17 @@ pub fn server_config() -> aisle::server::ServerConfig {
 /// `model` behind the real router on a loopback port (32 sequences, 512 blocks of 16):
 /// returns the base URL `http://127.0.0.1:PORT` and the engine (keep it alive).
 pub async fn serve_on_loopback(model: &LoadedModel, name: &str) -> (String, aisle::engine::Engine) {
+    serve_on_loopback_with_tools(model, name, None).await
+}
+
+/// `serve_on_loopback` with the server's own tools.
+pub async fn serve_on_loopback_with_tools(
+    model: &LoadedModel,
+    name: &str,
+    toolbox: Option<std::sync::Arc<aisle::toolbox::Toolbox>>,
+) -> (String, aisle::engine::Engine) {
     let (served, engine) = served(model, 16, 512, 512, 32, std::time::Duration::ZERO);
-    let state = aisle::server::AppState::new(aisle::server::ServerConfig {
+    let cfg = aisle::server::ServerConfig {
         model_name: name.into(),
         api_keys: vec![],
         max_waiting: 64,
@@ -212,7 +221,8 @@ pub async fn serve_on_loopback(model: &LoadedModel, name: &str) -> (String, aisl
         local_price: Default::default(),
         tool_parser: Default::default(),
         allowed_origins: vec![],
-    });
+    };
+    let state = aisle::server::AppState::with_tools(cfg, None, toolbox);
     state.set_model(served);
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
         .await

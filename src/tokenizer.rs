@@ -51,6 +51,16 @@ fn token_text(v: Option<&Value>) -> Option<String> {
     }
 }
 
+/// A model directory's chat template source, if it has one (read without loading the
+/// tokenizer; unreadable files count as none).
+pub fn template_source(dir: &Path) -> Option<String> {
+    let cfg = std::fs::read_to_string(dir.join("tokenizer_config.json"))
+        .ok()
+        .and_then(|t| serde_json::from_str::<Value>(&t).ok())
+        .unwrap_or(Value::Null);
+    find_template(dir, &cfg).ok().flatten()
+}
+
 /// The template source: `chat_template.jinja`, else `tokenizer_config.json`'s field (string or
 /// a list of named templates, taking `default`), else `chat_template.json`.
 fn find_template(dir: &Path, cfg: &Value) -> Result<Option<String>, LoadError> {

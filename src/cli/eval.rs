@@ -63,7 +63,7 @@ pub struct EvalArgs {
     #[arg(long)]
     min_accuracy: Option<f64>,
     /// In-process: the catalog the built-in tools read (default: the model directory's
-    /// catalog.json, when it has one).
+    /// catalog.json, when it has one and its chat template can call tools).
     #[arg(long)]
     catalog: Option<PathBuf>,
     /// In-process: run without built-in tools.
@@ -88,7 +88,15 @@ fn local_app(args: &EvalArgs, model: &LoadedModel) -> Result<(Target, Engine)> {
     );
     let (served, engine) = aisle::server::start_engine(model, core, std::time::Duration::ZERO, String::new());
     let shipped = model.dir.join("catalog.json");
-    let catalog = args.catalog.clone().or_else(|| shipped.is_file().then_some(shipped));
+    let calls_tools = model
+        .tokenizer
+        .chat_template_source()
+        .and_then(aisle::tools::ToolFormat::detect)
+        .is_some();
+    let catalog = args
+        .catalog
+        .clone()
+        .or_else(|| (calls_tools && shipped.is_file()).then_some(shipped));
     let toolbox = match (catalog, args.no_tools) {
         (Some(c), false) => {
             let cfg = aisle::toolbox::ToolsConfig {

@@ -142,7 +142,7 @@ pub fn run(args: ServeArgs) -> Result<()> {
 }
 
 /// The built-in tools: `[tools]` from the config, with `--catalog` and the tool flags on top;
-/// the shipped model brings its own catalog unless `--no-tools`.
+/// the shipped model brings its own catalog (when it can call tools) unless `--no-tools`.
 fn tools_config(
     args: &ServeArgs,
     routing: Option<&aisle::fallback::RoutingConfig>,
@@ -154,10 +154,14 @@ fn tools_config(
     let mut cfg = routing.and_then(|r| r.tools.clone());
     let shipped = std::path::Path::new(spec).join("catalog.json");
     let default_model = args.model.model.is_none() && routing.is_none();
+    // The shipped model brings its catalog when its chat template can call tools.
+    let calls_tools = aisle::tokenizer::template_source(std::path::Path::new(spec))
+        .and_then(|t| aisle::tools::ToolFormat::detect(&t))
+        .is_some();
     let catalog = args
         .catalog
         .clone()
-        .or_else(|| (default_model && shipped.is_file()).then_some(shipped));
+        .or_else(|| (default_model && calls_tools && shipped.is_file()).then_some(shipped));
     if let Some(c) = catalog {
         cfg.get_or_insert_with(Default::default).catalog = Some(c);
     }

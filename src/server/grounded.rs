@@ -251,7 +251,17 @@ impl Rounds {
             tool_call_id: None,
             name: None,
         });
+        let m = &self.st.0.metrics;
         for (c, r) in turn.calls.iter().zip(&records) {
+            let outcome = match (&r.error, r.valid) {
+                (None, _) => "ok",
+                (Some(_), true) => "error",
+                (Some(_), false) => "invalid",
+            };
+            m.tool_calls.with_label_values(&[&r.name, outcome]).inc();
+            m.tool_latency
+                .with_label_values(&[&r.name])
+                .observe(r.latency.as_secs_f64());
             tracing::info!(target: "aisle::tools", request_id = %self.rid, round = self.round, tool = %r.name,
                            arguments = %r.arguments, latency_ms = r.latency.as_secs_f64() * 1e3, rows = r.rows,
                            error = r.error.as_deref(), "tool call");

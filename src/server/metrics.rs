@@ -36,6 +36,9 @@ pub struct Metrics {
     pub remote_latency: HistogramVec,
     pub circuit_state: IntGaugeVec,
     pub cost: CounterVec,
+    /// Built-in tool calls by tool and outcome (`ok`, `error`, `invalid`), and their latency.
+    pub tool_calls: IntCounterVec,
+    pub tool_latency: HistogramVec,
     /// Engine counters already copied into the counters above.
     synced: Mutex<EngineStats>,
 }
@@ -127,6 +130,17 @@ impl Metrics {
                 &["route"],
             )
             .expect("valid metric definition"),
+            tool_calls: IntCounterVec::new(
+                Opts::new("aisle:tool_calls_total", "Built-in tool calls by tool and outcome"),
+                &["tool", "outcome"],
+            )
+            .expect("valid metric definition"),
+            tool_latency: HistogramVec::new(
+                HistogramOpts::new("aisle:tool_call_latency_seconds", "Latency of built-in tool calls")
+                    .buckets(SECONDS.to_vec()),
+                &["tool"],
+            )
+            .expect("valid metric definition"),
             synced: Mutex::new(EngineStats::default()),
         };
         m.register_all();
@@ -136,6 +150,8 @@ impl Metrics {
     fn register_all(&self) {
         let collectors: Vec<Box<dyn prometheus::core::Collector>> = vec![
             Box::new(self.e2e_latency.clone()),
+            Box::new(self.tool_calls.clone()),
+            Box::new(self.tool_latency.clone()),
             Box::new(self.ttft.clone()),
             Box::new(self.inter_token.clone()),
             Box::new(self.queue_time.clone()),

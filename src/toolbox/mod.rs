@@ -97,7 +97,8 @@ impl CallRecord {
     /// The record for the response's `aisle_tools` list.
     pub fn json(&self) -> Value {
         json!({"name": self.name, "arguments": self.arguments, "rows": self.rows, "valid": self.valid,
-               "latency_ms": (self.latency.as_secs_f64() * 1e4).round() / 10.0, "error": self.error})
+               "latency_ms": (self.latency.as_secs_f64() * 1e4).round() / 10.0, "error": self.error,
+               "result": self.content})
     }
 }
 

@@ -8,7 +8,8 @@
 //! Must not: sample or know HTTP field names. The sampler applies the masks; validation turns
 //! a `GrammarError` into a 400 naming the field.
 
-use std::sync::{Arc, OnceLock};
+use std::collections::VecDeque;
+use std::sync::{Arc, Mutex, OnceLock};
 
 use llguidance::api::TopLevelGrammar;
 use llguidance::toktrie::{SimpleVob, TokEnv, TokRxInfo, TokTrie, TokenizerEnv};
@@ -108,7 +109,13 @@ pub struct Grammars {
     vocab: usize,
     eos: Vec<u32>,
     factory: OnceLock<Result<ParserFactory, GrammarError>>,
+    /// The last few compiled grammars: a tool loop's rounds and clients that send the same
+    /// tools or schema every time compile once.
+    recent: Mutex<VecDeque<Grammar>>,
 }
+
+/// Compiled grammars kept for reuse.
+const RECENT: usize = 16;
 
 impl Grammars {
     /// `vocab` is the model's logits width (at least the tokenizer's); `eos` the ids that end
@@ -119,6 +126,7 @@ impl Grammars {
             vocab,
             eos,
             factory: OnceLock::new(),
+            recent: Mutex::new(VecDeque::new()),
         }
     }
 
@@ -165,15 +173,28 @@ impl Grammars {
 
     /// Compile `spec`; an error says what in it llguidance cannot use.
     pub fn compile(&self, spec: &GrammarSpec) -> Result<Grammar, GrammarError> {
-        let grammar = spec.to_llguidance()?;
+        let recent = |f: &mut dyn FnMut(&mut VecDeque<Grammar>)| {
+            // A panic elsewhere cannot leave the list inconsistent: keep using it.
+            f(&mut self.recent.lock().unwrap_or_else(|p| p.into_inner()))
+        };
+        let mut hit = None;
+        recent(&mut |r| hit = r.iter().find(|g| *g.spec == *spec).cloned());
+        if let Some(g) = hit {
+            return Ok(g);
+        }
         let parser = self
             .factory()?
-            .create_parser(grammar)
+            .create_parser(spec.to_llguidance()?)
             .map_err(|e| GrammarError::Compile(e.to_string()))?;
-        Ok(Grammar {
+        let g = Grammar {
             spec: Arc::new(spec.clone()),
             parser,
-        })
+        };
+        recent(&mut |r| {
+            r.truncate(RECENT - 1);
+            r.push_front(g.clone());
+        });
+        Ok(g)
     }
 }
 
@@ -286,6 +307,27 @@ mod tests {
         let (text, done) = walk(&g, &gs.tokenizer, 50);
         assert!(done);
         assert!(regex::Regex::new("^[0-9]{3} W$").unwrap().is_match(&text), "{text:?}");
+    }
+
+    #[test]
+    fn compiled_grammars_are_reused_and_each_start_is_fresh() {
+        let gs = grammars();
+        let spec = GrammarSpec::Regex("[0-9]{2} kg".into());
+        let first = gs.compile(&spec).unwrap();
+        let (text, done) = walk(&first, &gs.tokenizer, 50);
+        assert!(done && text.ends_with(" kg"), "{text:?}");
+        // The second compile is the kept one; walking the first left it untouched.
+        let again = gs.compile(&spec).unwrap();
+        assert_eq!(gs.recent.lock().unwrap().len(), 1);
+        assert_eq!(walk(&again, &gs.tokenizer, 50), (text, true));
+        for i in 0..RECENT + 3 {
+            gs.compile(&GrammarSpec::Choice(vec![format!("option {i}")])).unwrap();
+        }
+        assert_eq!(gs.recent.lock().unwrap().len(), RECENT);
+        assert!(
+            gs.recent.lock().unwrap().iter().all(|g| *g.spec != spec),
+            "the oldest is dropped"
+        );
     }
 
     #[test]

@@ -132,6 +132,19 @@ fn bad_input_exits_with_a_message() {
         "4",
     ]);
     assert!(!ok && stderr.contains("the prompt is empty"), "{stderr}");
+    // Built-in tools need a model that writes tool calls: refused at load, not a 400 per request.
+    let tiny = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("models/shop-tiny");
+    let catalog = tiny.join("catalog.json");
+    let (ok, _, stderr) = aisle(&[
+        "serve",
+        "--model",
+        tiny.to_str().unwrap(),
+        "--catalog",
+        catalog.to_str().unwrap(),
+        "--port",
+        "0",
+    ]);
+    assert!(!ok && stderr.contains("has no tool-call format"), "{stderr}");
 }
 
 #[test]

@@ -3,7 +3,7 @@
 shop.db` process answers product questions through its built-in tools with the openai SDK,
 unary and streamed alike, reports the calls (`x-aisle-tools`, `aisle_tools`), and an edit
 made with `aisle catalog set` while it runs is what the next answer's tool call reads: no
-retraining, no restart. (How exactly the preview model copies values is `aisle eval`'s
+retraining, no restart. (How well the preview model reads questions and copies values is `aisle eval`'s
 figure, not checked here.)
 
 Usage: e2e_grounded.py AISLE_BINARY  (run by scripts/test_e2e.sh)
@@ -37,7 +37,7 @@ def checks(srv, db, product):
     name, price = product["name"], f"${product['price']}"
 
     def unary():
-        headers, r = ask(c, f"How much is the {name}?")
+        headers, r = ask(c, f"How much do you charge for the {name}?")
         expect(r.choices[0].message.content.startswith(f"The {name} costs $"), r)
         expect(headers.get("x-aisle-tools") == "get_product", dict(headers))
         tools = r.model_extra["aisle_tools"]
@@ -48,9 +48,9 @@ def checks(srv, db, product):
     def streamed():
         chunks = list(c.chat.completions.create(
             model="shop", temperature=0, stream=True,
-            messages=[{"role": "user", "content": f"How much is the {name}?"}]))
+            messages=[{"role": "user", "content": f"How much do you charge for the {name}?"}]))
         text = "".join(ch.choices[0].delta.content or "" for ch in chunks if ch.choices)
-        _, r = ask(c, f"How much is the {name}?")
+        _, r = ask(c, f"How much do you charge for the {name}?")
         expect(text == r.choices[0].message.content, (text, r))
         finish = [ch for ch in chunks if ch.choices and ch.choices[0].finish_reason]
         expect(finish and finish[0].model_extra["aisle_tools"]["calls"][0]["name"] == "get_product", finish)
@@ -59,12 +59,12 @@ def checks(srv, db, product):
     def edit():
         def read(r):
             return json.loads(r.model_extra["aisle_tools"]["calls"][0]["result"])
-        _, r = ask(c, f"How much is the {name}?")
+        _, r = ask(c, f"How much do you charge for the {name}?")
         expect(read(r)["price"] == price, r)
         subprocess.run([base.BIN, "catalog", "set", db, name, "price", "99.00"], check=True, capture_output=True)
         stock = "false" if product["in_stock"] else "true"
         subprocess.run([base.BIN, "catalog", "set", db, name, "in_stock", stock], check=True, capture_output=True)
-        _, r = ask(c, f"How much is the {name}?")
+        _, r = ask(c, f"How much do you charge for the {name}?")
         row = read(r)
         expect(row["price"] == "$99.00" and row["stock"] == ("in stock" if stock == "true" else "out of stock"), row)
         expect(r.choices[0].message.content.startswith(f"The {name} costs $"), r)

@@ -47,10 +47,7 @@ async fn fake_remote() -> String {
     let app = Router::new()
         .route("/v1/chat/completions", post(handler))
         .route("/v1/completions", post(handler));
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    tokio::spawn(async move { axum::serve(listener, app).await.ok() });
-    format!("http://{addr}/v1")
+    format!("{}/v1", common::serve_stub(app).await)
 }
 
 /// The fake remote's answer to a request with tools: one call to the first tool whose

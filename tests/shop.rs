@@ -201,10 +201,9 @@ fn grounded_eval(dataset: &str, n: usize, extra: &[&str]) -> Value {
     serde_json::from_str(&stdout).expect("--json prints one JSON report")
 }
 
-/// Floor on the grounded preview's held-out slice: it measures 35.8% on these 120 items
-/// (far below the target: see its model card); a broken tool loop leaves only the
-/// refusals, about 12%.
-const GROUNDED_FLOOR: f64 = 0.25;
+/// Floor on the grounded preview's held-out slice: it measures 46.7% on these 120 items
+/// (far below the target: see its model card); without the tool loop it scores 2.5%.
+const GROUNDED_FLOOR: f64 = 0.40;
 
 #[test]
 fn the_grounded_preview_runs_the_tool_loop_in_eval_with_every_call_valid() {
@@ -261,10 +260,7 @@ async fn stub_judge() -> (String, Arc<std::sync::atomic::AtomicUsize>) {
             }
         }),
     );
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let url = format!("http://{}", listener.local_addr().unwrap());
-    tokio::spawn(async move { axum::serve(listener, app).await.ok() });
-    (url, asked)
+    (common::serve_stub(app).await, asked)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

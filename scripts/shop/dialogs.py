@@ -264,11 +264,13 @@ def plan_chat(rng, split, rows_by_name, products):
         context = [{"role": "user", "content": q1},
                    {"role": "assistant", "content": fact_answer(rows_by_name[p["name"]], fact)[0]}]
     key = {"greet": "What are you looking for", "thanks": "welcome", "bye": "Goodbye"}[which]
-    return Plan(f"chat/{which}", context, ph.pick(rng, phr, split), [], lambda _: (ans, key, ["$"]))
+    said = ph.pick(rng, phr, split)
+    said = said.lower() if split == "train" and rng.random() < 0.25 else said
+    return Plan(f"chat/{which}", context, said, [], lambda _: (ans, key, ["$"]))
 
 
 TRAIN_MIX = [("fact", 33), ("typo", 16), ("compare", 13), ("filter", 16), ("unknown", 8), ("followup", 8),
-             ("describe", 2), ("chat", 2), ("error", 2)]
+             ("describe", 2), ("chat", 3), ("error", 2)]
 
 
 def plan_one(rng, kind, products, split, brands, rows_by_name):
@@ -422,7 +424,9 @@ def main():
         plans = training_plans(rng, products, per, train_brands, rows)
         for plan, results in zip(plans, execute(args.aisle, path, plans)):
             _, msgs, _, _, _ = conversation(plan, results)
-            corpus.append({"kind": plan.kind, "messages": msgs, "train_from": len(msgs) - 1 - (len(plan.calls) + 1 if plan.calls else 0)})
+            # Trained: the model's turns after the last question (its calls and its answer).
+            last_user = max(i for i, m in enumerate(msgs) if m["role"] == "user")
+            corpus.append({"kind": plan.kind, "messages": msgs, "train_from": last_user + 1})
     rng.shuffle(corpus)
     write_jsonl(os.path.join(args.work, "corpus.jsonl"), corpus)
     with open(os.path.join(args.work, "tools.json"), "w") as f:

@@ -1,7 +1,9 @@
 """Byte-level BPE tokenizer for shop-tiny, trained on the QA corpus, plus its chat template.
 
-Digits are split one per token (prices and specs are spelled digit by digit) and every space is
-a token of its own; the rest is GPT-2 style byte-level BPE. Writes tokenizer.json and tokenizer_config.json (with the chat template).
+Digit runs are split into pairs from the left ("1272" -> "12" "72", "A8" -> "A" "8") and every
+space is a token of its own; the rest is GPT-2 style byte-level BPE. Pairs make a model code or a
+price few, distinctive tokens, so copying one from a tool result is a short, unambiguous chain
+(with single digits, "after 2 comes ..." matches every 2 in the context). Writes tokenizer.json and tokenizer_config.json (with the chat template).
 
     python scripts/shop/tokenizer.py --corpus target/shop/corpus.jsonl --out models/shop-tiny --vocab 2048
 """
@@ -10,7 +12,7 @@ import argparse
 import json
 import os
 
-from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+from tokenizers import Regex, Tokenizer, decoders, models, pre_tokenizers, trainers
 
 SPECIAL = ["<|pad|>", "<|end|>", "<|system|>", "<|user|>", "<|assistant|>", "<|tools|>", "<|tool|>",
            "<tool_call>", "</tool_call>"]
@@ -60,7 +62,7 @@ def train(corpus_path, vocab):
     # question, after a quote in a tool call or result, in the answer. Copying a name from a
     # tool result into the answer is then copying tokens one for one.
     tok.pre_tokenizer = pre_tokenizers.Sequence(
-        [pre_tokenizers.Digits(individual_digits=True), pre_tokenizers.Split(" ", "isolated"),
+        [pre_tokenizers.Split(Regex(r"[0-9]{1,2}"), "isolated"), pre_tokenizers.Split(" ", "isolated"),
          pre_tokenizers.ByteLevel(add_prefix_space=False)]
     )
     tok.decoder = decoders.ByteLevel()

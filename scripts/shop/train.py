@@ -12,6 +12,7 @@ quick evaluation runs the tool loop, executing calls with `aisle catalog call`.
 """
 
 import argparse
+import itertools
 import json
 import math
 import os
@@ -23,10 +24,12 @@ import time
 import torch
 from tokenizers import Tokenizer
 from transformers import GenerationConfig, LlamaConfig, LlamaForCausalLM
+
+from tokenizer import SPECIAL
 from jinja2.sandbox import ImmutableSandboxedEnvironment
 
-SHAPE = dict(hidden_size=256, intermediate_size=768, num_hidden_layers=4, num_attention_heads=4,
-             num_key_value_heads=2, max_position_embeddings=1024)
+SHAPE = dict(hidden_size=256, intermediate_size=768, num_hidden_layers=4, num_attention_heads=8,
+             num_key_value_heads=4, head_dim=32, max_position_embeddings=1024)
 
 
 _COMPILED = {}
@@ -43,14 +46,15 @@ def render(template, messages, generation_prompt, tools=None):
 
 
 def encode_rows(rows, tok, template, tools):
-    """(ids, [(start, end)] trained spans) per row: each model turn from `train_from` on, with
-    its <|end|>."""
+    """(ids, [(start, end)] trained spans, copy mask) per row: each model turn from `train_from`
+    on, with its <|end|>. The copy mask marks trained tokens that occur earlier in the row (names,
+    codes, prices quoted from the question or a tool result)."""
     out = []
     for r in rows:
         msgs = r["messages"]
         full = render(template, msgs, False, tools).rstrip("\n")
         f_ids = tok.encode(full, add_special_tokens=False).ids
-        spans = []
+        spans, copy = [], []
         for i in range(r["train_from"], len(msgs)):
             if msgs[i]["role"] != "assistant":
                 continue
@@ -58,12 +62,15 @@ def encode_rows(rows, tok, template, tools):
             e_ids = tok.encode(render(template, msgs[: i + 1], False, tools).rstrip("\n"), add_special_tokens=False).ids
             assert f_ids[: len(e_ids)] == e_ids and e_ids[: len(p_ids)] == p_ids, "turns must tokenize as prefixes"
             spans.append((len(p_ids), len(e_ids)))
-        out.append((f_ids, spans))
+            seen = set(p_ids)
+            copy.extend(t for t in range(len(p_ids), len(e_ids)) if f_ids[t] in seen)
+        out.append((f_ids, spans, copy))
     return out
 
 
-def batches(encoded, batch_size, rng):
-    """Length-bucketed batches in a seeded random order: (input ids, labels) padded with -100."""
+def batches(encoded, batch_size, rng, copy_weight):
+    """Length-bucketed batches in a seeded random order: (input ids, labels padded with -100,
+    per-label loss weights: `copy_weight` on copied tokens, 1 elsewhere)."""
     order = sorted(range(len(encoded)), key=lambda i: (len(encoded[i][0]), rng.random()))
     groups = [order[i: i + batch_size] for i in range(0, len(order), batch_size)]
     rng.shuffle(groups)
@@ -71,19 +78,59 @@ def batches(encoded, batch_size, rng):
         width = max(len(encoded[i][0]) for i in g)
         ids = torch.zeros(len(g), width, dtype=torch.long)
         labels = torch.full((len(g), width), -100, dtype=torch.long)
+        weights = torch.ones(len(g), width)
         for row, i in enumerate(g):
-            seq, spans = encoded[i]
+            seq, spans, copy = encoded[i]
             ids[row, : len(seq)] = torch.tensor(seq)
             for start, end in spans:
                 labels[row, start:end] = torch.tensor(seq[start:end])
-        yield ids, labels
+            if copy:
+                weights[row, torch.tensor(copy)] = copy_weight
+        yield ids, labels, weights
 
 
-def lr_at(step, total, peak, warmup):
+def copy_batches(rng, steps, batch_size, vocab, space_id, end_id, first_id):
+    """A warm-up task that teaches copying before the conversations: a run of random "words"
+    (1-3 random tokens each, a space token between them), <|end|>, the same run again, trained on
+    the repeat. Spaces make "the token after this one" ambiguous, as in real names, so the model
+    must match longer prefixes, as it does when it quotes a name or a price from a tool result."""
+    for _ in range(steps):
+        seqs = []
+        for _ in range(batch_size):
+            words = [[rng.randrange(first_id, vocab) for _ in range(rng.randint(1, 3))] for _ in range(rng.randint(2, 12))]
+            run = []
+            for i, w in enumerate(words):
+                run += ([space_id] if i else []) + w
+            run.append(end_id)
+            seqs.append(run + run)
+        width = max(len(q) for q in seqs)
+        ids = torch.zeros(batch_size, width, dtype=torch.long)
+        labels = torch.full((batch_size, width), -100, dtype=torch.long)
+        for row, q in enumerate(seqs):
+            ids[row, : len(q)] = torch.tensor(q)
+            half = len(q) // 2
+            labels[row, half: len(q)] = torch.tensor(q[half:])
+        yield ids, labels, torch.ones(batch_size, width)
+
+
+def weighted_loss(logits, labels, weights):
+    """Mean next-token cross-entropy over the trained labels, weighted; and the plain mean."""
+    logits, labels, weights = logits[:, :-1].float(), labels[:, 1:], weights[:, 1:]
+    nll = torch.nn.functional.cross_entropy(logits.reshape(-1, logits.size(-1)), labels.reshape(-1),
+                                            ignore_index=-100, reduction="none")
+    mask = (labels.reshape(-1) != -100).float()
+    w = weights.reshape(-1) * mask
+    return (nll * w).sum() / w.sum(), (nll * mask).sum() / mask.sum()
+
+
+def lr_at(step, total, peak, warmup, decay=0.25):
+    """Warmup, then constant, then a linear decay to 5% over the last `decay` of the steps."""
     if step < warmup:
         return peak * (step + 1) / warmup
-    progress = (step - warmup) / max(1, total - warmup)
-    return peak * (0.05 + 0.95 * 0.5 * (1 + math.cos(math.pi * min(1.0, progress))))
+    start = int(total * (1 - decay))
+    if step < start:
+        return peak
+    return peak * (1 - 0.95 * (step - start) / max(1, total - start))
 
 
 CALL = re.compile(r"<tool_call>\n(.*?)\n</tool_call>", re.S)
@@ -145,11 +192,19 @@ def main():
     ap.add_argument("--out", required=True)
     ap.add_argument("--seed", type=int, default=7)
     ap.add_argument("--epochs", type=float, default=12)
-    ap.add_argument("--batch", type=int, default=64)
+    ap.add_argument("--batch", type=int, default=32)
     ap.add_argument("--lr", type=float, default=3e-3)
     ap.add_argument("--eval-every", type=int, default=2000)
     ap.add_argument("--bf16", action="store_true", help="bf16 autocast for matmuls (AMX); weights stay f32")
-    ap.add_argument("--max-steps", type=int, default=0, help="stop early (for timing trials)")
+    ap.add_argument("--max-steps", type=int, default=0, help="the schedule's length in steps (default: the epochs')")
+    ap.add_argument("--stop-at", type=int, default=0, help="stop after this step, keeping the schedule (pilots)")
+    ap.add_argument("--warmup", type=int, default=100)
+    ap.add_argument("--decay", type=float, default=0.25, help="share of the steps the LR decays over, at the end")
+    ap.add_argument("--init", help="start from this model's weights (a second phase) instead of a fresh one")
+    ap.add_argument("--rows", type=int, default=0, help="only the corpus' first N conversations")
+    ap.add_argument("--copy-steps", type=int, default=800, help="steps of the copying warm-up task first")
+    ap.add_argument("--copy-weight", type=float, default=3.0,
+                    help="loss weight of trained tokens that occur earlier in the conversation (copies)")
     ap.add_argument("--layers", type=int, default=SHAPE["num_hidden_layers"])
     args = ap.parse_args()
 
@@ -161,6 +216,7 @@ def main():
     template = tcfg["chat_template"]
     end_id, pad_id = tok.token_to_id("<|end|>"), tok.token_to_id("<|pad|>")
     rows = [json.loads(line) for line in open(args.corpus)]
+    rows = rows[: args.rows] if args.rows else rows
     held = [json.loads(line) for line in open(args.heldout)]
     tools = json.load(open(args.tools))
     encoded = encode_rows(rows, tok, template, tools)
@@ -170,32 +226,37 @@ def main():
                       rope_theta=10000.0, bos_token_id=None, eos_token_id=end_id, pad_token_id=pad_id,
                       attention_bias=False, mlp_bias=False, hidden_act="silu", initializer_range=0.02,
                       **{**SHAPE, "num_hidden_layers": args.layers})
-    model = LlamaForCausalLM(cfg)
+    model = LlamaForCausalLM.from_pretrained(args.init) if args.init else LlamaForCausalLM(cfg)
     print(f"parameters: {model.num_parameters():,}")
     steps_per_epoch = math.ceil(len(encoded) / args.batch)
-    total = int(steps_per_epoch * args.epochs) if not args.max_steps else args.max_steps
+    total = args.copy_steps + int(steps_per_epoch * args.epochs) if not args.max_steps else args.max_steps
     decay = [p for n, p in model.named_parameters() if p.dim() >= 2]
     no_decay = [p for n, p in model.named_parameters() if p.dim() < 2]
     opt = torch.optim.AdamW([{"params": decay, "weight_decay": 0.01}, {"params": no_decay, "weight_decay": 0.0}],
                             lr=args.lr, betas=(0.9, 0.95))
     step, t0, losses = 0, time.time(), []
-    while step < total:
-        for ids, labels in batches(encoded, args.batch, rng):
-            if step >= total:
+    stop = min(total, args.stop_at) if args.stop_at else total
+    space_id = tok.token_to_id("Ġ")
+    warm = copy_batches(rng, args.copy_steps, 64, tok.get_vocab_size(), space_id, end_id, first_id=len(SPECIAL))
+    while step < stop:
+        data = batches(encoded, args.batch, rng, args.copy_weight)
+        for ids, labels, weights in itertools.chain(warm, data):
+            if step >= stop:
                 break
             for g in opt.param_groups:
-                g["lr"] = lr_at(step, total, args.lr, warmup=200)
+                g["lr"] = lr_at(step, total, args.lr, args.warmup, args.decay)
             with torch.autocast("cpu", dtype=torch.bfloat16, enabled=args.bf16):
-                loss = model(input_ids=ids, labels=labels).loss
+                logits = model(input_ids=ids).logits
+            loss, plain = weighted_loss(logits, labels, weights)
             opt.zero_grad(set_to_none=True)
             loss.backward()
             torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
             opt.step()
-            losses.append(loss.item())
+            losses.append(plain.item())
             step += 1
             if step % 100 == 0:
                 print(f"step {step}/{total} loss {sum(losses[-100:]) / 100:.4f} {time.time() - t0:.0f}s", flush=True)
-            if step % args.eval_every == 0 or step == total:
+            if step % args.eval_every == 0 or step == stop:
                 acc, kinds = quick_eval(model, tok, template, tools, held, end_id, args.eval_limit, args.aisle,
                                         args.catalog)
                 print(f"  held-out key-fact (first {args.eval_limit}): {acc:.3f} {kinds}", flush=True)

@@ -11,6 +11,7 @@ mod schema;
 mod search;
 
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Mutex;
 
 use rusqlite::{Connection, OpenFlags};
@@ -47,9 +48,14 @@ pub enum CatalogError {
     BadEdit { field: String, message: String },
 }
 
-/// An open catalog. Queries take the connection's lock for the few milliseconds they run.
+/// Connections to a database file, so the parallel calls of one turn do not queue on one lock.
+const POOL: usize = 4;
+
+/// An open catalog. A query takes a free connection (or waits for one) for the few
+/// milliseconds it runs; an imported `catalog.json` lives in one private in-memory connection.
 pub struct Catalog {
-    conn: Mutex<Connection>,
+    conns: Vec<Mutex<Connection>>,
+    next: AtomicUsize,
     path: PathBuf,
 }
 
@@ -67,7 +73,7 @@ impl Catalog {
         if is_json {
             let conn = Connection::open_in_memory().map_err(|e| db_err(path, e))?;
             schema::import(&conn, path)?;
-            return Ok(Catalog::wrap(conn, path));
+            return Ok(Catalog::wrap(vec![conn], path));
         }
         if !path.is_file() {
             return Err(CatalogError::Read {
@@ -76,9 +82,11 @@ impl Catalog {
             });
         }
         let flags = OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX;
-        let conn = Connection::open_with_flags(path, flags).map_err(|e| db_err(path, e))?;
-        schema::check(&conn).map_err(|e| db_err(path, e))?;
-        Ok(Catalog::wrap(conn, path))
+        let conns = (0..POOL)
+            .map(|_| Connection::open_with_flags(path, flags).map_err(|e| db_err(path, e)))
+            .collect::<Result<Vec<_>, _>>()?;
+        schema::check(&conns[0]).map_err(|e| db_err(path, e))?;
+        Ok(Catalog::wrap(conns, path))
     }
 
     /// Build a database file at `out` from a `catalog.json` (replacing `out`).
@@ -95,11 +103,22 @@ impl Catalog {
         Ok(n)
     }
 
-    fn wrap(conn: Connection, path: &Path) -> Catalog {
+    fn wrap(conns: Vec<Connection>, path: &Path) -> Catalog {
         Catalog {
-            conn: Mutex::new(conn),
+            conns: conns.into_iter().map(Mutex::new).collect(),
+            next: AtomicUsize::new(0),
             path: path.to_path_buf(),
         }
+    }
+
+    /// A free connection, else the next one in turn once it is free. A panic while a lock was
+    /// held cannot leave SQLite inconsistent, so a poisoned lock keeps serving.
+    fn conn(&self) -> std::sync::MutexGuard<'_, Connection> {
+        if let Some(free) = self.conns.iter().find_map(|c| c.try_lock().ok()) {
+            return free;
+        }
+        let i = self.next.fetch_add(1, Ordering::Relaxed) % self.conns.len();
+        self.conns[i].lock().unwrap_or_else(|p| p.into_inner())
     }
 
     pub fn path(&self) -> &Path {
@@ -107,8 +126,7 @@ impl Catalog {
     }
 
     fn with<T>(&self, f: impl FnOnce(&Connection) -> rusqlite::Result<T>) -> Result<T, CatalogError> {
-        // A panic while the lock was held cannot leave SQLite inconsistent: keep serving.
-        let conn = self.conn.lock().unwrap_or_else(|p| p.into_inner());
+        let conn = self.conn();
         f(&conn).map_err(|e| db_err(&self.path, e))
     }
 
@@ -141,7 +159,7 @@ impl Catalog {
     /// Change one field of one product (`price`, `in_stock`, `rating`, `colour`,
     /// `warranty_years` or a spec name), by id or exact name.
     pub fn set(&self, product: &str, field: &str, value: &str) -> Result<(), CatalogError> {
-        let conn = self.conn.lock().unwrap_or_else(|p| p.into_inner());
+        let conn = self.conn();
         schema::set(&conn, product, field, value).map_err(|e| match e {
             schema::EditError::Db(e) => db_err(&self.path, e),
             schema::EditError::NoSuchProduct => CatalogError::NoSuchProduct(product.to_string()),

@@ -229,3 +229,21 @@ fn bad_catalog_files_name_the_product() {
         Err(CatalogError::Read { .. })
     ));
 }
+
+#[test]
+fn a_database_file_answers_while_one_connection_is_busy() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let db = dir.path().join("shop.db");
+    Catalog::build(&fixture(dir.path()), &db).expect("build");
+    let cat = std::sync::Arc::new(Catalog::open(&db).expect("open"));
+    assert_eq!(cat.conns.len(), POOL);
+    // Hold all but one connection, as slow queries would: a query still runs at once, on the
+    // free one. (With a single shared connection it would wait for the others to finish.)
+    let held: Vec<_> = cat.conns[1..].iter().map(|c| c.lock().expect("lock")).collect();
+    let (tx, rx) = std::sync::mpsc::channel();
+    let c = cat.clone();
+    std::thread::spawn(move || tx.send(c.len().map_err(|e| e.to_string())));
+    let got = rx.recv_timeout(std::time::Duration::from_secs(20));
+    drop(held);
+    assert_eq!(got.expect("the query ran on the free connection"), Ok(5));
+}

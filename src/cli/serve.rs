@@ -155,8 +155,9 @@ fn tools_config(
     let shipped = std::path::Path::new(spec).join("catalog.json");
     let default_model = args.model.model.is_none() && routing.is_none();
     // The shipped model brings its catalog when its chat template can call tools.
-    let calls_tools = aisle::tokenizer::template_source(std::path::Path::new(spec))
-        .and_then(|t| aisle::tools::ToolFormat::detect(&t))
+    let calls_tools = args
+        .tool_call_parser
+        .resolve(aisle::tools::detect_in_dir(std::path::Path::new(spec)))
         .is_some();
     let catalog = args
         .catalog

@@ -16,15 +16,14 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use axum::http::HeaderValue;
-use axum::response::sse::{Event as SseEvent, Sse};
+use axum::response::sse::Sse;
 use axum::response::{IntoResponse, Response};
 use axum::Json;
-use futures_util::stream::Stream;
 use serde_json::{json, Value};
 
 use super::api::{Body, ChatMessageIn, ChatRequest, MessageContent};
 use super::errors::ApiError;
-use super::responses::{count_failure, submit, Local, Tracker};
+use super::responses::{count_failure, sse_stream, submit, Local, Payloads, Tracker};
 use super::shape::{usage_json, Meta};
 use super::validate::{self, ValidRequest};
 use super::AppState;
@@ -391,7 +390,7 @@ async fn streamed(mut r: Rounds) -> Result<Response, Reroute> {
     for step in held {
         state.on_step(Some(step));
     }
-    let resp = Sse::new(sse(state)).into_response();
+    let resp = Sse::new(sse_stream(state)).into_response();
     Ok(with_header(resp, &names))
 }
 
@@ -460,33 +459,25 @@ impl Streamed {
         self.r.tracker.done(&out, 200);
         self.finished = true;
     }
-
-    async fn next_payload(&mut self) -> Option<String> {
-        loop {
-            if let Some(p) = self.queue.pop_front() {
-                return Some(p);
-            }
-            if self.finished {
-                return None;
-            }
-            let e = match self.r.next().await {
-                Ok(step) => {
-                    self.on_step(step);
-                    continue;
-                }
-                Err(Failure::Api(e)) => e,
-                Err(Failure::Reroute(why)) => ApiError::from(&EngineError::Stopped(format!("{why:?}"))),
-            };
-            count_failure(&self.r.st, &e);
-            self.queue.push_back(e.body().to_string());
-            self.finished = true;
-        }
-    }
 }
 
-fn sse(s: Streamed) -> impl Stream<Item = Result<SseEvent, std::convert::Infallible>> {
-    futures_util::stream::unfold(s, |mut s| async move {
-        let payload = s.next_payload().await?;
-        Some((Ok(SseEvent::default().data(payload)), s))
-    })
+impl Payloads for Streamed {
+    fn queue(&mut self) -> &mut std::collections::VecDeque<String> {
+        &mut self.queue
+    }
+
+    fn finished(&self) -> bool {
+        self.finished
+    }
+
+    async fn refill(&mut self) {
+        let e = match self.r.next().await {
+            Ok(step) => return self.on_step(step),
+            Err(Failure::Api(e)) => e,
+            Err(Failure::Reroute(why)) => ApiError::from(&EngineError::Stopped(format!("{why:?}"))),
+        };
+        count_failure(&self.r.st, &e);
+        self.queue.push_back(e.body().to_string());
+        self.finished = true;
+    }
 }

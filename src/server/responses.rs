@@ -338,27 +338,45 @@ impl Streaming {
         self.pending.push_back(err.body().to_string());
         self.finished = true;
     }
+}
 
-    async fn next_payload(&mut self) -> Option<String> {
-        loop {
-            if let Some(p) = self.pending.pop_front() {
-                return Some(p);
-            }
-            if self.finished {
-                return None;
-            }
-            match self.events.next().await {
-                Some(e) => self.translate(e),
-                None => self.fail(ApiError::from(&EngineError::Lost)),
-            }
+impl Payloads for Streaming {
+    fn queue(&mut self) -> &mut VecDeque<String> {
+        &mut self.pending
+    }
+
+    fn finished(&self) -> bool {
+        self.finished
+    }
+
+    async fn refill(&mut self) {
+        match self.events.next().await {
+            Some(e) => self.translate(e),
+            None => self.fail(ApiError::from(&EngineError::Lost)),
         }
     }
 }
 
-fn sse_stream(s: Streaming) -> impl Stream<Item = Result<SseEvent, Infallible>> {
-    stream::unfold(s, |mut s| async move {
-        let payload = s.next_payload().await?;
-        Some((Ok(SseEvent::default().data(payload)), s))
+/// A stream's SSE payloads: queued by a source that adds more on demand until it is finished.
+pub(super) trait Payloads: Send + 'static {
+    fn queue(&mut self) -> &mut VecDeque<String>;
+    fn finished(&self) -> bool;
+    /// Queue the next payloads (or mark the stream finished).
+    fn refill(&mut self) -> impl std::future::Future<Output = ()> + Send;
+}
+
+/// Each queued payload as one SSE event, refilling the queue until the source is finished.
+pub(super) fn sse_stream<P: Payloads>(p: P) -> impl Stream<Item = Result<SseEvent, Infallible>> {
+    stream::unfold(p, |mut p| async move {
+        loop {
+            if let Some(payload) = p.queue().pop_front() {
+                return Some((Ok(SseEvent::default().data(payload)), p));
+            }
+            if p.finished() {
+                return None;
+            }
+            p.refill().await;
+        }
     })
 }
 

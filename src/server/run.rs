@@ -74,6 +74,18 @@ pub fn model_version(dir: &Path) -> String {
 /// Load the model and start the engine (blocking; runs off the async runtime).
 fn load(opts: &ServeOptions) -> Result<(ServedModel, Engine), String> {
     let model = LoadedModel::load(&opts.model).map_err(|e| e.to_string())?;
+    let detected = model
+        .tokenizer
+        .chat_template_source()
+        .and_then(crate::tools::ToolFormat::detect);
+    if opts.tools.is_some() && opts.server.tool_parser.resolve(detected).is_none() {
+        return Err(format!(
+            "built-in tools (--catalog or [tools]) need a model that writes tool calls, and the chat \
+             template of {} has no tool-call format (name one with --tool-call-parser, or serve \
+             without tools)",
+            model.dir.display()
+        ));
+    }
     let mut exec_opts = opts.executor.clone();
     // A request longer than the cache holds is rejected with a clear message by the engine.
     exec_opts.num_blocks = model.kv_blocks_for_mib(&opts.executor, opts.kv_cache_mib);

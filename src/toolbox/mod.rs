@@ -238,15 +238,8 @@ async fn run(tool: &Tool, args: Value) -> catalog::Outcome {
     let name = tool.function.name.clone();
     let work = async {
         match &tool.runner {
-            Runner::Search(c) | Runner::Get(c) => {
-                let (c, search) = (c.clone(), matches!(tool.runner, Runner::Search(_)));
-                let job = tokio::task::spawn_blocking(move || match search {
-                    true => catalog::search(&c, args),
-                    false => catalog::get(&c, args),
-                });
-                job.await
-                    .unwrap_or_else(|_| Err(CallError::Failed("the catalog query failed".into())))
-            }
+            Runner::Search(c) => blocking(c.clone(), args, catalog::search).await,
+            Runner::Get(c) => blocking(c.clone(), args, catalog::get).await,
             Runner::Http(h) => h.call(&args).await,
         }
     };
@@ -257,6 +250,13 @@ async fn run(tool: &Tool, args: Value) -> catalog::Outcome {
             tool.timeout.as_millis()
         ))),
     }
+}
+
+/// A catalog query on the blocking pool (SQLite is synchronous).
+async fn blocking(c: Arc<Catalog>, args: Value, query: fn(&Catalog, Value) -> catalog::Outcome) -> catalog::Outcome {
+    tokio::task::spawn_blocking(move || query(&c, args))
+        .await
+        .unwrap_or_else(|_| Err(CallError::Failed("the catalog query failed".into())))
 }
 
 #[cfg(test)]

@@ -34,6 +34,12 @@ pub enum ToolChoice {
     Named(String),
 }
 
+/// The tool-call format a model directory's chat template writes, if any, read without loading
+/// the tokenizer: what decides whether the model can use built-in tools.
+pub fn detect_in_dir(dir: &std::path::Path) -> Option<ToolFormat> {
+    crate::tokenizer::template_source(dir).and_then(|t| ToolFormat::detect(&t))
+}
+
 /// `--tool-call-parser`: a fixed format, detection from the chat template, or no tool calls.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum ParserChoice {

@@ -232,6 +232,16 @@ pub async fn serve_on_loopback_with_tools(
     (format!("http://{addr}"), engine)
 }
 
+/// Serve `app` on a loopback port for the rest of the test; its base URL (`http://host:port`).
+pub async fn serve_stub(app: axum::Router) -> String {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind loopback");
+    let addr = listener.local_addr().expect("local address");
+    tokio::spawn(async move { axum::serve(listener, app).await.ok() });
+    format!("http://{addr}")
+}
+
 /// The device integration tests run on: `AISLE_TEST_DEVICE` (e.g. `cuda` with `--features
 /// cuda`, to run the golden and batching suites on a GPU), else the native CPU backend.
 pub fn test_device() -> DeviceSpec {

@@ -173,12 +173,7 @@ impl Grammars {
 
     /// Compile `spec`; an error says what in it llguidance cannot use.
     pub fn compile(&self, spec: &GrammarSpec) -> Result<Grammar, GrammarError> {
-        let recent = |f: &mut dyn FnMut(&mut VecDeque<Grammar>)| {
-            // A panic elsewhere cannot leave the list inconsistent: keep using it.
-            f(&mut self.recent.lock().unwrap_or_else(|p| p.into_inner()))
-        };
-        let mut hit = None;
-        recent(&mut |r| hit = r.iter().find(|g| *g.spec == *spec).cloned());
+        let hit = self.recent().iter().find(|g| *g.spec == *spec).cloned();
         if let Some(g) = hit {
             return Ok(g);
         }
@@ -190,11 +185,15 @@ impl Grammars {
             spec: Arc::new(spec.clone()),
             parser,
         };
-        recent(&mut |r| {
-            r.truncate(RECENT - 1);
-            r.push_front(g.clone());
-        });
+        let mut recent = self.recent();
+        recent.truncate(RECENT - 1);
+        recent.push_front(g.clone());
         Ok(g)
+    }
+
+    /// The kept grammars. A panic elsewhere cannot leave the list inconsistent: keep using it.
+    fn recent(&self) -> std::sync::MutexGuard<'_, VecDeque<Grammar>> {
+        self.recent.lock().unwrap_or_else(|p| p.into_inner())
     }
 }
 

@@ -111,6 +111,13 @@ impl LoadedModel {
 
     /// Token ids that end generation: config.json, generation_config.json and the
     /// tokenizer's eos token, de-duplicated.
+    /// The tool-call format its chat template writes, if any (what built-in tools need).
+    pub fn tool_format(&self) -> Option<crate::tools::ToolFormat> {
+        self.tokenizer
+            .chat_template_source()
+            .and_then(crate::tools::ToolFormat::detect)
+    }
+
     pub fn eos_token_ids(&self) -> Vec<u32> {
         let mut ids = self.config.eos_token_ids.clone();
         ids.extend(self.generation.eos_token_ids());

@@ -236,7 +236,7 @@ fn a_database_file_answers_while_one_connection_is_busy() {
     let db = dir.path().join("shop.db");
     Catalog::build(&fixture(dir.path()), &db).expect("build");
     let cat = std::sync::Arc::new(Catalog::open(&db).expect("open"));
-    assert_eq!(cat.conns.len(), POOL);
+    assert!(cat.conns.len() >= 2, "a database file gets a pool of connections");
     // Hold all but one connection, as slow queries would: a query still runs at once, on the
     // free one. (With a single shared connection it would wait for the others to finish.)
     let held: Vec<_> = cat.conns[1..].iter().map(|c| c.lock().expect("lock")).collect();

@@ -88,7 +88,7 @@ fn local_app(args: &EvalArgs, model: &LoadedModel) -> Result<(Target, Engine)> {
     );
     let (served, engine) = aisle::server::start_engine(model, core, std::time::Duration::ZERO, String::new());
     let shipped = model.dir.join("catalog.json");
-    let calls_tools = aisle::tools::detect_in_dir(&model.dir).is_some();
+    let calls_tools = model.tool_format().is_some();
     let catalog = args
         .catalog
         .clone()

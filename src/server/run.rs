@@ -74,11 +74,7 @@ pub fn model_version(dir: &Path) -> String {
 /// Load the model and start the engine (blocking; runs off the async runtime).
 fn load(opts: &ServeOptions) -> Result<(ServedModel, Engine), String> {
     let model = LoadedModel::load(&opts.model).map_err(|e| e.to_string())?;
-    let detected = model
-        .tokenizer
-        .chat_template_source()
-        .and_then(crate::tools::ToolFormat::detect);
-    if opts.tools.is_some() && opts.server.tool_parser.resolve(detected).is_none() {
+    if opts.tools.is_some() && opts.server.tool_parser.resolve(model.tool_format()).is_none() {
         return Err(format!(
             "built-in tools (--catalog or [tools]) need a model that writes tool calls, and the chat \
              template of {} has no tool-call format (name one with --tool-call-parser, or serve \
@@ -119,10 +115,7 @@ pub fn start_engine(
         engine: engine.handle(),
         tokenizer: model.tokenizer.clone(),
         grammars: Arc::new(grammars),
-        detected_tools: model
-            .tokenizer
-            .chat_template_source()
-            .and_then(crate::tools::ToolFormat::detect),
+        detected_tools: model.tool_format(),
         vocab: c.vocab_size,
         context: c.max_position_embeddings,
         max_seqs,

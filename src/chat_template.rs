@@ -2,6 +2,9 @@
 //!
 //! Owns: the minijinja environment configured like HF's (`trim_blocks`, `lstrip_blocks`,
 //! Python string methods, `raise_exception`, `strftime_now`, non-escaping `tojson`).
+//! Templates are untrusted input (they come with model files): a render is bounded in work
+//! (`FUEL`), in output (`MAX_OUTPUT`) and by minijinja's recursion limit, and nothing in it
+//! can panic (`strftime_now` with a bad format is an error).
 //! Must not: tokenize; it produces the prompt text only.
 
 use minijinja::{Environment, ErrorKind, Value};
@@ -37,6 +40,12 @@ impl ChatMessage {
     }
 }
 
+/// Most template instructions one render may run. A real template over a long chat with tools
+/// needs well under 1% of it; `range(100000)` nested twice runs out in a fraction of a second.
+const FUEL: u64 = 20_000_000;
+/// Most bytes one render may produce (far above any context this engine serves).
+pub const MAX_OUTPUT: usize = 32 << 20;
+
 pub struct ChatTemplate {
     env: Environment<'static>,
 }
@@ -45,8 +54,33 @@ fn raise_exception(msg: String) -> Result<Value, minijinja::Error> {
     Err(minijinja::Error::new(ErrorKind::InvalidOperation, msg))
 }
 
-fn strftime_now(fmt: String) -> String {
-    chrono::Local::now().format(&fmt).to_string()
+/// `strftime_now(fmt)`; a format chrono cannot write (`%Q`) is an error, not a panic.
+fn strftime_now(fmt: String) -> Result<String, minijinja::Error> {
+    use std::fmt::Write;
+    let mut out = String::new();
+    write!(out, "{}", chrono::Local::now().format(&fmt))
+        .map_err(|_| minijinja::Error::new(ErrorKind::InvalidOperation, format!("strftime_now: bad format `{fmt}`")))?;
+    Ok(out)
+}
+
+/// The render's output, refusing to grow past `MAX_OUTPUT`.
+struct Capped(Vec<u8>);
+
+impl std::io::Write for Capped {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        if self.0.len() + buf.len() > MAX_OUTPUT {
+            return Err(std::io::Error::other(format!(
+                "the template's output exceeds {} MiB",
+                MAX_OUTPUT >> 20
+            )));
+        }
+        self.0.extend_from_slice(buf);
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
 }
 
 /// `tojson` as HF registers it: `json.dumps(x, ensure_ascii=False)`, no HTML escaping.
@@ -61,6 +95,7 @@ impl ChatTemplate {
     pub fn new(source: &str) -> Result<ChatTemplate, String> {
         let mut env = Environment::new();
         env.set_trim_blocks(true);
+        env.set_fuel(Some(FUEL));
         env.set_lstrip_blocks(true);
         env.set_unknown_method_callback(minijinja_contrib::pycompat::unknown_method_callback);
         env.add_function("raise_exception", raise_exception);
@@ -89,7 +124,8 @@ impl ChatTemplate {
             bos_token => bos.unwrap_or(""),
             eos_token => eos.unwrap_or(""),
         };
-        tmpl.render(ctx).map_err(|e| {
+        let mut out = Capped(Vec::new());
+        tmpl.render_captured_to(ctx, &mut out).map_err(|e| {
             let mut msg = e.to_string();
             let mut src = std::error::Error::source(&e);
             while let Some(s) = src {
@@ -97,6 +133,33 @@ impl ChatTemplate {
                 src = s.source();
             }
             msg
-        })
+        })?;
+        String::from_utf8(out.0).map_err(|_| "the template's output is not UTF-8".to_string())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn render(source: &str, content: &str) -> Result<String, String> {
+        ChatTemplate::new(source)?.render(&[ChatMessage::new("user", content)], None, true, None, None)
+    }
+
+    #[test]
+    fn hostile_templates_end_in_errors_not_hangs_blowups_or_panics() {
+        let looping = "{% for i in range(100000) %}{% for j in range(100000) %}x{% endfor %}{% endfor %}";
+        let e = render(looping, "hi").unwrap_err();
+        assert!(e.contains("fuel"), "{e}");
+        let huge = "{% for m in messages %}{% for i in range(1000) %}{{ m.content }}{% endfor %}{% endfor %}";
+        let e = render(huge, &"y".repeat(40 << 10)).unwrap_err();
+        assert!(e.contains("exceeds 32 MiB"), "{e}");
+        let e = render("{{ strftime_now('%Q%Z%Y') }}", "hi").unwrap_err();
+        assert!(e.contains("bad format"), "{e}");
+        let e = render("{% macro f() %}{{ f() }}{% endmacro %}{{ f() }}", "hi").unwrap_err();
+        assert!(e.contains("recursion"), "{e}");
+        // The same shapes within bounds still render.
+        assert_eq!(render(huge, "ab").unwrap().len(), 2000);
+        assert_eq!(render("{{ strftime_now('%Y') }}", "hi").unwrap().len(), 4);
     }
 }

@@ -227,11 +227,39 @@ fn llama3_scale(inv_freq: f32, factor: f64, low: f64, high: f64, old_ctx: f64) -
     }
 }
 
-/// Token id fields may be a number, a list of numbers or null.
+/// RoPE's base and scaling numbers positive and finite.
+fn check_rope(theta: f64, scaling: &RopeScaling) -> Result<(), String> {
+    if !(theta.is_finite() && theta > 0.0) {
+        return Err(format!("rope_theta must be a positive number, found {theta}"));
+    }
+    let numbers: Vec<f64> = match scaling {
+        RopeScaling::None | RopeScaling::Factors(_) => vec![],
+        RopeScaling::Linear { factor } => vec![*factor],
+        RopeScaling::Llama3 {
+            factor,
+            low_freq_factor,
+            high_freq_factor,
+            original_max_position_embeddings,
+        } => vec![
+            *factor,
+            *low_freq_factor,
+            *high_freq_factor,
+            *original_max_position_embeddings,
+        ],
+    };
+    match numbers.iter().find(|x| !(x.is_finite() && **x > 0.0)) {
+        Some(x) => Err(format!("rope scaling numbers must be positive, found {x}")),
+        None => Ok(()),
+    }
+}
+
+/// Token id fields may be a number, a list of numbers or null. An id beyond `u32` reads as
+/// `u32::MAX` (outside any vocabulary), never wrapped into a valid one.
 pub(crate) fn token_ids(v: &Option<Value>) -> Vec<u32> {
+    let id = |x: u64| u32::try_from(x).unwrap_or(u32::MAX);
     match v {
-        Some(Value::Number(n)) => n.as_u64().map(|x| vec![x as u32]).unwrap_or_default(),
-        Some(Value::Array(a)) => a.iter().filter_map(|x| x.as_u64()).map(|x| x as u32).collect(),
+        Some(Value::Number(n)) => n.as_u64().map(|x| vec![id(x)]).unwrap_or_default(),
+        Some(Value::Array(a)) => a.iter().filter_map(|x| x.as_u64()).map(id).collect(),
         _ => Vec::new(),
     }
 }
@@ -320,6 +348,53 @@ impl HfConfig {
         }
     }
 
+    /// Every size within bounds (nothing is allocated from an absurd number), the
+    /// norm epsilon and the window usable, token ids inside the vocabulary.
+    fn check_bounds(&self, head_dim: usize) -> Result<(), String> {
+        // Upper bounds far above any model this engine serves, far below an overflow.
+        let sizes = [
+            ("vocab_size", self.vocab_size, 1 << 22),
+            ("hidden_size", self.hidden_size, 1 << 16),
+            ("intermediate_size", self.intermediate_size, 1 << 18),
+            ("num_hidden_layers", self.num_hidden_layers, 1024),
+            ("num_attention_heads", self.num_attention_heads, 1024),
+            (
+                "num_key_value_heads",
+                self.num_key_value_heads.unwrap_or(self.num_attention_heads),
+                1024,
+            ),
+            ("head_dim", head_dim, 1024),
+            (
+                "max_position_embeddings",
+                self.max_position_embeddings.unwrap_or(4096),
+                1 << 24,
+            ),
+        ];
+        for (name, v, max) in sizes {
+            if v == 0 || v > max {
+                return Err(format!("{name} must be between 1 and {max}, found {v}"));
+            }
+        }
+        if let Some(eps) = self.rms_norm_eps {
+            if !(eps.is_finite() && eps > 0.0 && eps < 1.0) {
+                return Err(format!("rms_norm_eps must be a positive number below 1, found {eps}"));
+            }
+        }
+        if self.sliding_window == Some(0) {
+            return Err("sliding_window must be at least 1 (or null for full attention)".into());
+        }
+        let ids = token_ids(&self.bos_token_id)
+            .into_iter()
+            .chain(token_ids(&self.eos_token_id));
+        if let Some(id) = ids.into_iter().find(|&id| id as usize >= self.vocab_size) {
+            return Err(format!(
+                "token id {id} (bos/eos) is outside the vocabulary of {}",
+                self.vocab_size
+            ));
+        }
+        Ok(())
+    }
+
     /// Validate and resolve into the `Config` the model runs from.
     pub fn resolve(&self, file: &str) -> Result<Config, ConfigError> {
         let invalid = |message: String| ConfigError::Invalid {
@@ -342,17 +417,9 @@ impl HfConfig {
         if head_dim == 0 || !head_dim.is_multiple_of(2) {
             return Err(invalid(format!("head_dim must be even and positive, found {head_dim}")));
         }
-        for (name, v) in [
-            ("vocab_size", self.vocab_size),
-            ("hidden_size", self.hidden_size),
-            ("intermediate_size", self.intermediate_size),
-            ("num_hidden_layers", self.num_hidden_layers),
-        ] {
-            if v == 0 {
-                return Err(invalid(format!("{name} must be positive")));
-            }
-        }
+        self.check_bounds(head_dim).map_err(invalid)?;
         let (rope_theta, rope_scaling) = self.rope(file)?;
+        check_rope(rope_theta, &rope_scaling).map_err(invalid)?;
         let bias = self.attention_bias.unwrap_or(false);
         Ok(Config {
             family,

@@ -125,3 +125,70 @@ fn invalid_configs_explain_themselves() {
         "{missing}"
     );
 }
+
+#[test]
+fn hostile_numbers_are_refused_before_anything_is_allocated() {
+    let base = r#""model_type": "llama", "vocab_size": 10, "hidden_size": 8, "intermediate_size": 16, "num_attention_heads": 2"#;
+    let err = |extra: &str| {
+        parse(&format!("{{{base}, {extra}}}"))
+            .map(|_| String::new())
+            .unwrap_or_else(|e| e.to_string())
+    };
+    for (extra, says) in [
+        (
+            r#""num_hidden_layers": 9223372036854775808"#,
+            "num_hidden_layers must be between 1 and 1024",
+        ),
+        (
+            r#""num_hidden_layers": 100000000"#,
+            "num_hidden_layers must be between 1 and 1024",
+        ),
+        (
+            r#""num_hidden_layers": 1, "max_position_embeddings": 1000000000000"#,
+            "max_position_embeddings",
+        ),
+        (
+            r#""num_hidden_layers": 1, "head_dim": 1000000"#,
+            "head_dim must be between",
+        ),
+        (
+            r#""num_hidden_layers": 1, "rms_norm_eps": 0"#,
+            "rms_norm_eps must be a positive",
+        ),
+        (
+            r#""num_hidden_layers": 1, "rms_norm_eps": -1e-5"#,
+            "rms_norm_eps must be a positive",
+        ),
+        (
+            r#""num_hidden_layers": 1, "rope_theta": 0"#,
+            "rope_theta must be a positive",
+        ),
+        (
+            r#""num_hidden_layers": 1, "rope_theta": -10000.0"#,
+            "rope_theta must be a positive",
+        ),
+        (
+            r#""num_hidden_layers": 1, "sliding_window": 0"#,
+            "sliding_window must be at least 1",
+        ),
+        (
+            r#""num_hidden_layers": 1, "eos_token_id": 10"#,
+            "token id 10 (bos/eos) is outside",
+        ),
+        (
+            r#""num_hidden_layers": 1, "bos_token_id": 4294967301"#,
+            "is outside the vocabulary",
+        ),
+        (
+            r#""num_hidden_layers": 1, "rope_scaling": {"type": "linear", "factor": -2.0}"#,
+            "rope scaling numbers must be positive",
+        ),
+    ] {
+        let e = err(extra);
+        assert!(e.contains("config.json") && e.contains(says), "{extra}: `{e}`");
+    }
+    assert_eq!(
+        err(r#""num_hidden_layers": 1, "eos_token_id": 9, "rms_norm_eps": 1e-6"#),
+        ""
+    );
+}

@@ -95,9 +95,40 @@ fn in_dir(dir: &Path) -> Result<ModelPath, LoadError> {
     Ok(ModelPath::Dir(dir.to_path_buf()))
 }
 
+/// The largest JSON or template file a model directory may hold (a 256k-token
+/// `tokenizer.json` is about 30 MB).
+pub const MAX_TEXT_BYTES: u64 = 256 << 20;
+
+/// A model directory's text file, read only if it is a regular file (a FIFO would block the
+/// open, `/dev/zero` behind a symlink would never end) of at most `MAX_TEXT_BYTES`.
+pub fn read_text(path: &Path) -> std::io::Result<String> {
+    use std::io::{Error, ErrorKind, Read};
+    let meta = std::fs::metadata(path)?;
+    if !meta.is_file() {
+        return Err(Error::new(ErrorKind::InvalidInput, "not a regular file"));
+    }
+    let too_big = || {
+        Error::new(
+            ErrorKind::InvalidData,
+            format!("larger than {} MiB", MAX_TEXT_BYTES >> 20),
+        )
+    };
+    if meta.len() > MAX_TEXT_BYTES {
+        return Err(too_big());
+    }
+    let mut text = String::new();
+    std::fs::File::open(path)?
+        .take(MAX_TEXT_BYTES + 1)
+        .read_to_string(&mut text)?;
+    match text.len() as u64 > MAX_TEXT_BYTES {
+        true => Err(too_big()),
+        false => Ok(text),
+    }
+}
+
 /// Read a required text file, turning "not found" into `MissingFile`.
 pub fn read_required(path: &Path, what: &'static str) -> Result<String, LoadError> {
-    match std::fs::read_to_string(path) {
+    match read_text(path) {
         Ok(s) => Ok(s),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Err(LoadError::MissingFile {
             path: path.to_path_buf(),
@@ -112,7 +143,7 @@ pub fn read_required(path: &Path, what: &'static str) -> Result<String, LoadErro
 
 /// Read an optional text file: `Ok(None)` when it does not exist.
 pub fn read_optional(path: &Path) -> Result<Option<String>, LoadError> {
-    match std::fs::read_to_string(path) {
+    match read_text(path) {
         Ok(s) => Ok(Some(s)),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
         Err(source) => Err(LoadError::Io {

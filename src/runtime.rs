@@ -82,6 +82,7 @@ impl LoadedModel {
         let tokenizer = TextTokenizer::from_json(&tok.json, &tok.config, path)?;
         check_vocab(&tokenizer, &config, path)?;
         let weights = Weights::open_gguf(path, &file.content, &file.layout(&config)?)?;
+        weights.check_layers(config.num_layers)?;
         config.apply_rope_factors(&weights)?;
         Ok(LoadedModel {
             dir: path.parent().unwrap_or(Path::new(".")).to_path_buf(),
@@ -99,6 +100,7 @@ impl LoadedModel {
         let tokenizer = TextTokenizer::load(dir)?;
         check_vocab(&tokenizer, &config, &dir.join("tokenizer.json"))?;
         let weights = Weights::open_dir(dir)?;
+        weights.check_layers(config.num_layers)?;
         Ok(LoadedModel {
             dir: dir.to_path_buf(),
             gguf: None,

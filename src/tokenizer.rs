@@ -51,10 +51,18 @@ fn token_text(v: Option<&Value>) -> Option<String> {
     }
 }
 
+/// A caught panic's message.
+fn panic_text(p: &Box<dyn std::any::Any + Send>) -> String {
+    p.downcast_ref::<&str>()
+        .map(|s| s.to_string())
+        .or_else(|| p.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "no message".into())
+}
+
 /// A model directory's chat template source, if it has one (read without loading the
 /// tokenizer; unreadable files count as none).
 pub fn template_source(dir: &Path) -> Option<String> {
-    let cfg = std::fs::read_to_string(dir.join("tokenizer_config.json"))
+    let cfg = crate::model_dir::read_text(&dir.join("tokenizer_config.json"))
         .ok()
         .and_then(|t| serde_json::from_str::<Value>(&t).ok())
         .unwrap_or(Value::Null);
@@ -95,16 +103,13 @@ impl TextTokenizer {
     /// Load `tokenizer.json` (required) and `tokenizer_config.json` (optional) from `dir`.
     pub fn load(dir: &Path) -> Result<TextTokenizer, LoadError> {
         let path = dir.join("tokenizer.json");
-        if !path.exists() {
-            return Err(LoadError::MissingFile {
-                path,
-                what: "the model's tokenizer.json",
-            });
-        }
-        let inner = tokenizers::Tokenizer::from_file(&path).map_err(|e| LoadError::Tokenizer {
-            path: path.clone(),
-            message: e.to_string(),
-        })?;
+        let text = crate::model_dir::read_required(&path, "the model's tokenizer.json")?;
+        let inner = text
+            .parse::<tokenizers::Tokenizer>()
+            .map_err(|e| LoadError::Tokenizer {
+                path: path.clone(),
+                message: e.to_string(),
+            })?;
         let cfg_path = dir.join("tokenizer_config.json");
         let cfg: Value = match read_optional(&cfg_path)? {
             None => Value::Null,
@@ -176,6 +181,13 @@ impl TextTokenizer {
         self.special.get(text).copied()
     }
 
+    /// The longest token's text in bytes, as its vocabulary stores it (byte-level BPE stores
+    /// a byte as one or two bytes, so this never under-counts what one token can cover).
+    pub fn max_token_bytes(&self) -> usize {
+        let longest = self.inner.get_vocab(true).keys().map(String::len).max();
+        longest.unwrap_or(1).max(1)
+    }
+
     pub fn vocab_size(&self) -> usize {
         self.inner.get_vocab_size(true)
     }
@@ -196,10 +208,12 @@ impl TextTokenizer {
     }
 
     /// Encode text; `add_special_tokens` applies the tokenizer's post-processor (e.g. BOS).
+    /// A panic inside `tokenizers` (a model's pre-tokenizer regex can hit the regex engine's
+    /// backtracking limit, which panics) is caught here and becomes this request's error.
     pub fn encode(&self, text: &str, add_special_tokens: bool) -> Result<Vec<u32>, TokenizerError> {
-        let enc = self
-            .inner
-            .encode(text, add_special_tokens)
+        let run = std::panic::AssertUnwindSafe(|| self.inner.encode(text, add_special_tokens));
+        let enc = std::panic::catch_unwind(run)
+            .map_err(|p| TokenizerError::Encode(format!("the tokenizer panicked: {}", panic_text(&p))))?
             .map_err(|e| TokenizerError::Encode(e.to_string()))?;
         Ok(enc.get_ids().to_vec())
     }

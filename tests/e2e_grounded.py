@@ -65,9 +65,10 @@ def checks(srv, db, product):
         stock = "false" if product["in_stock"] else "true"
         subprocess.run([base.BIN, "catalog", "set", db, name, "in_stock", stock], check=True, capture_output=True)
         _, r = ask(c, f"How much do you charge for the {name}?")
-        row = read(r)
-        expect(row["price"] == "$99.00" and row["stock"] == ("in stock" if stock == "true" else "out of stock"), row)
+        expect(read(r) == {"name": name, "price": "$99.00"}, r)
         expect(r.choices[0].message.content.startswith(f"The {name} costs $"), r)
+        _, r = ask(c, f"Is the {name} in stock?")
+        expect(read(r)["stock"] == ("in stock" if stock == "true" else "out of stock"), r)
     base.check("grounded: an edit to the running server's catalog is what the next call reads", edit)
 
 

@@ -267,3 +267,73 @@ fn invalid_batches_are_errors_not_panics() {
         &["empty batch"],
     );
 }
+
+#[test]
+fn a_config_with_fewer_layers_than_the_weights_is_refused() {
+    let dir = copy_fixture("llama");
+    let path = dir.path().join("config.json");
+    let text = std::fs::read_to_string(&path).unwrap();
+    std::fs::write(
+        &path,
+        text.replace("\"num_hidden_layers\": 2", "\"num_hidden_layers\": 1"),
+    )
+    .unwrap();
+    assert_contains(
+        &load_error(dir.path()),
+        &[
+            "model.safetensors",
+            "model.layers.1.",
+            "more layers than config.json's num_hidden_layers (1)",
+        ],
+    );
+}
+
+#[test]
+fn shard_paths_must_stay_in_the_model_directory_and_names_be_unique() {
+    let index = |dir: &Path| dir.join("model.safetensors.index.json");
+    let edit_map = |dir: &Path, f: &dyn Fn(&mut serde_json::Map<String, serde_json::Value>)| {
+        let mut v: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(index(dir)).unwrap()).unwrap();
+        f(v["weight_map"].as_object_mut().unwrap());
+        std::fs::write(index(dir), v.to_string()).unwrap();
+    };
+    for escape in ["../model-00001-of-00007.safetensors", "/etc/passwd"] {
+        let dir = copy_fixture("llama3");
+        edit_map(dir.path(), &|m| {
+            let first = m.keys().next().unwrap().clone();
+            m.insert(first, escape.into());
+        });
+        assert_contains(
+            &load_error(dir.path()),
+            &["index.json", escape, "not a file name inside"],
+        );
+    }
+    // A second shard holding the same tensors: a name in two shards is refused, not "last wins".
+    let dir = copy_fixture("llama3");
+    std::fs::copy(
+        dir.path().join("model-00001-of-00007.safetensors"),
+        dir.path().join("model-00001-copy.safetensors"),
+    )
+    .unwrap();
+    edit_map(dir.path(), &|m| {
+        m.insert("extra.weight".into(), "model-00001-copy.safetensors".into());
+    });
+    assert_contains(&load_error(dir.path()), &["is also in an earlier shard"]);
+}
+
+#[cfg(unix)]
+#[test]
+fn special_files_in_place_of_model_files_are_refused_without_blocking() {
+    // A FIFO would block the open until a writer came; /dev/zero would never end.
+    let dir = copy_fixture("llama");
+    std::fs::remove_file(dir.path().join("config.json")).unwrap();
+    let made = std::process::Command::new("mkfifo")
+        .arg(dir.path().join("config.json"))
+        .status()
+        .unwrap();
+    assert!(made.success());
+    assert_contains(&load_error(dir.path()), &["config.json", "not a regular file"]);
+    let dir = copy_fixture("llama");
+    std::fs::remove_file(dir.path().join("tokenizer.json")).unwrap();
+    std::os::unix::fs::symlink("/dev/zero", dir.path().join("tokenizer.json")).unwrap();
+    assert_contains(&load_error(dir.path()), &["tokenizer.json", "not a regular file"]);
+}

@@ -84,6 +84,10 @@ async fn chat_and_completion_bodies() {
     assert_eq!(chat["object"], "chat.completion");
     assert_eq!(chat["choices"].as_array().unwrap().len(), 2);
     assert_eq!(chat["choices"][0]["message"]["role"], "assistant");
+    // OpenAI's schema requires `refusal` on the message and on its logprobs (null here).
+    let (message, logprobs) = (&chat["choices"][0]["message"], &chat["choices"][0]["logprobs"]);
+    assert!(message.get("refusal").is_some_and(Value::is_null), "{message}");
+    assert!(logprobs.get("refusal").is_some_and(Value::is_null), "{logprobs}");
     assert_eq!(chat["choices"][0]["finish_reason"], "length");
     let content = chat["choices"][0]["logprobs"]["content"].as_array().unwrap();
     assert_eq!(content.len(), 6);
@@ -246,15 +250,63 @@ async fn request_level_errors_map_to_their_status() {
     let (st, e) = error_of(&s.router, raw("application/json", "{\"prompt\": ")).await;
     assert_eq!(st, StatusCode::BAD_REQUEST);
     assert!(e["message"].as_str().unwrap().contains("not valid JSON"));
-    let (st, e) = error_of(&s.router, raw("text/plain", "{}")).await;
-    assert_eq!(st, StatusCode::BAD_REQUEST);
-    assert!(e["message"].as_str().unwrap().contains("Content-Type"));
+    for ctype in ["text/plain", "application/jsonfoo", "application/json-seq", ""] {
+        let (st, e) = error_of(&s.router, raw(ctype, "{}")).await;
+        assert_eq!(st, StatusCode::BAD_REQUEST, "{ctype}");
+        assert!(e["message"].as_str().unwrap().contains("Content-Type"), "{ctype}: {e}");
+    }
+    // The media type matches exactly, case-blind, with parameters allowed.
+    let (_, e) = error_of(&s.router, raw("Application/JSON; charset=utf-8", "{\"prompt\": ")).await;
+    assert!(e["message"].as_str().unwrap().contains("not valid JSON"), "{e}");
+    // A body that breaks off mid-way (a malformed chunked encoding) is a 400, not a 413.
+    let broken = futures_util::stream::iter(vec![
+        Ok(bytes::Bytes::from_static(b"{\"prompt\": \"x")),
+        Err(std::io::Error::new(std::io::ErrorKind::InvalidData, "bad chunk size")),
+    ]);
+    let req = Request::post("/v1/completions")
+        .header("content-type", "application/json")
+        .body(Body::from_stream(broken))
+        .unwrap();
+    let (st, e) = error_of(&s.router, req).await;
+    assert_eq!(st, StatusCode::BAD_REQUEST, "{e}");
+    assert!(
+        e["message"].as_str().unwrap().contains("cannot read the request body"),
+        "{e}"
+    );
+    // A known route with the wrong method: 405 with a JSON body.
+    let (st, e) = error_of(
+        &s.router,
+        Request::get("/v1/chat/completions").body(Body::empty()).unwrap(),
+    )
+    .await;
+    assert_eq!(
+        (st, e["code"].as_str()),
+        (StatusCode::METHOD_NOT_ALLOWED, Some("method_not_allowed"))
+    );
     let huge = json!({"prompt": "x".repeat(70_000)}).to_string();
     let (st, e) = error_of(&s.router, raw("application/json", &huge)).await;
     assert_eq!(
         (st, e["code"].as_str()),
         (StatusCode::PAYLOAD_TOO_LARGE, Some("request_too_large"))
     );
+    // Text that cannot fit the context however it tokenizes is refused before tokenizing.
+    for (path, body) in [
+        ("/v1/completions", json!({"prompt": "tent ".repeat(12_000)})),
+        (
+            "/v1/chat/completions",
+            json!({"messages": [{"role": "user", "content": "tent ".repeat(12_000)}]}),
+        ),
+    ] {
+        let (st, e) = error_of(&s.router, post(path, body)).await;
+        assert_eq!(
+            (st, e["code"].as_str()),
+            (StatusCode::BAD_REQUEST, Some("context_length_exceeded"))
+        );
+        assert!(
+            e["message"].as_str().unwrap().contains("bytes of text cannot fit"),
+            "{e}"
+        );
+    }
     let long = "tent ".repeat(300);
     let (st, e) = error_of(&s.router, post("/v1/completions", json!({"prompt": long}))).await;
     assert_eq!(
@@ -318,6 +370,21 @@ async fn api_keys_are_enforced_on_v1_routes() {
     );
     assert_eq!(error_of(&s.router, req(Some("nope"))).await.0, StatusCode::UNAUTHORIZED);
     assert_eq!(send(&s.router, req(Some("k2"))).await.0, StatusCode::OK);
+    // The scheme is case-insensitive (RFC 7235); the token is not.
+    for header in ["bearer k2", "BEARER k1", "Bearer  k2"] {
+        let r = Request::get("/v1/models")
+            .header("authorization", header)
+            .body(Body::empty())
+            .unwrap();
+        assert_eq!(send(&s.router, r).await.0, StatusCode::OK, "{header}");
+    }
+    for header in ["Bearer K2", "Basic k2", "k2", "Bearerk2"] {
+        let r = Request::get("/v1/models")
+            .header("authorization", header)
+            .body(Body::empty())
+            .unwrap();
+        assert_eq!(send(&s.router, r).await.0, StatusCode::UNAUTHORIZED, "{header}");
+    }
     assert_eq!(
         send(&s.router, Request::get("/health").body(Body::empty()).unwrap())
             .await
@@ -364,6 +431,7 @@ async fn full_queue_gets_429_and_a_dropped_stream_frees_its_blocks() {
         (0, stats.total_blocks, 1),
         "cancelled (not run to its end) and freed: {stats:?}"
     );
+    assert_failures_counted(&s.router, &[("overloaded", 1), ("cancelled", 1)]).await;
     assert_eq!(s.state.in_flight(), 0);
     let (st, _, _) = send(
         &s.router,
@@ -403,4 +471,32 @@ async fn a_non_streaming_client_that_leaves_cancels_its_request() {
         (0, stats.total_blocks, 1),
         "cancelled, not run to its end: {stats:?}"
     );
+    assert_failures_counted(&s.router, &[("cancelled", 1)]).await;
+}
+
+/// `/metrics` counts these failures by reason (a disconnect is `cancelled`).
+async fn assert_failures_counted(router: &axum::Router, want: &[(&str, u64)]) {
+    let (_, _, m) = send(router, Request::get("/metrics").body(Body::empty()).unwrap()).await;
+    for (reason, n) in want {
+        let line = format!("aisle:request_failure_total{{reason=\"{reason}\"}} {n}");
+        assert!(m.lines().any(|l| l == line), "no `{line}` in\n{m}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_request_the_kv_cache_cannot_hold_is_a_400_streamed_or_not() {
+    // 8 blocks of 4 tokens: 32 tokens of KV, well inside the fixture's 256-token context.
+    let model = aisle::runtime::LoadedModel::load_dir(&common::fixture("mistral")).expect("fixture");
+    let (served, _engine) = common::served(&model, 4, 8, 64, 8, Duration::ZERO);
+    let state = AppState::new(config());
+    state.set_model(served);
+    let router = app(state);
+    for stream in [false, true] {
+        let body = json!({"prompt": "The", "max_tokens": 100, "stream": stream});
+        let (st, e) = error_of(&router, post("/v1/completions", body)).await;
+        assert_eq!(st, StatusCode::BAD_REQUEST, "stream {stream}: {e}");
+        assert!(e["message"].as_str().unwrap().contains("KV cache blocks"), "{e}");
+    }
+    let fits = json!({"prompt": "The", "max_tokens": 20, "stream": true});
+    assert_eq!(send(&router, post("/v1/completions", fits)).await.0, StatusCode::OK);
 }

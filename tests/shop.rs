@@ -201,9 +201,9 @@ fn grounded_eval(dataset: &str, n: usize, extra: &[&str]) -> Value {
     serde_json::from_str(&stdout).expect("--json prints one JSON report")
 }
 
-/// Floor on the grounded preview's held-out slice: it measures 46.7% on these 120 items
-/// (far below the target: see its model card); without the tool loop it scores 2.5%.
-const GROUNDED_FLOOR: f64 = 0.40;
+/// Floor on the grounded preview's held-out slice: it measures 79.2% on these 120 items
+/// (below the target: see its model card); without the tool loop it scores 0.8%.
+const GROUNDED_FLOOR: f64 = 0.70;
 
 #[test]
 fn the_grounded_preview_runs_the_tool_loop_in_eval_with_every_call_valid() {

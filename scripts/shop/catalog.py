@@ -120,7 +120,9 @@ def price(rng, lo, hi):
 # unseen evaluation catalog draw brand and series names from syllables, so no name is worth
 # memorising and the model must read every fact from the tools' results.
 SYLLABLES = ["ba", "ko", "ri", "ven", "tal", "mo", "sen", "dra", "lu", "pex", "quo", "zir", "fen", "gar",
-             "hol", "ix", "jun", "kra", "lem", "nor", "ost", "pry", "sol", "tek", "ur", "vol", "wyn", "yar"]
+             "hol", "ix", "jun", "kra", "lem", "nor", "ost", "pry", "sol", "tek", "ur", "vol", "wyn", "yar",
+             "an", "bel", "cor", "dun", "el", "fir", "gla", "hin", "is", "jor", "kel", "lin", "mar", "nes",
+             "or", "pol", "ran", "ste", "tor", "ul", "vi", "wen", "xa", "zen"]
 
 
 def fresh_word(rng, parts):

@@ -26,15 +26,25 @@ ERRORS = ["get_product did not answer within 5000 ms", "the catalog is not avail
 
 
 # ---- tools -------------------------------------------------------------------------------------
-def get_call(name):
-    return {"name": "get_product", "arguments": {"name": name}}
+def field_of(fact):
+    """The row field a question about `fact` reads."""
+    return "warranty_years" if fact == "warranty" else fact
 
 
-def search_call(query, max_price=None, min_rating=None, in_stock=None, sort=None, limit=None):
+def get_call(name, fact=None):
+    """A lookup; with `fact`, only that field is asked for (the call names the attribute, so the
+    answer copies the one value the row holds)."""
+    args = {"name": name}
+    if fact:
+        args["fields"] = [field_of(fact)]
+    return {"name": "get_product", "arguments": args}
+
+
+def search_call(query, max_price=None, min_rating=None, in_stock=None, sort=None, limit=None, fields=None):
     """Arguments in the schema's property order (the order the grammar lets calls write)."""
     args = {"query": query}
     for k, v in [("max_price", max_price), ("min_rating", min_rating), ("in_stock", in_stock),
-                 ("sort", sort), ("limit", limit)]:
+                 ("sort", sort), ("limit", limit), ("fields", fields)]:
         if v is not None:
             args[k] = v
     return {"name": "search_products", "arguments": args}
@@ -161,7 +171,7 @@ def plan_fact(rng, products, split, how=None):
     def answer(results):
         row = json.loads(results[0])
         return refusal(mention) if "error" in row else fact_answer(row, fact)
-    return Plan("typo/" + how if how else f"fact/{fact}", [], q, [get_call(mention)], answer)
+    return Plan("typo/" + how if how else f"fact/{fact}", [], q, [get_call(mention, fact)], answer)
 
 
 def plan_describe(rng, products, split):
@@ -191,18 +201,20 @@ def plan_compare(rng, products, split):
             if "error" in row:
                 return refusal(strip_the(ref))
         return compare_answer(rows[0], rows[1], fact)
-    return Plan(f"compare/{fact}", [], q, [get_call(strip_the(ra)), get_call(strip_the(rb))], answer)
+    return Plan(f"compare/{fact}", [], q, [get_call(strip_the(ra), field), get_call(strip_the(rb), field)], answer)
 
 
 def filter_call(kind, k, p, r):
+    """The search for a filter question, asking only for the field its answer quotes."""
+    price, rating = ["price"], ["rating"]
     return {
-        "under": lambda: search_call(k, max_price=p, sort="price_asc", limit=3),
-        "cheapest": lambda: search_call(k, sort="price_asc", limit=1),
-        "priciest": lambda: search_call(k, sort="price_desc", limit=1),
-        "best": lambda: search_call(k, sort="rating_desc", limit=1),
-        "best_stock": lambda: search_call(k, in_stock=True, sort="rating_desc", limit=1),
-        "cheapest_stock": lambda: search_call(k, in_stock=True, sort="price_asc", limit=1),
-        "rated": lambda: search_call(k, min_rating=r, sort="rating_desc", limit=3),
+        "under": lambda: search_call(k, max_price=p, sort="price_asc", limit=3, fields=price),
+        "cheapest": lambda: search_call(k, sort="price_asc", limit=1, fields=price),
+        "priciest": lambda: search_call(k, sort="price_desc", limit=1, fields=price),
+        "best": lambda: search_call(k, sort="rating_desc", limit=1, fields=rating),
+        "best_stock": lambda: search_call(k, in_stock=True, sort="rating_desc", limit=1, fields=rating),
+        "cheapest_stock": lambda: search_call(k, in_stock=True, sort="price_asc", limit=1, fields=price),
+        "rated": lambda: search_call(k, min_rating=r, sort="rating_desc", limit=3, fields=rating),
     }[kind]()
 
 
@@ -233,8 +245,8 @@ def plan_unknown(rng, products, split, brands):
         row = json.loads(results[0])
         if "error" in row:
             return refusal(strip_the(ref))
-        return fact_answer(row, fact) if fact in row or fact in ph.COMMON else refusal(strip_the(ref))
-    return Plan("unknown", [], q, [get_call(strip_the(ref))], answer)
+        return fact_answer(row, fact) if row.get(field_of(fact)) is not None else refusal(strip_the(ref))
+    return Plan("unknown", [], q, [get_call(strip_the(ref), fact)], answer)
 
 
 def plan_followup(rng, products, split, rows_by_name):
@@ -249,7 +261,7 @@ def plan_followup(rng, products, split, rows_by_name):
 
     def answer(results):
         return fact_answer(json.loads(results[0]), second)
-    return Plan(f"followup/{second}", context, q2, [get_call(row["name"])], answer)
+    return Plan(f"followup/{second}", context, q2, [get_call(row["name"], second)], answer)
 
 
 def plan_chat(rng, split, rows_by_name, products):
@@ -396,7 +408,7 @@ def main():
     ap.add_argument("--eval-dir", required=True)
     ap.add_argument("--seed", type=int, default=7)
     ap.add_argument("--train", type=int, default=90000, help="training conversations")
-    ap.add_argument("--catalogs", type=int, default=40, help="training catalogs")
+    ap.add_argument("--catalogs", type=int, default=100, help="training catalogs")
     args = ap.parse_args()
 
     shipped = json.load(open(args.shipped))["products"]

@@ -145,6 +145,13 @@ impl Catalog {
         self.with(schema::categories)
     }
 
+    /// The fields a row has: the common ones, then every spec name in the catalog.
+    pub fn fields(&self) -> Result<Vec<String>, CatalogError> {
+        let mut out: Vec<String> = search::COMMON_FIELDS.iter().map(|s| s.to_string()).collect();
+        out.extend(self.with(schema::spec_names)?);
+        Ok(out)
+    }
+
     /// `search_products`.
     pub fn search(&self, query: &str, filters: &Filters) -> Result<SearchResult, CatalogError> {
         self.with(|c| search::search(c, query, filters))

@@ -179,6 +179,21 @@ pub fn categories(conn: &Connection) -> rusqlite::Result<Vec<String>> {
     rows.collect()
 }
 
+/// The spec names (wattage, capacity, ...) in the order they first occur.
+pub fn spec_names(conn: &Connection) -> rusqlite::Result<Vec<String>> {
+    let mut st =
+        conn.prepare("SELECT j.key FROM products, json_each(products.specs) AS j ORDER BY products.id, j.id")?;
+    let rows = st.query_map([], |r| r.get::<_, String>(0))?;
+    let mut names: Vec<String> = Vec::new();
+    for n in rows {
+        let n = n?;
+        if !names.contains(&n) {
+            names.push(n);
+        }
+    }
+    Ok(names)
+}
+
 pub enum EditError {
     Db(rusqlite::Error),
     NoSuchProduct,

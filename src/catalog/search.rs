@@ -63,6 +63,9 @@ pub struct Product {
     pub specs: Map<String, Value>,
 }
 
+/// The fields every row has besides `name` (spec names follow, per product).
+pub const COMMON_FIELDS: [&str; 7] = ["id", "category", "price", "stock", "colour", "rating", "warranty_years"];
+
 pub fn price_text(cents: i64) -> String {
     format!("${}.{:02}", cents / 100, cents % 100)
 }
@@ -89,6 +92,19 @@ impl Product {
             row[k] = Value::String(format!("{value} {unit}").trim().to_string());
         }
         row
+    }
+
+    /// `row()` cut to `name` and the given fields, in the order given; a field this product
+    /// lacks is `null`. `None` is the whole row.
+    pub fn projected(&self, fields: Option<&[String]>) -> Value {
+        let row = self.row();
+        let Some(fields) = fields else { return row };
+        let mut out = Map::new();
+        out.insert("name".into(), row["name"].clone());
+        for f in fields {
+            out.insert(f.clone(), row.get(f).cloned().unwrap_or(Value::Null));
+        }
+        Value::Object(out)
     }
 
     fn read(r: &Row) -> rusqlite::Result<Product> {
@@ -118,8 +134,10 @@ pub struct SearchResult {
 }
 
 impl SearchResult {
-    pub fn json(&self) -> Value {
-        json!({"total": self.total, "results": self.products.iter().map(Product::row).collect::<Vec<_>>()})
+    /// The result as the tool returns it, each row cut to `fields` (see `Product::projected`).
+    pub fn json(&self, fields: Option<&[String]>) -> Value {
+        let rows: Vec<Value> = self.products.iter().map(|p| p.projected(fields)).collect();
+        json!({"total": self.total, "results": rows})
     }
 }
 

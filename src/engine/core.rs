@@ -128,6 +128,12 @@ impl EngineCore {
         }
     }
 
+    /// The KV cache's blocks and block size (a request's every choice must fit it alone).
+    pub fn kv_capacity(&self) -> (usize, usize) {
+        let geo = self.exec.kv_geometry();
+        (geo.num_blocks, geo.block_size)
+    }
+
     pub fn scheduler(&self) -> &Scheduler {
         &self.sched
     }

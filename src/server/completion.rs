@@ -8,7 +8,7 @@
 use super::api::{CompletionRequest, Endpoint, PromptInput};
 use super::errors::ApiError;
 use super::validate::{
-    check_prompt, constraint, generation, prompt_logprobs, valid, Limits, ValidRequest, MAX_CHOICES,
+    check_prompt, check_text_bytes, constraint, generation, prompt_logprobs, valid, Limits, ValidRequest, MAX_CHOICES,
 };
 use crate::sampling::MAX_TOP_LOGPROBS;
 
@@ -68,6 +68,7 @@ pub fn completion(body: &CompletionRequest, limits: &Limits) -> Result<ValidRequ
 fn completion_prompts(input: &PromptInput, limits: &Limits) -> Result<Vec<(String, Vec<u32>)>, ApiError> {
     let tok = limits.tokenizer;
     let encode = |t: &String| {
+        check_text_bytes(t.len(), limits)?;
         tok.encode(t, true)
             .map(|ids| (t.clone(), ids))
             .map_err(|e| ApiError::invalid("prompt", e.to_string()))

@@ -23,6 +23,8 @@ pub enum ApiErrorKind {
     Unauthorized,
     ModelNotFound,
     RouteNotFound,
+    /// The route exists but not with this method.
+    MethodNotAllowed,
     BodyTooLarge,
     /// The waiting queue is full; retry after this many seconds.
     Overloaded {
@@ -89,6 +91,11 @@ impl ApiError {
             ),
             ModelNotFound => (StatusCode::NOT_FOUND, "invalid_request_error", Some("model_not_found")),
             RouteNotFound => (StatusCode::NOT_FOUND, "invalid_request_error", Some("not_found")),
+            MethodNotAllowed => (
+                StatusCode::METHOD_NOT_ALLOWED,
+                "invalid_request_error",
+                Some("method_not_allowed"),
+            ),
             BodyTooLarge => (
                 StatusCode::PAYLOAD_TOO_LARGE,
                 "invalid_request_error",
@@ -117,7 +124,7 @@ impl ApiError {
         match &self.kind {
             Invalid { .. } | MalformedJson | WrongContentType | ContextLength => "validation",
             Unauthorized => "auth",
-            ModelNotFound | RouteNotFound => "not_found",
+            ModelNotFound | RouteNotFound | MethodNotAllowed => "not_found",
             BodyTooLarge => "too_large",
             Overloaded { .. } => "overloaded",
             NotReady | ShuttingDown | EngineStopped => "unavailable",

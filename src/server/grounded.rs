@@ -198,7 +198,8 @@ impl Rounds {
             if done {
                 self.per_round.push(self.out.usage);
                 let turn = self.split.turn();
-                if turn.calls.is_empty() || self.round > self.tl.toolbox.max_rounds {
+                let cut = self.cut_calls(&turn).await;
+                if turn.calls.is_empty() || self.round > self.tl.toolbox.max_rounds || cut {
                     let mut out = std::mem::take(&mut self.out);
                     out.usage = sum(&self.per_round);
                     return Ok(Some(Step::Done(out)));
@@ -206,6 +207,26 @@ impl Rounds {
                 self.next_round(turn).await.map_err(Failure::Api)?;
             }
         }
+    }
+
+    /// A round that hit `max_tokens` inside a call leaves arguments that are not JSON: the
+    /// loop ends there (finish reason `length`) with those calls reported as invalid, never
+    /// run and never fed back to the model. True when that happened.
+    async fn cut_calls(&mut self, turn: &crate::tools::Turn) -> bool {
+        let length = self.out.choices.first().and_then(|c| c.finish_reason) == Some(FinishReason::Length);
+        let cut: Vec<(String, String)> = turn
+            .calls
+            .iter()
+            .filter(|c| serde_json::from_str::<Value>(&c.arguments).is_err())
+            .map(|c| (c.name.clone(), c.arguments.clone()))
+            .collect();
+        if !length || cut.is_empty() {
+            return false;
+        }
+        let records = self.tl.toolbox.call_all(&cut).await; // invalid JSON: nothing runs
+        let round = self.round;
+        self.ran.extend(records.into_iter().map(|record| Ran { round, record }));
+        true
     }
 
     /// The content text an event adds (tool-call text is held back and never sent).
@@ -316,7 +337,11 @@ pub async fn respond(st: AppState, rid: String, local: Local, tl: ToolLoop, t0: 
         }
     };
     match stream {
-        false => unary(&mut rounds).await,
+        false => {
+            let r = unary(&mut rounds).await;
+            rounds.tracker.settle(); // counted in unary or by the remote; a drop before is a cancel
+            r
+        }
         true => streamed(rounds).await,
     }
 }
@@ -366,14 +391,21 @@ async fn unary(r: &mut Rounds) -> Result<Response, Reroute> {
 /// plan may still reroute; with the confidence cascade, the answer's first tokens are judged
 /// too), then content streams as the final round writes it.
 async fn streamed(mut r: Rounds) -> Result<Response, Reroute> {
-    let held = match hold(&mut r).await {
-        Ok(held) => held,
-        Err(Failure::Reroute(why)) => return Err(why),
-        Err(Failure::Api(e)) => return Ok(fail(&r.st, e)),
-    };
-    let meta = match Meta::new(&r.st, &r.rid, &r.valid) {
-        Ok(m) => m,
-        Err(e) => return Ok(fail(&r.st, e)),
+    let held = hold(&mut r).await;
+    let meta = Meta::new(&r.st, &r.rid, &r.valid);
+    let (held, meta) = match (held, meta) {
+        (Ok(held), Ok(meta)) => (held, meta),
+        (Err(f), _) => {
+            r.tracker.settle(); // counted here or by the remote
+            return match f {
+                Failure::Reroute(why) => Err(why),
+                Failure::Api(e) => Ok(fail(&r.st, e)),
+            };
+        }
+        (_, Err(e)) => {
+            r.tracker.settle();
+            return Ok(fail(&r.st, e));
+        }
     };
     let names = r.names();
     r.sent = true;
@@ -477,6 +509,7 @@ impl Payloads for Streamed {
             Err(Failure::Reroute(why)) => ApiError::from(&EngineError::Stopped(format!("{why:?}"))),
         };
         count_failure(&self.r.st, &e);
+        self.r.tracker.settle();
         self.queue.push_back(e.body().to_string());
         self.finished = true;
     }

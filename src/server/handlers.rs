@@ -66,7 +66,25 @@ async fn handle(st: AppState, rid: RequestIdValue, headers: HeaderMap, body: Bod
         Ok(v) => v,
         Err(e) => return reject(&st, &rid, e),
     };
-    let local = match plan(&st, &raw, endpoint) {
+    // Validation tokenizes, renders templates and compiles grammars: CPU work that must not
+    // hold an async worker (which would stall `/health` and every stream behind a flood of
+    // large requests).
+    let planned = {
+        let st = st.clone();
+        tokio::task::spawn_blocking(move || {
+            let p = plan(&st, &raw, endpoint);
+            (p, raw)
+        })
+        .await
+    };
+    let Ok((planned, raw)) = planned else {
+        let e = ApiError::new(
+            ApiErrorKind::Internal,
+            "request validation failed (a panic); this is a bug",
+        );
+        return reject(&st, &rid, e);
+    };
+    let local = match planned {
         Err(e) => return reject(&st, &rid, e),
         Ok(Plan::Remote(r)) => return proxy(&st, &rid, endpoint, raw, &r.name, r.reason, t0).await,
         Ok(Plan::Local(local)) => local,
@@ -96,18 +114,16 @@ pub(super) async fn read_json<T: serde::de::DeserializeOwned>(
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
         .unwrap_or("");
-    if !ctype.trim_start().to_ascii_lowercase().starts_with("application/json") {
+    let media = ctype.split(';').next().unwrap_or("").trim();
+    if !media.eq_ignore_ascii_case("application/json") {
         return Err(ApiError::new(
             ApiErrorKind::WrongContentType,
             format!("expected `Content-Type: application/json`, got `{ctype}`"),
         ));
     }
-    let bytes = axum::body::to_bytes(body, limit).await.map_err(|_| {
-        ApiError::new(
-            ApiErrorKind::BodyTooLarge,
-            format!("request body exceeds the limit of {limit} bytes"),
-        )
-    })?;
+    let bytes = axum::body::to_bytes(body, limit)
+        .await
+        .map_err(|e| body_error(&e, limit))?;
     serde_json::from_slice(&bytes).map_err(|e| {
         if e.is_data() {
             ApiError::new(ApiErrorKind::Invalid { param: None }, format!("invalid request: {e}"))
@@ -118,6 +134,25 @@ pub(super) async fn read_json<T: serde::de::DeserializeOwned>(
             )
         }
     })
+}
+
+/// 413 when the body went past the limit; 400 when it could not be read (a malformed chunked
+/// encoding, a connection that ended mid-body).
+fn body_error(e: &axum::Error, limit: usize) -> ApiError {
+    let mut source: Option<&(dyn std::error::Error + 'static)> = Some(e);
+    while let Some(s) = source {
+        if s.is::<http_body_util::LengthLimitError>() {
+            return ApiError::new(
+                ApiErrorKind::BodyTooLarge,
+                format!("request body exceeds the limit of {limit} bytes"),
+            );
+        }
+        source = s.source();
+    }
+    ApiError::new(
+        ApiErrorKind::MalformedJson,
+        format!("cannot read the request body: {e}"),
+    )
 }
 
 /// Parse, validate and route: a local run with its admission slot, or a remote.
@@ -158,6 +193,8 @@ pub(super) fn limits<'a>(st: &AppState, model: &'a super::ServedModel) -> Limits
         tokenizer: &model.tokenizer,
         vocab: model.vocab,
         context: model.context,
+        kv_capacity: model.kv_capacity,
+        max_prompt_bytes: model.max_prompt_bytes,
         default_max_tokens: st.0.cfg.default_max_tokens,
         grammars: &model.grammars,
         tool_format: st.0.cfg.tool_parser.resolve(model.detected_tools),

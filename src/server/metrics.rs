@@ -43,139 +43,130 @@ pub struct Metrics {
     synced: Mutex<EngineStats>,
 }
 
-fn hist(name: &str, help: &str, buckets: Vec<f64>) -> Histogram {
-    Histogram::with_opts(HistogramOpts::new(name, help).buckets(buckets)).expect("valid metric definition")
-}
-
 const SECONDS: [f64; 14] = [
     0.005, 0.01, 0.02, 0.04, 0.06, 0.08, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
 ];
 const TOKENS: [f64; 10] = [1.0, 8.0, 16.0, 32.0, 64.0, 128.0, 256.0, 512.0, 1024.0, 4096.0];
 
+/// Builds each metric and registers it. The definitions are constants, so building cannot
+/// fail; a failed registration (a duplicate name, a bug) is logged, not fatal.
+struct Reg(Registry);
+
+impl Reg {
+    fn add<C: prometheus::core::Collector + Clone + 'static>(&self, c: C) -> C {
+        if let Err(e) = self.0.register(Box::new(c.clone())) {
+            tracing::error!("metric registration failed: {e}");
+        }
+        c
+    }
+
+    fn hist(&self, name: &str, help: &str, buckets: &[f64]) -> Histogram {
+        let opts = HistogramOpts::new(name, help).buckets(buckets.to_vec());
+        self.add(Histogram::with_opts(opts).expect("valid metric definition"))
+    }
+
+    fn hist_vec(&self, name: &str, help: &str, buckets: &[f64], labels: &[&str]) -> HistogramVec {
+        let opts = HistogramOpts::new(name, help).buckets(buckets.to_vec());
+        self.add(HistogramVec::new(opts, labels).expect("valid metric definition"))
+    }
+
+    fn counter(&self, name: &str, help: &str) -> IntCounter {
+        self.add(IntCounter::new(name, help).expect("valid metric definition"))
+    }
+
+    fn counter_vec(&self, name: &str, help: &str, labels: &[&str]) -> IntCounterVec {
+        self.add(IntCounterVec::new(Opts::new(name, help), labels).expect("valid metric definition"))
+    }
+
+    fn float_counter_vec(&self, name: &str, help: &str, labels: &[&str]) -> CounterVec {
+        self.add(CounterVec::new(Opts::new(name, help), labels).expect("valid metric definition"))
+    }
+
+    fn gauge(&self, name: &str, help: &str) -> IntGauge {
+        self.add(IntGauge::new(name, help).expect("valid metric definition"))
+    }
+
+    fn gauge_vec(&self, name: &str, help: &str, labels: &[&str]) -> IntGaugeVec {
+        self.add(IntGaugeVec::new(Opts::new(name, help), labels).expect("valid metric definition"))
+    }
+}
+
 impl Metrics {
     pub fn new() -> Metrics {
-        let s = SECONDS.to_vec();
-        let t = TOKENS.to_vec();
-        let counter = |n: &str, h: &str| IntCounter::new(n, h).expect("valid metric definition");
-        let m = Metrics {
-            registry: Registry::new(),
-            e2e_latency: hist(
-                "aisle:e2e_request_latency_seconds",
-                "End-to-end request latency",
-                s.clone(),
-            ),
-            ttft: hist("aisle:time_to_first_token_seconds", "Time to first token", s.clone()),
-            inter_token: hist(
-                "aisle:inter_token_latency_seconds",
-                "Time between output tokens",
-                s.clone(),
-            ),
-            queue_time: hist(
+        let r = Reg(Registry::new());
+        let (s, t) = (&SECONDS[..], &TOKENS[..]);
+        Metrics {
+            e2e_latency: r.hist("aisle:e2e_request_latency_seconds", "End-to-end request latency", s),
+            ttft: r.hist("aisle:time_to_first_token_seconds", "Time to first token", s),
+            inter_token: r.hist("aisle:inter_token_latency_seconds", "Time between output tokens", s),
+            queue_time: r.hist(
                 "aisle:request_queue_time_seconds",
                 "Time waiting before the first step",
                 s,
             ),
-            prompt_len: hist(
-                "aisle:request_prompt_tokens",
-                "Prompt length of finished requests",
-                t.clone(),
-            ),
-            generation_len: hist("aisle:request_generation_tokens", "Generated tokens per request", t),
-            prompt_tokens: counter("aisle:prompt_tokens_total", "Prompt tokens processed"),
-            generation_tokens: counter("aisle:generation_tokens_total", "Tokens generated"),
-            success: IntCounterVec::new(
-                Opts::new("aisle:request_success_total", "Finished requests by finish reason"),
+            prompt_len: r.hist("aisle:request_prompt_tokens", "Prompt length of finished requests", t),
+            generation_len: r.hist("aisle:request_generation_tokens", "Generated tokens per request", t),
+            prompt_tokens: r.counter("aisle:prompt_tokens_total", "Prompt tokens processed"),
+            generation_tokens: r.counter("aisle:generation_tokens_total", "Tokens generated"),
+            success: r.counter_vec(
+                "aisle:request_success_total",
+                "Finished requests by finish reason",
                 &["finished_reason"],
-            )
-            .expect("valid metric definition"),
-            failures: IntCounterVec::new(
-                Opts::new("aisle:request_failure_total", "Failed requests by reason"),
+            ),
+            failures: r.counter_vec(
+                "aisle:request_failure_total",
+                "Failed requests by reason (`cancelled`: the client left first)",
                 &["reason"],
-            )
-            .expect("valid metric definition"),
-            running: IntGauge::new("aisle:num_requests_running", "Sequences running").expect("valid metric definition"),
-            waiting: IntGauge::new("aisle:num_requests_waiting", "Sequences waiting").expect("valid metric definition"),
-            kv_usage: Gauge::new("aisle:kv_cache_usage_perc", "Fraction of KV blocks in use (0-1)")
-                .expect("valid metric definition"),
-            cache_queries: counter(
+            ),
+            running: r.gauge("aisle:num_requests_running", "Sequences running"),
+            waiting: r.gauge("aisle:num_requests_waiting", "Sequences waiting"),
+            kv_usage: r.add(
+                Gauge::new("aisle:kv_cache_usage_perc", "Fraction of KV blocks in use (0-1)")
+                    .expect("valid metric definition"),
+            ),
+            cache_queries: r.counter(
                 "aisle:prefix_cache_queries_total",
                 "Prompt tokens looked up in the prefix cache",
             ),
-            cache_hits: counter(
+            cache_hits: r.counter(
                 "aisle:prefix_cache_hits_total",
                 "Prompt tokens found in the prefix cache",
             ),
-            preemptions: counter("aisle:num_preemptions_total", "Sequences preempted"),
-            fallback: IntCounterVec::new(
-                Opts::new("aisle:fallback_total", "Requests sent to a remote, by routing reason"),
+            preemptions: r.counter("aisle:num_preemptions_total", "Sequences preempted"),
+            fallback: r.counter_vec(
+                "aisle:fallback_total",
+                "Requests sent to a remote, by routing reason",
                 &["reason"],
-            )
-            .expect("valid metric definition"),
-            remote_latency: HistogramVec::new(
-                HistogramOpts::new("aisle:remote_request_latency_seconds", "Latency of remote requests")
-                    .buckets(SECONDS.to_vec()),
+            ),
+            remote_latency: r.hist_vec(
+                "aisle:remote_request_latency_seconds",
+                "Latency of remote requests",
+                s,
                 &["remote"],
-            )
-            .expect("valid metric definition"),
-            circuit_state: IntGaugeVec::new(
-                Opts::new(
-                    "aisle:remote_circuit_state",
-                    "Circuit breaker per remote: 0 closed, 1 open, 2 half-open",
-                ),
+            ),
+            circuit_state: r.gauge_vec(
+                "aisle:remote_circuit_state",
+                "Circuit breaker per remote: 0 closed, 1 open, 2 half-open",
                 &["remote"],
-            )
-            .expect("valid metric definition"),
-            cost: CounterVec::new(
-                Opts::new("aisle:cost_usd_total", "Cost of answered requests in USD, by route"),
+            ),
+            cost: r.float_counter_vec(
+                "aisle:cost_usd_total",
+                "Cost of answered requests in USD, by route",
                 &["route"],
-            )
-            .expect("valid metric definition"),
-            tool_calls: IntCounterVec::new(
-                Opts::new("aisle:tool_calls_total", "Built-in tool calls by tool and outcome"),
+            ),
+            tool_calls: r.counter_vec(
+                "aisle:tool_calls_total",
+                "Built-in tool calls by tool and outcome",
                 &["tool", "outcome"],
-            )
-            .expect("valid metric definition"),
-            tool_latency: HistogramVec::new(
-                HistogramOpts::new("aisle:tool_call_latency_seconds", "Latency of built-in tool calls")
-                    .buckets(SECONDS.to_vec()),
+            ),
+            tool_latency: r.hist_vec(
+                "aisle:tool_call_latency_seconds",
+                "Latency of built-in tool calls",
+                s,
                 &["tool"],
-            )
-            .expect("valid metric definition"),
+            ),
             synced: Mutex::new(EngineStats::default()),
-        };
-        m.register_all();
-        m
-    }
-
-    fn register_all(&self) {
-        let collectors: Vec<Box<dyn prometheus::core::Collector>> = vec![
-            Box::new(self.e2e_latency.clone()),
-            Box::new(self.tool_calls.clone()),
-            Box::new(self.tool_latency.clone()),
-            Box::new(self.ttft.clone()),
-            Box::new(self.inter_token.clone()),
-            Box::new(self.queue_time.clone()),
-            Box::new(self.prompt_len.clone()),
-            Box::new(self.generation_len.clone()),
-            Box::new(self.prompt_tokens.clone()),
-            Box::new(self.generation_tokens.clone()),
-            Box::new(self.success.clone()),
-            Box::new(self.failures.clone()),
-            Box::new(self.running.clone()),
-            Box::new(self.waiting.clone()),
-            Box::new(self.kv_usage.clone()),
-            Box::new(self.cache_queries.clone()),
-            Box::new(self.cache_hits.clone()),
-            Box::new(self.preemptions.clone()),
-            Box::new(self.fallback.clone()),
-            Box::new(self.remote_latency.clone()),
-            Box::new(self.circuit_state.clone()),
-            Box::new(self.cost.clone()),
-        ];
-        for c in collectors {
-            if let Err(e) = self.registry.register(c) {
-                tracing::error!("metric registration failed: {e}");
-            }
+            registry: r.0,
         }
     }
 

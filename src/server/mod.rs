@@ -74,6 +74,11 @@ pub struct ServedModel {
     pub vocab: usize,
     pub context: usize,
     pub max_seqs: usize,
+    /// Prompt text longer than this cannot fit the context however it tokenizes (context ×
+    /// the longest token's bytes × 2 for normalizers); refused before tokenizing.
+    pub max_prompt_bytes: usize,
+    /// KV cache blocks and tokens per block: what one choice can hold at most.
+    pub kv_capacity: (usize, usize),
     /// Hash of config.json and the weight files' headers and sizes.
     pub version: String,
     pub created: u64,
@@ -231,7 +236,7 @@ async fn middleware_fn(State(st): State<AppState>, mut req: Request, next: Next)
             .headers()
             .get("authorization")
             .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.strip_prefix("Bearer "));
+            .and_then(bearer_token);
         match given {
             Some(k) if keys.iter().any(|x| x == k) => next.run(req).await,
             Some(_) => ApiError::new(ApiErrorKind::Unauthorized, "incorrect API key provided").into_response(),
@@ -248,6 +253,30 @@ async fn middleware_fn(State(st): State<AppState>, mut req: Request, next: Next)
         resp.headers_mut().insert("x-request-id", v);
     }
     resp
+}
+
+/// The token of an `Authorization: Bearer <token>` header; the scheme is case-insensitive
+/// (RFC 7235).
+fn bearer_token(value: &str) -> Option<&str> {
+    let (scheme, token) = value.trim().split_once(' ')?;
+    scheme.eq_ignore_ascii_case("bearer").then(|| token.trim())
+}
+
+async fn method_not_allowed(req: Request) -> ApiError {
+    ApiError::new(
+        ApiErrorKind::MethodNotAllowed,
+        format!("{} is not allowed on {}", req.method(), req.uri().path()),
+    )
+}
+
+/// A panic in a handler (a bug, or one left in a dependency) answers this request 500 with
+/// a JSON body; the connection and every other request carry on.
+fn panic_response(_: Box<dyn std::any::Any + Send + 'static>) -> Response {
+    ApiError::new(
+        ApiErrorKind::Internal,
+        "the server failed on this request (a panic); this is a bug",
+    )
+    .into_response()
 }
 
 async fn not_found(req: Request) -> ApiError {
@@ -334,7 +363,9 @@ pub fn app(state: AppState) -> Router {
         .route("/ready", get(ready))
         .route("/metrics", get(metrics_route))
         .fallback(not_found)
+        .method_not_allowed_fallback(method_not_allowed)
         .layer(middleware::from_fn_with_state(state.clone(), middleware_fn))
+        .layer(tower_http::catch_panic::CatchPanicLayer::custom(panic_response))
         .with_state(state);
     // Outside the API-key check: a preflight carries no credentials.
     match cors {

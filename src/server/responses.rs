@@ -50,6 +50,23 @@ pub(super) struct Tracker {
     started: Option<Instant>,
     first: Option<Instant>,
     last: Option<Instant>,
+    /// The outcome is counted: by `done`, or by whoever answered the error or rerouted.
+    /// A tracker dropped unsettled is a request cancelled by its client's disconnect.
+    settled: bool,
+}
+
+impl Drop for Tracker {
+    fn drop(&mut self) {
+        if self.settled {
+            return;
+        }
+        self.st.0.metrics.failures.with_label_values(&["cancelled"]).inc();
+        tracing::info!(
+            target: "aisle::request",
+            request_id = %self.rid, model = %self.st.0.cfg.model_name, route = "local",
+            latency_ms = self.t0.elapsed().as_secs_f64() * 1e3, finish_reason = "cancelled", "request cancelled"
+        );
+    }
 }
 
 impl Tracker {
@@ -61,7 +78,13 @@ impl Tracker {
             started: None,
             first: None,
             last: None,
+            settled: false,
         }
+    }
+
+    /// The outcome is counted elsewhere (an error answered, a reroute).
+    pub(super) fn settle(&mut self) {
+        self.settled = true;
     }
 
     pub(super) fn on_event(&mut self, e: &Event) {
@@ -81,7 +104,8 @@ impl Tracker {
         }
     }
 
-    pub(super) fn done(&self, out: &RequestOutput, status: u16) {
+    pub(super) fn done(&mut self, out: &RequestOutput, status: u16) {
+        self.settled = true;
         let m = &self.st.0.metrics;
         let u = &out.usage;
         let total = self.t0.elapsed().as_secs_f64();
@@ -165,7 +189,9 @@ pub async fn respond(st: AppState, rid: String, run: LocalRun, t0: Instant) -> R
 /// dropped with the `RequestStream`, which cancels the request.
 async fn complete(st: AppState, rid: String, local: Local, t0: Instant) -> Result<Response, Reroute> {
     let Local { valid, plan, admission } = local;
-    let result = run_to_end(&st, &rid, valid, &plan, t0).await;
+    let mut tracker = Tracker::new(&st, &rid, t0);
+    let result = run_to_end(&st, valid, &plan, &mut tracker).await;
+    tracker.settle(); // counted below or by the remote; only a drop before here is a cancel
     drop(admission);
     match result {
         Ok(Ok(body)) => Ok(Json(body).into_response()),
@@ -180,15 +206,13 @@ async fn complete(st: AppState, rid: String, local: Local, t0: Instant) -> Resul
 /// The whole answer's body, the plan's reason to give up, or the error to answer with.
 async fn run_to_end(
     st: &AppState,
-    rid: &str,
     valid: ValidRequest,
     plan: &LocalPlan,
-    t0: Instant,
+    tracker: &mut Tracker,
 ) -> Result<Result<Value, Reroute>, ApiError> {
-    let meta = Meta::new(st, rid, &valid)?;
+    let meta = Meta::new(st, &tracker.rid, &valid)?;
     let sampled = valid.generations.first().map_or(1, |g| g.n);
     let mut events = submit(st, plan, valid.generations)?;
-    let mut tracker = Tracker::new(st, rid, t0);
     let mut out = RequestOutput::default();
     let mut done = false;
     while let Some(e) = events.next().await {
@@ -335,6 +359,7 @@ impl Streaming {
     /// End the stream with an error event (OpenAI's SDK raises on it).
     fn fail(&mut self, err: ApiError) {
         count_failure(&self.tracker.st, &err);
+        self.tracker.settle();
         self.pending.push_back(err.body().to_string());
         self.finished = true;
     }
@@ -479,6 +504,9 @@ async fn stream(st: AppState, rid: String, local: Local, t0: Instant) -> Result<
             return Ok(e.into_response());
         }
     };
-    hold_start(&mut s, &plan).await?;
+    if let Err(why) = hold_start(&mut s, &plan).await {
+        s.tracker.settle(); // the remote counts it
+        return Err(why);
+    }
     Ok(Sse::new(sse_stream(s)).into_response())
 }

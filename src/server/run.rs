@@ -107,6 +107,7 @@ pub fn start_engine(
     version: String,
 ) -> (ServedModel, Engine) {
     let max_seqs = core.scheduler().config().max_seqs;
+    let kv_capacity = core.kv_capacity();
     let engine = Engine::spawn_with_delay(core, step_delay);
     let c = &model.config;
     let grammars = crate::grammar::Grammars::new(model.tokenizer.clone(), c.vocab_size, model.eos_token_ids());
@@ -119,6 +120,11 @@ pub fn start_engine(
         vocab: c.vocab_size,
         context: c.max_position_embeddings,
         max_seqs,
+        max_prompt_bytes: c
+            .max_position_embeddings
+            .saturating_mul(model.tokenizer.max_token_bytes())
+            .saturating_mul(2),
+        kv_capacity,
         version,
         created: SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs()),
     };

@@ -56,14 +56,14 @@ pub fn tool_finish(r: Option<FinishReason>, turn: &Turn) -> Option<FinishReason>
 /// An assistant message with its calls (`content` is null when there is only calls).
 fn message_json(turn: &Turn) -> Value {
     if turn.calls.is_empty() {
-        return json!({"role": "assistant", "content": turn.content.clone().unwrap_or_default()});
+        return json!({"role": "assistant", "content": turn.content.clone().unwrap_or_default(), "refusal": null});
     }
     let calls: Vec<Value> = turn
         .calls
         .iter()
         .map(|c| json!({"id": c.id, "type": "function", "function": {"name": c.name, "arguments": c.arguments}}))
         .collect();
-    json!({"role": "assistant", "content": turn.content, "tool_calls": calls})
+    json!({"role": "assistant", "content": turn.content, "refusal": null, "tool_calls": calls})
 }
 
 /// A chat delta for one piece of a tool-reading stream.
@@ -181,7 +181,7 @@ impl Meta {
                 e
             })
             .collect();
-        json!({ "content": content })
+        json!({ "content": content, "refusal": null })
     }
 
     /// Legacy completions logprobs (`tokens`, `token_logprobs`, `top_logprobs`, `text_offset`)
@@ -262,7 +262,7 @@ impl Meta {
                 json!({"index": i, "message": message_json(&turn), "logprobs": lp,
                        "finish_reason": finish_str(tool_finish(c.finish_reason, &turn))})
             }
-            _ => json!({"index": i, "message": {"role": "assistant", "content": c.text},
+            _ => json!({"index": i, "message": {"role": "assistant", "content": c.text, "refusal": null},
                         "logprobs": lp, "finish_reason": finish_str(c.finish_reason)}),
         }
     }

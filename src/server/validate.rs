@@ -25,6 +25,10 @@ pub struct Limits<'a> {
     pub tokenizer: &'a TextTokenizer,
     pub vocab: usize,
     pub context: usize,
+    /// Prompt text beyond this is refused before tokenizing (`ServedModel::max_prompt_bytes`).
+    pub max_prompt_bytes: usize,
+    /// KV cache blocks and block size (`ServedModel::kv_capacity`).
+    pub kv_capacity: (usize, usize),
     /// `max_tokens` when a request gives none (clipped to the room left in the context).
     pub default_max_tokens: usize,
     pub grammars: &'a Grammars,
@@ -167,6 +171,8 @@ pub fn request(body: &Body, limits: &Limits) -> Result<ValidRequest, ApiError> {
 /// `/v1/chat/completions`.
 pub fn chat(body: &ChatRequest, limits: &Limits) -> Result<ValidRequest, ApiError> {
     let messages = text_messages(&body.messages)?;
+    let text: usize = messages.iter().map(|m| m.content.as_ref().map_or(0, String::len)).sum();
+    check_text_bytes(text, limits)?;
     let tools = super::tools::plan(body, limits.tool_format, limits.tokenizer, limits.grammars)?;
     let prompt = limits
         .tokenizer
@@ -291,6 +297,20 @@ pub fn text_messages(messages: &[ChatMessageIn]) -> Result<Vec<ChatMessage>, Api
 }
 
 /// Token ids inside the vocabulary, and at least one.
+/// Refuse prompt text that cannot fit the context before spending time tokenizing it.
+pub(super) fn check_text_bytes(bytes: usize, limits: &Limits) -> Result<(), ApiError> {
+    if bytes <= limits.max_prompt_bytes {
+        return Ok(());
+    }
+    Err(ApiError::new(
+        ApiErrorKind::ContextLength,
+        format!(
+            "this model's maximum context length is {} tokens, and the prompt's {bytes} bytes of text cannot fit it",
+            limits.context
+        ),
+    ))
+}
+
 pub(super) fn check_prompt(ids: Vec<u32>, limits: &Limits, param: &str) -> Result<Vec<u32>, ApiError> {
     if let Some(&bad) = ids.iter().find(|&&t| t as usize >= limits.vocab) {
         return Err(ApiError::invalid(
@@ -346,9 +366,24 @@ pub(super) fn generation(
         ));
     }
     let default_max = limits.default_max_tokens.min(room);
+    let output = if max_tokens.is_some() { asked } else { default_max };
+    fits_kv(prompt.len() + output, limits.kv_capacity)?;
     let mut req = sampling(common, max_tokens, logprobs, limits.vocab, default_max)?;
     req.prompt = prompt;
     Ok(req)
+}
+
+/// The engine's capacity check, before anything is sent: a streamed request that can never
+/// fit gets the same 400 as an unstreamed one, not a 200 and an error event.
+fn fits_kv(tokens: usize, (blocks, block_size): (usize, usize)) -> Result<(), ApiError> {
+    let needed = tokens.div_ceil(block_size.max(1));
+    if needed <= blocks {
+        return Ok(());
+    }
+    Err(ApiError::from(&crate::engine::EngineError::Capacity {
+        needed,
+        available: blocks,
+    }))
 }
 
 /// The output constraint the request asks for, compiled (once per request, however many

@@ -210,12 +210,13 @@ impl Toolbox {
 
 fn catalog_tools(cat: Arc<Catalog>, timeout: Duration) -> Result<Vec<Tool>, ToolboxError> {
     let cats = cat.categories()?;
+    let fields = cat.fields()?;
     let [(search, search_desc), (get, get_desc)] = catalog::descriptions();
     Ok(vec![
         Tool {
             function: Function {
                 name: search.into(),
-                parameters: catalog::search_schema(&cats),
+                parameters: catalog::search_schema(&cats, &fields),
             },
             description: search_desc.into(),
             timeout,
@@ -224,7 +225,7 @@ fn catalog_tools(cat: Arc<Catalog>, timeout: Duration) -> Result<Vec<Tool>, Tool
         Tool {
             function: Function {
                 name: get.into(),
-                parameters: catalog::get_schema(),
+                parameters: catalog::get_schema(&fields),
             },
             description: get_desc.into(),
             timeout,

@@ -96,6 +96,53 @@ async fn catalog_tools_answer_in_compact_json() {
 }
 
 #[tokio::test]
+async fn fields_cut_rows_to_what_was_asked() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let tb = catalog_box(dir.path());
+    let defs = tb.definitions();
+    let enum_ = &defs[1]["function"]["parameters"]["properties"]["fields"]["items"]["enum"];
+    assert_eq!(enum_[2], "price");
+    assert!(
+        enum_.as_array().is_some_and(|a| a.contains(&json!("wattage"))),
+        "{enum_}"
+    );
+    let r = tb
+        .call(
+            "get_product",
+            r#"{"name": "Ironhand Edge N20", "fields": ["price", "wattage", "price"]}"#,
+        )
+        .await;
+    assert_eq!(
+        (r.content.as_str(), r.valid),
+        (
+            r#"{"name":"Ironhand Edge N20","price":"$89.99","wattage":"450 W"}"#,
+            true
+        )
+    );
+    let r = tb
+        .call(
+            "search_products",
+            r#"{"query": "kettle", "sort": "price_asc", "limit": 1, "fields": ["rating", "weight"]}"#,
+        )
+        .await;
+    assert_eq!(
+        r.content,
+        r#"{"total":2,"results":[{"name":"Caffio Velvet Q12","rating":"4.9","weight":"1.4 kg"}]}"#
+    );
+    let r = tb
+        .call(
+            "get_product",
+            r#"{"name": "Ironhand Edge N20", "fields": ["colour", "heel drop"]}"#,
+        )
+        .await;
+    assert!(
+        !r.valid && r.content.contains("unknown field `heel drop`"),
+        "{}",
+        r.content
+    );
+}
+
+#[tokio::test]
 async fn bad_calls_become_error_results() {
     let dir = tempfile::tempdir().expect("tempdir");
     let tb = catalog_box(dir.path());

@@ -266,6 +266,25 @@ impl Weights {
         Ok(all)
     }
 
+    /// Refuse weights with layers the config does not have (`model.layers.{i}.` with
+    /// `i >= num_layers`): a config with fewer layers than its checkpoint would run a
+    /// truncated model without a word.
+    pub fn check_layers(&self, num_layers: usize) -> Result<(), WeightsError> {
+        let extra = self.index.keys().find(|name| {
+            name.strip_prefix("model.layers.")
+                .and_then(|rest| rest.split('.').next())
+                .and_then(|i| i.parse::<usize>().ok())
+                .is_some_and(|i| i >= num_layers)
+        });
+        match extra {
+            Some(name) => Err(self.invalid(
+                name,
+                &format!("the weights have more layers than config.json's num_hidden_layers ({num_layers})"),
+            )),
+            None => Ok(()),
+        }
+    }
+
     /// An error about tensor `name`'s values, naming its file.
     pub fn invalid(&self, name: &str, message: &str) -> WeightsError {
         let path = self

@@ -35,7 +35,7 @@ fn open_index(index: &Path) -> Result<Weights, WeightsError> {
         path: index.to_path_buf(),
         message,
     };
-    let text = std::fs::read_to_string(index).map_err(|source| WeightsError::Io {
+    let text = crate::model_dir::read_text(index).map_err(|source| WeightsError::Io {
         path: index.to_path_buf(),
         source,
     })?;
@@ -49,6 +49,14 @@ fn open_index(index: &Path) -> Result<Weights, WeightsError> {
         let f = v
             .as_str()
             .ok_or_else(|| bad("weight_map values must be file names".into()))?;
+        let inside = Path::new(f)
+            .components()
+            .all(|c| matches!(c, std::path::Component::Normal(_)));
+        if !inside {
+            return Err(bad(format!(
+                "shard `{f}` is not a file name inside the model directory"
+            )));
+        }
         if !files.iter().any(|x| x == f) {
             files.push(f.to_string());
         }
@@ -101,8 +109,11 @@ fn index_file(path: &Path, mmap: &[u8], file: usize, index: &mut HashMap<String,
                 "tensor `{name}` needs bytes {start}..{end} of the data section but the file has only {data_len} (file truncated?)"
             )));
         }
-        let elems: usize = info.shape.iter().product();
-        let expected = elems * info.dtype.bitsize() / 8;
+        let bits = info
+            .shape
+            .iter()
+            .try_fold(info.dtype.bitsize(), |n, &d| n.checked_mul(d));
+        let expected = bits.map_or(usize::MAX, |b| b / 8);
         if end - start != expected {
             return Err(corrupt(format!(
                 "tensor `{name}` has {} bytes but shape {:?} of {:?} needs {expected}",
@@ -111,7 +122,7 @@ fn index_file(path: &Path, mmap: &[u8], file: usize, index: &mut HashMap<String,
                 info.dtype
             )));
         }
-        index.insert(
+        let earlier = index.insert(
             name.clone(),
             Entry {
                 file,
@@ -122,6 +133,11 @@ fn index_file(path: &Path, mmap: &[u8], file: usize, index: &mut HashMap<String,
                 permute_heads: None,
             },
         );
+        if earlier.is_some() {
+            return Err(corrupt(format!(
+                "tensor `{name}` is also in an earlier shard; a name must be unique"
+            )));
+        }
     }
     Ok(())
 }

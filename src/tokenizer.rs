@@ -366,4 +366,20 @@ mod tests {
         assert_eq!(stream.step(ids[0]).unwrap(), None);
         assert_eq!(stream.flush().unwrap().as_deref(), Some("\u{FFFD}"));
     }
+
+    #[test]
+    fn a_panicking_pre_tokenizer_is_an_encode_error() {
+        // Repeated `.*` groups backtrack combinatorially: onig stops at its retry limit, and
+        // `tokenizers` panics on that ("retry-limit-in-match over").
+        let tok = serde_json::json!({
+            "version": "1.0", "truncation": null, "padding": null, "added_tokens": [], "normalizer": null,
+            "pre_tokenizer": {"type": "Split", "pattern": {"Regex": "(.*a){12}b"}, "behavior": "Isolated", "invert": false},
+            "post_processor": null, "decoder": null,
+            "model": {"type": "WordLevel", "vocab": {"[UNK]": 0, "a": 1}, "unk_token": "[UNK]"}
+        });
+        let tok = TextTokenizer::from_json(&tok, &Value::Null, Path::new("tokenizer.json")).unwrap();
+        let e = tok.encode(&"a".repeat(60), false).unwrap_err();
+        assert!(e.to_string().contains("panicked"), "{e}");
+        assert!(tok.encode("b", false).is_ok(), "the tokenizer still works afterwards");
+    }
 }

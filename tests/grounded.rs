@@ -429,7 +429,15 @@ async fn a_call_cut_off_by_max_tokens_ends_the_loop_with_length_not_an_error() {
     assert_eq!(body["choices"][0]["finish_reason"], "length", "{body}");
     let calls = body["aisle_tools"]["calls"].as_array().unwrap();
     assert_eq!(calls.len(), 1, "{body}");
-    assert_eq!((&calls[0]["valid"], &calls[0]["rows"]), (&json!(false), &json!(0)), "{body}");
+    assert_eq!(
+        (&calls[0]["valid"], &calls[0]["rows"]),
+        (&json!(false), &json!(0)),
+        "{body}"
+    );
     assert!(calls[0]["error"].as_str().unwrap().contains("not JSON"), "{body}");
-    assert_eq!(body["aisle_tools"]["rounds"].as_array().map(Vec::len), Some(1), "{body}");
+    assert_eq!(
+        body["aisle_tools"]["rounds"].as_array().map(Vec::len),
+        Some(1),
+        "{body}"
+    );
 }

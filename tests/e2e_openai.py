@@ -246,6 +246,35 @@ def sigterm_test():
     check("SIGTERM: in-flight complete, new get 503, exit 0", body)
 
 
+def bounded_shutdown_test():
+    # 50 ms per step: the 200-token stream needs 10 s, far past the 1 s drain. A client that
+    # stops mid-header would keep the process alive without the connection deadline.
+    srv = Server("--max-seqs", "8", "--shutdown-timeout", "1", "--step-delay-ms", "50")
+    c = srv.client()
+    it = iter(c.completions.create(model="shop", prompt="The", max_tokens=200, stream=True,
+                                   extra_body={"ignore_eos": True}))
+    next(it)
+    stalled = socket.create_connection(("127.0.0.1", srv.port))
+    stalled.sendall(b"GET /health HTTP/1.1\r\nHost: x\r\n")
+    t0 = time.time()
+    srv.proc.send_signal(signal.SIGTERM)
+
+    def body():
+        err = None
+        try:
+            for _ in it:
+                pass
+        except openai.APIError as e:
+            err = e
+        assert err is not None and "shutting down" in str(err), err
+        code = srv.proc.wait(timeout=30)
+        assert code == 0, code
+        print(f"     (exited {time.time() - t0:.1f} s after SIGTERM with --shutdown-timeout 1)")
+        stalled.close()
+
+    check("SIGTERM with a stalled client and an unfinished stream: error event, bounded exit", body)
+
+
 def shape(v):
     """The key structure of a JSON value (what a client's parser depends on)."""
     if isinstance(v, dict):
@@ -402,6 +431,7 @@ def main():
         code = srv.stop()
         check("server exits 0 on SIGTERM", lambda: (_ for _ in ()).throw(AssertionError(code)) if code != 0 else None)
     sigterm_test()
+    bounded_shutdown_test()
     routing_test()
     finish("e2e")
 

@@ -149,6 +149,7 @@ fn local_full(
         api_keys: vec![],
         max_waiting,
         max_body_bytes: 1 << 16,
+        body_timeout: std::time::Duration::from_secs(30),
         default_max_tokens: 8,
         local_price: aisle::fallback::Price {
             prompt_per_1m: 1.0,

@@ -500,3 +500,21 @@ async fn a_request_the_kv_cache_cannot_hold_is_a_400_streamed_or_not() {
     let fits = json!({"prompt": "The", "max_tokens": 20, "stream": true});
     assert_eq!(send(&router, post("/v1/completions", fits)).await.0, StatusCode::OK);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn streams_open_at_the_shutdown_deadline_end_with_an_error_event() {
+    let s = server_stepping(config(), 8, Duration::from_millis(5));
+    let long = json!({"prompt": "The", "max_tokens": 200, "ignore_eos": true, "stream": true});
+    let resp = s.router.clone().oneshot(post("/v1/completions", long)).await.unwrap();
+    assert_eq!(resp.status(), StatusCode::OK);
+    s.state.cut_streams(); // what `serve` does when the drain runs out of time
+    let bytes = axum::body::to_bytes(resp.into_body(), 1 << 24).await.unwrap();
+    let text = String::from_utf8(bytes.to_vec()).unwrap();
+    let last = text.trim_end().lines().last().unwrap_or_default();
+    assert!(
+        last.starts_with("data: {\"error\"") && last.contains("shutting down"),
+        "{text}"
+    );
+    assert!(!text.contains("[DONE]"), "{text}");
+    assert_failures_counted(&s.router, &[("unavailable", 1)]).await;
+}

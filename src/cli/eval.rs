@@ -108,6 +108,7 @@ fn local_app(args: &EvalArgs, model: &LoadedModel) -> Result<(Target, Engine)> {
         api_keys: Vec::new(),
         max_waiting: usize::MAX / 2,
         max_body_bytes: 16 << 20,
+        body_timeout: std::time::Duration::from_secs(30),
         default_max_tokens: args.max_tokens,
         local_price: Default::default(),
         tool_parser: Default::default(),

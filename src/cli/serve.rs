@@ -47,9 +47,20 @@ pub struct ServeArgs {
     kv_cache_mb: usize,
     #[command(flatten)]
     engine: EngineArgs,
-    /// Seconds to let in-flight requests finish after SIGTERM/SIGINT.
+    /// Seconds to let in-flight requests finish after SIGTERM/SIGINT; the process exits one
+    /// second after that whatever the clients do.
     #[arg(long, default_value_t = 30)]
     shutdown_timeout: u64,
+    /// Seconds a client has to send a request's headers; also how long an idle keep-alive
+    /// connection stays open.
+    #[arg(long, default_value_t = 10)]
+    header_timeout: u64,
+    /// Seconds a client has to send a request's whole body (408 after).
+    #[arg(long, default_value_t = 30)]
+    body_timeout: u64,
+    /// Most open connections; more get a 503 and are closed.
+    #[arg(long, default_value_t = 1000)]
+    max_connections: usize,
     /// Log format.
     #[arg(long, value_enum, default_value_t = LogFormat::Text)]
     pub log_format: LogFormat,
@@ -121,6 +132,10 @@ pub fn run(args: ServeArgs) -> Result<()> {
         kv_cache_mib: args.kv_cache_mb,
         scheduler: args.engine.scheduler(),
         shutdown_timeout: std::time::Duration::from_secs(args.shutdown_timeout),
+        conn: aisle::server::listen::ConnLimits {
+            header_timeout: std::time::Duration::from_secs(args.header_timeout.max(1)),
+            max_connections: args.max_connections.max(1),
+        },
         step_delay: std::time::Duration::from_millis(args.step_delay_ms),
         tools,
         server: aisle::server::ServerConfig {
@@ -128,6 +143,7 @@ pub fn run(args: ServeArgs) -> Result<()> {
             api_keys,
             max_waiting: args.max_waiting,
             max_body_bytes: args.max_body_bytes,
+            body_timeout: std::time::Duration::from_secs(args.body_timeout.max(1)),
             default_max_tokens: args.default_max_tokens,
             local_price,
             tool_parser: args.tool_call_parser,

@@ -71,7 +71,8 @@ impl GgufFile {
                 hf.insert((*field).into(), v);
             }
         }
-        hf.insert("vocab_size".into(), json!(self.vocab_size(arch)?));
+        let vocab = self.vocab_size(arch)?;
+        hf.insert("vocab_size".into(), json!(vocab));
         hf.insert("tie_word_embeddings".into(), json!(!self.has_tensor("output.weight")));
         if hf.contains_key("sliding_window") {
             hf.insert("use_sliding_window".into(), json!(true));
@@ -81,6 +82,13 @@ impl GgufFile {
             ("tokenizer.ggml.eos_token_id", "eos_token_id"),
         ] {
             if let Some(id) = self.uint(key)? {
+                if id >= vocab {
+                    return Err(GgufError::Metadata {
+                        path: self.path.clone(),
+                        key: key.into(),
+                        message: format!("id {id} is outside the {vocab}-token vocabulary"),
+                    });
+                }
                 hf.insert(field.into(), json!(id));
             }
         }

@@ -26,6 +26,8 @@ pub enum ApiErrorKind {
     /// The route exists but not with this method.
     MethodNotAllowed,
     BodyTooLarge,
+    /// The body did not arrive within the body timeout.
+    BodyTimeout,
     /// The waiting queue is full; retry after this many seconds.
     Overloaded {
         retry_after: u64,
@@ -101,6 +103,11 @@ impl ApiError {
                 "invalid_request_error",
                 Some("request_too_large"),
             ),
+            BodyTimeout => (
+                StatusCode::REQUEST_TIMEOUT,
+                "invalid_request_error",
+                Some("request_timeout"),
+            ),
             Overloaded { .. } => (StatusCode::TOO_MANY_REQUESTS, "rate_limit_error", Some("queue_full")),
             NotReady | ShuttingDown => (StatusCode::SERVICE_UNAVAILABLE, "service_unavailable", None),
             EngineStopped => (
@@ -126,6 +133,7 @@ impl ApiError {
             Unauthorized => "auth",
             ModelNotFound | RouteNotFound | MethodNotAllowed => "not_found",
             BodyTooLarge => "too_large",
+            BodyTimeout => "timeout",
             Overloaded { .. } => "overloaded",
             NotReady | ShuttingDown | EngineStopped => "unavailable",
             Internal => "internal",

@@ -422,7 +422,8 @@ async fn streamed(mut r: Rounds) -> Result<Response, Reroute> {
     for step in held {
         state.on_step(Some(step));
     }
-    let resp = Sse::new(sse_stream(state)).into_response();
+    let cut = state.r.st.stream_cut();
+    let resp = Sse::new(sse_stream(state, cut)).into_response();
     Ok(with_header(resp, &names))
 }
 
@@ -508,6 +509,10 @@ impl Payloads for Streamed {
             Err(Failure::Api(e)) => e,
             Err(Failure::Reroute(why)) => ApiError::from(&EngineError::Stopped(format!("{why:?}"))),
         };
+        self.abort(e);
+    }
+
+    fn abort(&mut self, e: ApiError) {
         count_failure(&self.r.st, &e);
         self.r.tracker.settle();
         self.queue.push_back(e.body().to_string());

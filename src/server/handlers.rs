@@ -62,7 +62,7 @@ fn local_route(mut resp: Response) -> Response {
 async fn handle(st: AppState, rid: RequestIdValue, headers: HeaderMap, body: Body, endpoint: Endpoint) -> Response {
     let t0 = Instant::now();
     let rid = rid.0;
-    let raw: Value = match read_json(&headers, body, st.0.cfg.max_body_bytes).await {
+    let raw: Value = match read_json(&headers, body, &st.0.cfg).await {
         Ok(v) => v,
         Err(e) => return reject(&st, &rid, e),
     };
@@ -108,7 +108,7 @@ async fn handle(st: AppState, rid: RequestIdValue, headers: HeaderMap, body: Bod
 pub(super) async fn read_json<T: serde::de::DeserializeOwned>(
     headers: &HeaderMap,
     body: Body,
-    limit: usize,
+    cfg: &super::ServerConfig,
 ) -> Result<T, ApiError> {
     let ctype = headers
         .get(header::CONTENT_TYPE)
@@ -121,9 +121,17 @@ pub(super) async fn read_json<T: serde::de::DeserializeOwned>(
             format!("expected `Content-Type: application/json`, got `{ctype}`"),
         ));
     }
-    let bytes = axum::body::to_bytes(body, limit)
-        .await
-        .map_err(|e| body_error(&e, limit))?;
+    let (limit, deadline) = (cfg.max_body_bytes, cfg.body_timeout);
+    let read = tokio::time::timeout(deadline, axum::body::to_bytes(body, limit));
+    let bytes = match read.await {
+        Ok(r) => r.map_err(|e| body_error(&e, limit))?,
+        Err(_) => {
+            return Err(ApiError::new(
+                ApiErrorKind::BodyTimeout,
+                format!("the request body did not arrive within {} s", deadline.as_secs_f64()),
+            ))
+        }
+    };
     serde_json::from_slice(&bytes).map_err(|e| {
         if e.is_data() {
             ApiError::new(ApiErrorKind::Invalid { param: None }, format!("invalid request: {e}"))

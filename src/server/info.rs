@@ -79,7 +79,7 @@ struct TokenizeRequest {
 
 pub async fn tokenize(State(st): State<AppState>, headers: HeaderMap, body: Body) -> Response {
     let run = async {
-        let req: TokenizeRequest = super::handlers::read_json(&headers, body, st.0.cfg.max_body_bytes).await?;
+        let req: TokenizeRequest = super::handlers::read_json(&headers, body, &st.0.cfg).await?;
         let m = served(&st, req.model.as_deref())?;
         let (tok, context) = (m.tokenizer.clone(), m.context);
         // Tokenizing a large body is CPU work: off the request threads.
@@ -133,7 +133,7 @@ struct DetokenizeRequest {
 
 pub async fn detokenize(State(st): State<AppState>, headers: HeaderMap, body: Body) -> Response {
     let run = async {
-        let req: DetokenizeRequest = super::handlers::read_json(&headers, body, st.0.cfg.max_body_bytes).await?;
+        let req: DetokenizeRequest = super::handlers::read_json(&headers, body, &st.0.cfg).await?;
         let m = served(&st, req.model.as_deref())?;
         let vocab = m.vocab;
         let ids = req

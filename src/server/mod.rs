@@ -18,6 +18,7 @@ pub mod errors;
 mod grounded;
 mod handlers;
 mod info;
+pub mod listen;
 pub mod metrics;
 mod proxy;
 mod responses;
@@ -53,6 +54,8 @@ pub struct ServerConfig {
     /// Requests allowed to wait beyond the running ones before 429.
     pub max_waiting: usize,
     pub max_body_bytes: usize,
+    /// A request body must have arrived in full within this (slow-drip uploads get 408).
+    pub body_timeout: std::time::Duration,
     /// `max_tokens` when a request gives none (clipped to the context).
     pub default_max_tokens: usize,
     /// Price of the local model, for `usage.cost_usd` and the cost counter.
@@ -99,6 +102,8 @@ pub struct Inner {
     ewma_latency_ms: AtomicU64,
     /// Tools the server runs itself for requests without client tools (`server::grounded`).
     pub toolbox: Option<Arc<crate::toolbox::Toolbox>>,
+    /// Set at the shutdown deadline: every open stream ends with an error event.
+    cut_streams: tokio::sync::watch::Sender<bool>,
 }
 
 #[derive(Clone)]
@@ -145,6 +150,7 @@ impl AppState {
             routing,
             ewma_latency_ms: AtomicU64::new(0),
             toolbox,
+            cut_streams: tokio::sync::watch::Sender::new(false),
         }))
     }
 
@@ -191,6 +197,16 @@ impl AppState {
 
     pub fn begin_shutdown(&self) {
         self.0.shutting_down.store(true, Ordering::SeqCst);
+    }
+
+    /// The shutdown deadline passed: open streams end now with an error event (counted).
+    pub fn cut_streams(&self) {
+        self.0.cut_streams.send_replace(true);
+    }
+
+    /// What a stream watches for `cut_streams`.
+    pub fn stream_cut(&self) -> tokio::sync::watch::Receiver<bool> {
+        self.0.cut_streams.subscribe()
     }
 
     pub fn in_flight(&self) -> usize {

@@ -380,6 +380,10 @@ impl Payloads for Streaming {
             None => self.fail(ApiError::from(&EngineError::Lost)),
         }
     }
+
+    fn abort(&mut self, err: ApiError) {
+        self.fail(err);
+    }
 }
 
 /// A stream's SSE payloads: queued by a source that adds more on demand until it is finished.
@@ -388,19 +392,36 @@ pub(super) trait Payloads: Send + 'static {
     fn finished(&self) -> bool;
     /// Queue the next payloads (or mark the stream finished).
     fn refill(&mut self) -> impl std::future::Future<Output = ()> + Send;
+    /// End the stream with this error as its last event (counted as a failure).
+    fn abort(&mut self, err: ApiError);
 }
 
-/// Each queued payload as one SSE event, refilling the queue until the source is finished.
-pub(super) fn sse_stream<P: Payloads>(p: P) -> impl Stream<Item = Result<SseEvent, Infallible>> {
-    stream::unfold(p, |mut p| async move {
+/// Each queued payload as one SSE event, refilling the queue until the source is finished;
+/// when `cut` turns true (the shutdown deadline), the stream ends with an error event.
+pub(super) fn sse_stream<P: Payloads>(
+    p: P,
+    cut: tokio::sync::watch::Receiver<bool>,
+) -> impl Stream<Item = Result<SseEvent, Infallible>> {
+    stream::unfold((p, cut), |(mut p, mut cut)| async move {
         loop {
             if let Some(payload) = p.queue().pop_front() {
-                return Some((Ok(SseEvent::default().data(payload)), p));
+                return Some((Ok(SseEvent::default().data(payload)), (p, cut)));
             }
             if p.finished() {
                 return None;
             }
-            p.refill().await;
+            if *cut.borrow() {
+                p.abort(super::errors::ApiError::new(
+                    super::errors::ApiErrorKind::ShuttingDown,
+                    "the server is shutting down: this stream was cut at the shutdown deadline",
+                ));
+                continue;
+            }
+            tokio::select! {
+                _ = p.refill() => {}
+                // The sender lives as long as the server state this stream holds.
+                _ = cut.changed() => {}
+            }
         }
     })
 }
@@ -508,5 +529,6 @@ async fn stream(st: AppState, rid: String, local: Local, t0: Instant) -> Result<
         s.tracker.settle(); // the remote counts it
         return Err(why);
     }
-    Ok(Sse::new(sse_stream(s)).into_response())
+    let cut = st.stream_cut();
+    Ok(Sse::new(sse_stream(s, cut)).into_response())
 }

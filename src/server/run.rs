@@ -4,7 +4,6 @@
 //!
 //! Owns: process-level lifecycle. Must not: handle individual requests.
 
-use axum::serve::ListenerExt;
 use std::io::Read;
 use std::path::Path;
 use std::sync::Arc;
@@ -29,6 +28,8 @@ pub struct ServeOptions {
     pub kv_cache_mib: usize,
     pub scheduler: SchedulerConfig,
     pub shutdown_timeout: Duration,
+    /// Header/idle timeout and connection limit.
+    pub conn: super::listen::ConnLimits,
     pub server: ServerConfig,
     /// Sleep after each engine step (testing aid: simulates a slower device).
     pub step_delay: Duration,
@@ -210,22 +211,14 @@ pub async fn serve(opts: ServeOptions) -> Result<(), String> {
         while drain_state.in_flight() > 0 && start.elapsed() < timeout {
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
-        eprintln!(
-            "aisle: shutting down ({} requests still in flight)",
-            drain_state.in_flight()
-        );
-    };
-    // Streams write one small SSE event per token: without TCP_NODELAY, Nagle's algorithm
-    // holds each behind the client's delayed ACK (≈40 ms per token on Linux).
-    let listener = listener.tap_io(|tcp| {
-        if let Err(e) = tcp.set_nodelay(true) {
-            tracing::warn!("could not set TCP_NODELAY: {e}");
+        let left = drain_state.in_flight();
+        if left > 0 {
+            drain_state.cut_streams(); // each open stream sends its error event and ends
         }
-    });
-    axum::serve(listener, app(state))
-        .with_graceful_shutdown(shutdown)
-        .await
-        .map_err(|e| e.to_string())?;
+        eprintln!("aisle: shutting down ({left} requests still in flight)");
+    };
+    // After the drain, connections get one more second to close cleanly, then are dropped.
+    super::listen::serve(listener, app(state), opts.conn, shutdown, Duration::from_secs(1)).await;
     if let Ok(e) = failed_rx.await {
         return Err(format!("model failed to load: {e}"));
     }

@@ -88,29 +88,27 @@ async fn connections_beyond_the_limit_get_a_503_and_capacity_comes_back() {
     let first = stalled(s.addr).await;
     let _second = stalled(s.addr).await;
     // The two are accepted in order; once both are held, a third is refused.
-    let mut refused = String::new();
-    for _ in 0..200 {
-        refused = health(s.addr).await;
-        if refused.starts_with("HTTP/1.1 503") {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    assert!(refused.starts_with("HTTP/1.1 503"), "{refused}");
+    let refused = health_until(s.addr, "HTTP/1.1 503").await;
     assert!(
         refused.contains("\"code\":\"busy\"") && refused.contains("retry-after: 1"),
         "{refused}"
     );
     drop(first);
-    let mut back = String::new();
-    for _ in 0..200 {
-        back = health(s.addr).await;
-        if back.starts_with("HTTP/1.1 200") {
-            break;
+    health_until(s.addr, "HTTP/1.1 200").await;
+}
+
+/// Probe `/health` until the answer starts with `status` (the server acts on connects and
+/// closes asynchronously); panics after `PATIENCE`.
+async fn health_until(addr: std::net::SocketAddr, status: &str) -> String {
+    let deadline = tokio::time::Instant::now() + PATIENCE;
+    loop {
+        let got = health(addr).await;
+        if got.starts_with(status) {
+            return got;
         }
+        assert!(tokio::time::Instant::now() < deadline, "never `{status}`: {got}");
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
-    assert!(back.starts_with("HTTP/1.1 200"), "{back}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -255,6 +255,24 @@ fn check_rope(theta: f64, scaling: &RopeScaling) -> Result<(), String> {
 
 /// Token id fields may be a number, a list of numbers or null. An id beyond `u32` reads as
 /// `u32::MAX` (outside any vocabulary), never wrapped into a valid one.
+/// Check a `bos_token_id` / `eos_token_id` value: absent, null, an id or a list of ids, each
+/// inside a vocabulary of `vocab` (a string or a float would otherwise be ignored).
+pub(crate) fn check_token_ids(name: &str, v: &Option<Value>, vocab: usize) -> Result<(), String> {
+    let list = match v {
+        None | Some(Value::Null) => return Ok(()),
+        Some(Value::Array(a)) => a.iter().collect::<Vec<_>>(),
+        Some(one) => vec![one],
+    };
+    for x in list {
+        match x.as_u64() {
+            Some(id) if id < vocab as u64 => {}
+            Some(id) => return Err(format!("{name} {id} is outside the vocabulary of {vocab}")),
+            None => return Err(format!("{name} must be a token id or a list of token ids, found {x}")),
+        }
+    }
+    Ok(())
+}
+
 pub(crate) fn token_ids(v: &Option<Value>) -> Vec<u32> {
     let id = |x: u64| u32::try_from(x).unwrap_or(u32::MAX);
     match v {
@@ -286,6 +304,18 @@ impl HfConfig {
 
     /// RoPE base and scaling from either `rope_parameters` (v5) or `rope_theta`/`rope_scaling`.
     fn rope(&self, file: &str) -> Result<(f64, RopeScaling), ConfigError> {
+        let invalid = |message: String| ConfigError::Invalid {
+            file: file.to_string(),
+            message,
+        };
+        for (key, v) in [
+            ("rope_parameters", &self.rope_parameters),
+            ("rope_scaling", &self.rope_scaling),
+        ] {
+            if v.as_ref().is_some_and(|v| !v.is_object() && !v.is_null()) {
+                return Err(invalid(format!("{key} must be an object or null")));
+            }
+        }
         let params = self.rope_parameters.as_ref().filter(|v| v.is_object());
         let scaling = params.or(self.rope_scaling.as_ref().filter(|v| v.is_object()));
         let theta = params
@@ -296,11 +326,12 @@ impl HfConfig {
         let Some(s) = scaling else {
             return Ok((theta, RopeScaling::None));
         };
-        let kind = s
-            .get("rope_type")
-            .or_else(|| s.get("type"))
-            .and_then(Value::as_str)
-            .unwrap_or("default");
+        let kind = s.get("rope_type").or_else(|| s.get("type")).and_then(Value::as_str);
+        // A factor without a type would otherwise run unscaled without a word.
+        if kind.is_none() && s.get("factor").is_some() {
+            return Err(invalid("rope scaling has a `factor` but no `rope_type`".into()));
+        }
+        let kind = kind.unwrap_or("default");
         let num = |key: &str| -> Result<f64, ConfigError> {
             s.get(key).and_then(Value::as_f64).ok_or_else(|| ConfigError::Invalid {
                 file: file.to_string(),
@@ -383,16 +414,8 @@ impl HfConfig {
         if self.sliding_window == Some(0) {
             return Err("sliding_window must be at least 1 (or null for full attention)".into());
         }
-        let ids = token_ids(&self.bos_token_id)
-            .into_iter()
-            .chain(token_ids(&self.eos_token_id));
-        if let Some(id) = ids.into_iter().find(|&id| id as usize >= self.vocab_size) {
-            return Err(format!(
-                "token id {id} (bos/eos) is outside the vocabulary of {}",
-                self.vocab_size
-            ));
-        }
-        Ok(())
+        check_token_ids("bos_token_id", &self.bos_token_id, self.vocab_size)?;
+        check_token_ids("eos_token_id", &self.eos_token_id, self.vocab_size)
     }
 
     /// Validate and resolve into the `Config` the model runs from.

@@ -173,7 +173,27 @@ fn hostile_numbers_are_refused_before_anything_is_allocated() {
         ),
         (
             r#""num_hidden_layers": 1, "eos_token_id": 10"#,
-            "token id 10 (bos/eos) is outside",
+            "eos_token_id 10 is outside",
+        ),
+        (
+            r#""num_hidden_layers": 1, "eos_token_id": -1"#,
+            "eos_token_id must be a token id",
+        ),
+        (
+            r#""num_hidden_layers": 1, "eos_token_id": [2, "x"]"#,
+            "eos_token_id must be a token id",
+        ),
+        (
+            r#""num_hidden_layers": 1, "bos_token_id": 1.5"#,
+            "bos_token_id must be a token id",
+        ),
+        (
+            r#""num_hidden_layers": 1, "rope_scaling": {"factor": 2.0}"#,
+            "a `factor` but no `rope_type`",
+        ),
+        (
+            r#""num_hidden_layers": 1, "rope_scaling": "linear""#,
+            "rope_scaling must be an object or null",
         ),
         (
             r#""num_hidden_layers": 1, "bos_token_id": 4294967301"#,

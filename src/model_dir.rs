@@ -187,4 +187,29 @@ impl GenerationConfig {
     pub fn eos_token_ids(&self) -> Vec<u32> {
         crate::config::token_ids(&self.eos_token_id)
     }
+
+    /// Every default in the range its sampler accepts, and the ids inside the vocabulary
+    /// (a negative temperature or a top_p of 2 would otherwise change every request).
+    pub fn check(&self, vocab: usize) -> Result<(), String> {
+        let within = |name: &str, v: Option<f64>, lo: f64, hi: f64| match v {
+            Some(x) if !(x.is_finite() && x >= lo && x <= hi) => {
+                Err(format!("{name} must be between {lo} and {hi}, found {x}"))
+            }
+            _ => Ok(()),
+        };
+        within("temperature", self.temperature, 0.0, f64::MAX)?;
+        within("top_p", self.top_p, 0.0, 1.0)?;
+        within("min_p", self.min_p, 0.0, 1.0)?;
+        if let Some(p) = self.repetition_penalty.filter(|p| !(p.is_finite() && *p > 0.0)) {
+            return Err(format!("repetition_penalty must be a positive number, found {p}"));
+        }
+        if let Some(k) = self.top_k.filter(|k| *k < 0) {
+            return Err(format!("top_k must be 0 (off) or more, found {k}"));
+        }
+        if self.max_new_tokens == Some(0) {
+            return Err("max_new_tokens must be at least 1".into());
+        }
+        crate::config::check_token_ids("bos_token_id", &self.bos_token_id, vocab)?;
+        crate::config::check_token_ids("eos_token_id", &self.eos_token_id, vocab)
+    }
 }

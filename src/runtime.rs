@@ -44,6 +44,17 @@ fn check_vocab(tokenizer: &TextTokenizer, config: &Config, path: &Path) -> Resul
             config.vocab_size
         )));
     }
+    // A sparse id past the embedding would only fail at the first prompt that uses it.
+    if let Some((id, token)) = tokenizer
+        .max_token_id()
+        .filter(|(id, _)| *id as usize >= config.vocab_size)
+    {
+        return Err(LoadError::Other(format!(
+            "{}: token `{token}` has id {id}, outside the model's vocab_size of {}",
+            path.display(),
+            config.vocab_size
+        )));
+    }
     Ok(())
 }
 
@@ -97,6 +108,9 @@ impl LoadedModel {
     pub fn load_dir(dir: &Path) -> Result<LoadedModel, LoadError> {
         let config = model_dir::load_config(dir)?;
         let generation = GenerationConfig::load(dir)?;
+        generation
+            .check(config.vocab_size)
+            .map_err(|m| LoadError::Other(format!("{}: {m}", dir.join("generation_config.json").display())))?;
         let tokenizer = TextTokenizer::load(dir)?;
         check_vocab(&tokenizer, &config, &dir.join("tokenizer.json"))?;
         let weights = Weights::open_dir(dir)?;

@@ -141,6 +141,18 @@ impl TextTokenizer {
         source: Option<String>,
         origin: &Path,
     ) -> Result<TextTokenizer, LoadError> {
+        // Only added tokens: every word of a prompt would be dropped without an error.
+        if inner.get_vocab_size(false) == 0 {
+            let file = if origin.is_dir() {
+                origin.join("tokenizer.json")
+            } else {
+                origin.to_path_buf()
+            };
+            return Err(LoadError::Tokenizer {
+                path: file,
+                message: "the tokenizer's model has an empty vocabulary".into(),
+            });
+        }
         let chat = match &source {
             None => None,
             Some(src) => Some(Arc::new(ChatTemplate::new(src).map_err(|message| {
@@ -190,6 +202,13 @@ impl TextTokenizer {
 
     pub fn vocab_size(&self) -> usize {
         self.inner.get_vocab_size(true)
+    }
+
+    /// The highest token id the tokenizer can produce (vocabulary and added tokens) and its
+    /// text: ids need not be dense, so this can exceed `vocab_size() - 1`.
+    pub fn max_token_id(&self) -> Option<(u32, String)> {
+        let vocab = self.inner.get_vocab(true);
+        vocab.into_iter().max_by_key(|(_, id)| *id).map(|(t, id)| (id, t))
     }
 
     /// The tokenizer as `tokenizer.json` holds it.

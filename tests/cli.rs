@@ -132,6 +132,14 @@ fn bad_input_exits_with_a_message() {
         "4",
     ]);
     assert!(!ok && stderr.contains("the prompt is empty"), "{stderr}");
+    // A cause our error already quotes is not printed twice.
+    let broken = tempfile::tempdir().unwrap();
+    std::fs::write(broken.path().join("config.json"), "{\"hidden_size\": -1}").unwrap();
+    let (ok, _, stderr) = aisle(&["inspect", "--model", broken.path().to_str().unwrap()]);
+    assert!(
+        !ok && stderr.matches("invalid value: integer `-1`").count() == 1,
+        "{stderr}"
+    );
     // Built-in tools need a model that writes tool calls: refused at load, not a 400 per request.
     let tiny = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("models/shop-tiny");
     let catalog = tiny.join("catalog.json");

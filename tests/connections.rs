@@ -1,7 +1,8 @@
-//! Connection hygiene on a real loopback socket (`server::listen`): stalled headers are
-//! dropped, connections beyond the limit get a 503, a body that never arrives gets a 408, and
-//! shutdown returns by its deadline whatever a client does. No model is loaded: `/health`
-//! answers while the model loads, and a request body is read before the model is needed.
+//! Connection hygiene on a real loopback socket (`server::listen`): stalled headers and
+//! connections that send nothing are dropped, connections beyond the limit get a 503, a body
+//! that never arrives gets a 408, and shutdown returns by its deadline whatever a client does.
+//! No model is loaded: `/health` answers while the model loads, and a request body is read
+//! before the model is needed.
 //! Every wait is bounded by a generous timeout; nothing depends on how fast the machine is.
 
 mod common;
@@ -76,6 +77,19 @@ async fn a_stalled_header_is_dropped_while_health_keeps_answering() {
     assert!(health(s.addr).await.starts_with("HTTP/1.1 200"));
     let got = read_all(&mut slow).await; // returns once the server closes it
     assert!(!got.starts_with("HTTP/1.1 200"), "{got}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_connection_that_sends_nothing_is_dropped_too() {
+    // The header timer must start at accept, not at the first byte (hyper-util's protocol
+    // sniffing had no timer: such a connection was held until the client left).
+    let limits = ConnLimits {
+        header_timeout: Duration::from_millis(300),
+        max_connections: 8,
+    };
+    let s = start(limits, Duration::from_secs(30), Duration::from_secs(1)).await;
+    let mut silent = TcpStream::connect(s.addr).await.expect("connect");
+    assert_eq!(read_all(&mut silent).await, "");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -209,6 +209,52 @@ fn bad_chat_template_is_reported() {
 }
 
 #[test]
+fn a_token_id_past_the_embedding_is_refused_at_load() {
+    // 384 entries still, but `h` now has id 384: only a prompt containing "h" would reach it.
+    let dir = copy_fixture("llama");
+    let path = dir.path().join("tokenizer.json");
+    let mut tok: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
+    tok["model"]["vocab"]["h"] = serde_json::json!(384);
+    std::fs::write(&path, tok.to_string()).unwrap();
+    assert_contains(
+        &load_error(dir.path()),
+        &["tokenizer.json", "token `h` has id 384", "vocab_size of 384"],
+    );
+}
+
+#[test]
+fn generation_defaults_out_of_range_are_refused_at_load() {
+    for (edit, says) in [
+        (r#""temperature": -1"#, "temperature must be between 0"),
+        (r#""top_p": 2"#, "top_p must be between 0 and 1"),
+        (r#""top_k": -5"#, "top_k must be 0 (off) or more"),
+        (r#""repetition_penalty": 0"#, "repetition_penalty must be a positive"),
+        (r#""max_new_tokens": 0"#, "max_new_tokens must be at least 1"),
+        (
+            r#""eos_token_id": [2, 1000000000]"#,
+            "eos_token_id 1000000000 is outside",
+        ),
+        (r#""eos_token_id": ["x"]"#, "eos_token_id must be a token id"),
+    ] {
+        let dir = copy_fixture("llama");
+        std::fs::write(dir.path().join("generation_config.json"), format!("{{{edit}}}")).unwrap();
+        let e = load_error(dir.path());
+        assert_contains(&e, &["generation_config.json", says]);
+    }
+}
+
+#[test]
+fn an_empty_tokenizer_vocabulary_is_refused() {
+    let dir = copy_fixture("llama");
+    let path = dir.path().join("tokenizer.json");
+    let mut tok: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
+    tok["model"]["vocab"] = serde_json::json!({});
+    tok["model"]["merges"] = serde_json::json!([]);
+    std::fs::write(&path, tok.to_string()).unwrap();
+    assert_contains(&load_error(dir.path()), &["tokenizer.json", "empty vocabulary"]);
+}
+
+#[test]
 fn template_raise_exception_becomes_an_error() {
     let model = LoadedModel::load_dir(&fixture("llama")).unwrap();
     let msgs = [
@@ -336,4 +382,29 @@ fn special_files_in_place_of_model_files_are_refused_without_blocking() {
     std::fs::remove_file(dir.path().join("tokenizer.json")).unwrap();
     std::os::unix::fs::symlink("/dev/zero", dir.path().join("tokenizer.json")).unwrap();
     assert_contains(&load_error(dir.path()), &["tokenizer.json", "not a regular file"]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_template_that_outgrows_the_context_is_refused_before_tokenizing() {
+    // The messages are two bytes; the template adds 500 kB, far past what 256 positions hold.
+    let dir = copy_fixture("mistral");
+    std::fs::write(
+        dir.path().join("chat_template.jinja"),
+        "{{ 'tent ' * 100000 }}{% for m in messages %}{{ m['content'] }}{% endfor %}",
+    )
+    .unwrap();
+    let model = LoadedModel::load_dir(dir.path()).unwrap();
+    let (served, _engine) = common::served(&model, 4, 64, 64, 4, std::time::Duration::ZERO);
+    let state = aisle::server::AppState::new(common::server_config());
+    state.set_model(served);
+    let body = serde_json::json!({"messages": [{"role": "user", "content": "hi"}]});
+    let (status, e) = common::http::error_of(
+        &aisle::server::app(state),
+        common::http::post("/v1/chat/completions", body),
+    )
+    .await;
+    assert_eq!(status, axum::http::StatusCode::BAD_REQUEST);
+    assert_eq!(e["code"], "context_length_exceeded");
+    let message = e["message"].as_str().unwrap();
+    assert!(message.contains("bytes of text cannot fit"), "{message}");
 }

@@ -55,7 +55,10 @@ pub async fn serve(
 ) {
     let slots = Arc::new(Semaphore::new(limits.max_connections.max(1)));
     let graceful = GracefulShutdown::new();
-    let mut builder = Builder::new(TokioExecutor::new());
+    // HTTP/1 only, without upgrades: the auto builder's protocol sniffing (which upgradeable
+    // connections always do) has no timer, so a client that sends nothing at all would hold
+    // its connection forever. hyper's own h1 header timer starts at accept.
+    let mut builder = Builder::new(TokioExecutor::new()).http1_only();
     builder
         .http1()
         .timer(TokioTimer::new())
@@ -86,7 +89,7 @@ pub async fn serve(
             .clone()
             .map_request(|r: axum::http::Request<hyper::body::Incoming>| r.map(axum::body::Body::new));
         let conn = builder
-            .serve_connection_with_upgrades(TokioIo::new(tcp), TowerToHyperService::new(service))
+            .serve_connection(TokioIo::new(tcp), TowerToHyperService::new(service))
             .into_owned();
         let conn = graceful.watch(conn);
         tokio::spawn(async move {

@@ -174,9 +174,15 @@ pub fn chat(body: &ChatRequest, limits: &Limits) -> Result<ValidRequest, ApiErro
     let text: usize = messages.iter().map(|m| m.content.as_ref().map_or(0, String::len)).sum();
     check_text_bytes(text, limits)?;
     let tools = super::tools::plan(body, limits.tool_format, limits.tokenizer, limits.grammars)?;
+    let rendered = limits
+        .tokenizer
+        .render_chat(&messages, tools.template_tools.as_ref(), true)
+        .map_err(|e| ApiError::invalid("messages", e.to_string()))?;
+    // The template can add far more text than the messages hold (up to its output cap).
+    check_text_bytes(rendered.len(), limits)?;
     let prompt = limits
         .tokenizer
-        .encode_chat(&messages, tools.template_tools.as_ref())
+        .encode(&rendered, false)
         .map_err(|e| ApiError::invalid("messages", e.to_string()))?;
     let prompt = check_prompt(prompt, limits, "messages")?;
     let logprobs = chat_logprobs(body)?;

@@ -94,3 +94,27 @@ fn cuda_matches_the_cpu_forward_pass() {
         assert!(worst <= 1e-3, "{name}: logits differ by {worst}");
     }
 }
+
+/// A step of prompt chunks that wants no logits (chunked prefill) runs on the GPU and returns
+/// no rows, and the prompt's last chunk then gives the CPU reference's logits. (A zero-length
+/// device tensor for the empty row list once failed the whole step with
+/// CUDA_ERROR_INVALID_VALUE.)
+#[test]
+fn a_step_that_wants_no_logits_runs() {
+    let model = LoadedModel::load_dir(&fixture("llama")).expect("fixture");
+    let prompt: Vec<u32> = (1..=20).collect();
+    let table: Vec<u32> = vec![3, 1];
+    let run = |device| {
+        let mut exec = trace_executor(&model, device, 0);
+        let mut first = Batch::default();
+        first.push(&prompt[..12], 0, table.clone(), LogitsWanted::None);
+        let out = exec.execute(&first).expect("a chunk-only step");
+        assert!(out.logits.is_empty(), "a chunk-only step returned logits");
+        let mut last = Batch::default();
+        last.push(&prompt[12..], 12, table.clone(), LogitsWanted::Last);
+        exec.execute(&last).expect("the last chunk").logits
+    };
+    let (got, want) = (run(DeviceSpec::Cuda(0)), run(DeviceSpec::CpuReference));
+    let worst = max_abs_diff(&got, &want);
+    assert!(worst <= 1e-3, "logits after a chunked prefill differ by {worst}");
+}

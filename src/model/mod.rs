@@ -201,6 +201,11 @@ impl Model {
             x = layer.forward(i, &x, &rope, kv, &self.cfg)?;
         }
         let rows = batch.logit_rows();
+        if rows.is_empty() {
+            // A step of prompt chunks only. No zero-length device tensors: CUDA refuses a
+            // zero-byte allocation (CUDA_ERROR_INVALID_VALUE).
+            return Tensor::zeros((0, self.cfg.vocab_size), DType::F32, &Device::Cpu);
+        }
         let rows = Tensor::from_slice(&rows, rows.len(), &self.device)?; // (rows)
         let x = x.index_select(&rows, 0)?; // (rows, hidden)
         let x = self.norm.forward(&x)?;

@@ -7,7 +7,7 @@
 #
 # It finds the CUDA 13 libraries (cuBLAS, cuRAND, NVRTC, runtime) that Python wheels installed
 # on that machine, runs tests/cuda.rs (our kernels against their CPU references, then the model
-# on --device cuda against the CPU reference pass), the golden, batching and liveness suites
+# on --device cuda against the CPU reference pass), the golden, batching and liveness tests
 # with AISLE_TEST_DEVICE=cuda, our kernels under compute-sanitizer, and `aisle generate` and
 # `aisle bench-serve` on --device cuda.
 set -uo pipefail
@@ -45,11 +45,10 @@ if has cuda; then
   step "tests/cuda.rs"
   "$bin/cuda" --test-threads 1
 fi
-for suite in golden batching liveness; do
-  has "$suite" || continue
-  step "tests/$suite.rs with AISLE_TEST_DEVICE=cuda"
-  AISLE_TEST_DEVICE=cuda "$bin/$suite" --test-threads 4
-done
+if has suite; then
+  step "tests/{golden,batching,liveness}.rs with AISLE_TEST_DEVICE=cuda"
+  AISLE_TEST_DEVICE=cuda "$bin/suite" --test-threads 4 golden:: batching:: liveness::
+fi
 if has cuda && command -v compute-sanitizer > /dev/null; then
   step "kernels under compute-sanitizer memcheck"
   timeout 240 compute-sanitizer --tool memcheck --error-exitcode 9 "$bin/cuda" kernels_match --test-threads 1

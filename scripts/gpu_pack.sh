@@ -7,7 +7,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 eval "$(scripts/cuda_env.sh)"
-tests=(cuda golden batching liveness)
+tests=(cuda suite)
 args=()
 for t in "${tests[@]}"; do args+=(--test "$t"); done
 json=$(cargo test --release --locked --features cuda "${args[@]}" --no-run --message-format=json)
@@ -18,6 +18,6 @@ for t in "${tests[@]}"; do
   strip --strip-all -o ".gpu/$t" "$exe"
 done
 strip --strip-all -o .gpu/aisle target/release/aisle
-xz -T2 -9e .gpu/cuda .gpu/golden .gpu/batching .gpu/liveness .gpu/aisle
+xz -T2 -9e .gpu/cuda .gpu/suite .gpu/aisle
 pwd > .gpu/built_in
 ls -la .gpu

@@ -2,7 +2,7 @@
 //! steps (staggered starts, a chunked prefill beside decodes, scattered block tables), give
 //! the same logits (within 1e-5 in f32) and the same greedy tokens as each run alone.
 
-mod common;
+use crate::common;
 
 use aisle::backend::Executor;
 use aisle::batch::{Batch, LogitsWanted};

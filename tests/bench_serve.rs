@@ -2,7 +2,7 @@
 //! served by the real router on loopback: every request completes with the asked-for token
 //! counts, timings are recorded, and the CLI prints a table or JSON and fails clearly.
 
-mod common;
+use crate::common;
 
 use std::sync::Arc;
 

@@ -3,7 +3,7 @@
 //! right parameter count, `neuron-manifest` hashes NEFFs, and bad input exits non-zero with a
 //! message.
 
-mod common;
+use crate::common;
 
 use common::{aisle, fixture, Golden, FAMILIES};
 

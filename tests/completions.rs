@@ -4,7 +4,7 @@
 //! vLLM's `prompt_logprobs` on both endpoints, and the 400s for what is not served. In-process
 //! through `app(state)` on the mistral fixture.
 
-mod common;
+use crate::common;
 
 use axum::http::StatusCode;
 use common::http::{error_of, json_of, post, send, server, sse};

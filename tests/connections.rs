@@ -5,7 +5,7 @@
 //! before the model is needed.
 //! Every wait is bounded by a generous timeout; nothing depends on how fast the machine is.
 
-mod common;
+use crate::common;
 
 use std::time::Duration;
 

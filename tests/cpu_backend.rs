@@ -3,7 +3,7 @@
 //! different lengths in one step, spanning many blocks, sliding windows (mistral's is 8),
 //! then greedy decode steps — logits within 1e-4 in f32 and identical greedy tokens.
 
-mod common;
+use crate::common;
 
 use aisle::backend::{DeviceSpec, ExecutorOptions};
 use aisle::runtime::LoadedModel;

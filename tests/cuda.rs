@@ -103,15 +103,14 @@ fn cuda_matches_the_cpu_forward_pass() {
 fn a_step_that_wants_no_logits_runs() {
     let model = LoadedModel::load_dir(&fixture("llama")).expect("fixture");
     let prompt: Vec<u32> = (1..=20).collect();
-    let table: Vec<u32> = vec![3, 1];
     let run = |device| {
         let mut exec = trace_executor(&model, device, 0);
         let mut first = Batch::default();
-        first.push(&prompt[..12], 0, table.clone(), LogitsWanted::None);
+        first.push(&prompt[..12], 0, vec![3, 1], LogitsWanted::None);
         let out = exec.execute(&first).expect("a chunk-only step");
         assert!(out.logits.is_empty(), "a chunk-only step returned logits");
         let mut last = Batch::default();
-        last.push(&prompt[12..], 12, table.clone(), LogitsWanted::Last);
+        last.push(&prompt[12..], 12, vec![3, 1], LogitsWanted::Last);
         exec.execute(&last).expect("the last chunk").logits
     };
     let (got, want) = (run(DeviceSpec::Cuda(0)), run(DeviceSpec::CpuReference));

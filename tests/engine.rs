@@ -2,7 +2,7 @@
 //! prefix caching, preemption, cancellation and deadlines, chunked prefill, n > 1, logprobs
 //! and stop strings.
 
-mod common;
+use crate::common;
 
 use std::time::Duration;
 

@@ -2,7 +2,7 @@
 //! missing file, malformed JSON, unknown architecture, missing tensor, wrong shape,
 //! unsupported dtype, truncated or corrupt safetensors, broken shard index, bad template.
 
-mod common;
+use crate::common;
 
 use std::collections::HashMap;
 use std::path::Path;

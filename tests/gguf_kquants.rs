@@ -5,7 +5,7 @@
 //! as-stored run (q4_k / q8_0 panels, int8 activations) against the `--quantize none` f32
 //! run of the same file, which `real_model.rs` holds equal to transformers.
 
-mod common;
+use crate::common;
 
 use aisle::backend::{DeviceSpec, Quantize};
 use aisle::runtime::LoadedModel;

@@ -2,7 +2,7 @@
 //! llama.cpp's vocabulary-only GGUFs with their test texts and the ids the original
 //! `tokenizer.json` gave them (`*.gguf.out`), for every pre-tokenizer family Aisle supports.
 
-mod common;
+use crate::common;
 
 use aisle::gguf::GgufFile;
 use aisle::tokenizer::TextTokenizer;

@@ -2,7 +2,7 @@
 //! made by scripts/make_golden.py): f32 logits within 1e-4 and identical greedy tokens;
 //! bf16 greedy tokens identical on the first 8 steps with logits within a stated tolerance.
 
-mod common;
+use crate::common;
 
 use aisle::runtime::LoadedModel;
 use candle_core::DType;

@@ -4,7 +4,7 @@
 //! the calls reported; failing and slow tools become answers, not 5xx; client tools keep the
 //! OpenAI behaviour; requests the loop cannot serve get 400s.
 
-mod common;
+use crate::common;
 
 use std::path::PathBuf;
 use std::sync::Arc;

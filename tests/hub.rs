@@ -4,7 +4,7 @@
 //! = sha256) to `/cdn/{sha256}`, which honours `Range`. The stub can require a token, cut the
 //! first transfer of a file in half, or serve bytes that do not match the ETag.
 
-mod common;
+use crate::common;
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};

@@ -2,7 +2,7 @@
 //! `/tokenizer_info`, `/version`), CORS, `role: developer` and per-chunk usage, in-process
 //! through `app(state)` against the mistral fixture, compared with its tokenizer loaded here.
 
-mod common;
+use crate::common;
 
 use aisle::chat_template::ChatMessage;
 use aisle::server::ServerConfig;

@@ -3,7 +3,7 @@
 //! an empty 200), `/health` and `/ready` answer 503, and new requests get 503 at once. And
 //! admission counts the scheduler's effective sequence limit (fixed slots lower it).
 
-mod common;
+use crate::common;
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;

@@ -3,7 +3,7 @@
 //! position's logits are compared with transformers' f32 logits (max and mean |Δ|, and how
 //! often the top-1 token agrees). Prints the table the README quotes; asserts floors.
 
-mod common;
+use crate::common;
 
 use aisle::backend::{DeviceSpec, ExecutorOptions, Quantize};
 use aisle::batch::{Batch, LogitsWanted};

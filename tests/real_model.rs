@@ -4,7 +4,7 @@
 //! renders as transformers renders it, text encodes to the original tokenizer's ids, and an
 //! f32 run gives the same greedy continuations and top-20 logprobs.
 
-mod common;
+use crate::common;
 
 use aisle::backend::DeviceSpec;
 use aisle::chat_template::ChatMessage;

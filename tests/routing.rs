@@ -2,7 +2,7 @@
 //! overload go to the remote (JSON and SSE), responses keep Aisle's shape with
 //! `x-aisle-route`, costs are reported, and a dead remote gives a clear 502/503, never a hang.
 
-mod common;
+use crate::common;
 
 use std::time::{Duration, Instant};
 
@@ -413,11 +413,12 @@ async fn confidence_cascade_discards_unsure_local_answers() {
 async fn a_local_deadline_before_any_answer_goes_remote() {
     let base = fake_remote().await;
     for stream in [false, true] {
-        // One slot, 100 ms per step, local deadline 1.5 s: A holds the slot for 100 steps
-        // (10 s); B waits and its deadline passes before it ever runs, so B is answered by the
-        // remote. A only needs its first step inside the deadline (15 steps of margin on a
-        // loaded machine); the deadline is an order of magnitude shorter than A's run.
-        let l = local_full(&base, 1, 4, None, "local_timeout_ms = 1500", Duration::from_millis(100));
+        // One slot, 100 ms per step, local deadline 4 s: A holds the slot for 100 steps
+        // (10 s; dropped, so cancelled, once B is answered); B waits and its deadline passes
+        // before it ever runs, so B is answered by the remote. A only needs its first step
+        // inside the deadline: 40 steps of margin, since this binary runs CPU-heavy tests
+        // beside this one (1.5 s was once too little under that load).
+        let l = local_full(&base, 1, 4, None, "local_timeout_ms = 4000", Duration::from_millis(100));
         let a = json!({"model": "shop", "prompt": "The", "max_tokens": 100, "ignore_eos": true, "stream": true});
         let held = l.router.clone().oneshot(post_json("/v1/completions", a)).await.unwrap();
         assert_eq!(held.headers()["x-aisle-route"], "local");

@@ -3,7 +3,7 @@
 //! (tests/fixtures/*/golden.*) within 1e-4 in f32, computed in the engine's own prefill,
 //! whether the prompt runs whole, chunked, beside other requests or after a prefix-cache hit.
 
-mod common;
+use crate::common;
 
 use aisle::engine::{GenerationRequest, RequestOutput};
 use aisle::runtime::LoadedModel;

@@ -1,7 +1,7 @@
 //! The HTTP API in-process through `app(state)` (no socket): every endpoint, chunk order,
 //! stream/non-stream agreement, and every error class with its status and JSON shape.
 
-mod common;
+use crate::common;
 
 use std::time::Duration;
 

@@ -5,7 +5,7 @@
 //! `response_format`, and bad datasets fail with clear messages. The grounded preview
 //! (`models/shop-grounded`) runs the server's tool loop in `aisle eval` with every call valid.
 
-mod common;
+use crate::common;
 
 use std::path::PathBuf;
 

@@ -3,7 +3,7 @@
 //! within 1e-4 and identical greedy tokens, across context- and token-bucket edges, padding
 //! rows and slot reuse. Also its errors for batches it cannot run.
 
-mod common;
+use crate::common;
 
 use aisle::backend::{BackendError, DeviceSpec, Executor, ExecutorOptions, StaticError, StaticOptions};
 use aisle::batch::{Batch, LogitsWanted};

@@ -4,7 +4,7 @@
 //! preemption; `response_format`, `structured_outputs` and `guided_*` over HTTP, streamed
 //! and not, and the 400s that name them.
 
-mod common;
+use crate::common;
 
 use aisle::engine::{FinishReason, GenerationRequest, RequestOutput};
 use aisle::grammar::{GrammarSpec, Grammars};

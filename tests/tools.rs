@@ -5,7 +5,7 @@
 //! non-streamed answer; the grammars themselves accept valid calls and refuse invalid ones;
 //! and the 400s name the field.
 
-mod common;
+use crate::common;
 
 use aisle::grammar::{Grammar, GrammarSpec, Grammars};
 use aisle::runtime::LoadedModel;

@@ -41,6 +41,23 @@ ldd target/release/aisle | grep -E 'cuda|cublas|curand|nvrtc|not found'
 
 bin=target/release
 has() { [ -x "$bin/$1" ]; }
+# serve_and_bench PORT LOG PROMPTS_PER_CLIENT [serve flags...]: `aisle serve --device cuda:0`,
+# wait until the model is loaded, bench-serve at concurrency 1 and 32, SIGTERM.
+serve_and_bench() {
+  local port=$1 log=$2 per=$3 pid c
+  shift 3
+  "$bin/aisle" serve --device cuda:0 --port "$port" "$@" > "$log" 2>&1 &
+  pid=$!
+  for _ in $(seq 240); do curl -sf "localhost:$port/v1/models" > /dev/null && break; sleep 0.5; done
+  for c in 1 32; do
+    echo "--- concurrency $c"
+    "$bin/aisle" bench-serve --url "http://127.0.0.1:$port" --concurrency "$c" \
+      --num-prompts $((c * per)) --input-len 128 --output-len 64 | grep -E 'Output token|Mean|P99|Failed'
+  done
+  kill -TERM "$pid"; wait "$pid"
+  echo "serve exit $?"
+  tail -2 "$log"
+}
 if has cuda; then
   step "tests/cuda.rs"
   "$bin/cuda" --test-threads 1
@@ -64,16 +81,7 @@ if has aisle; then
   cmp "$out/gen-cuda.txt" "$out/gen-cpu-reference.txt" && echo "same text on both devices"
 
   step "aisle serve --device cuda:0 + bench-serve"
-  "$bin/aisle" serve --device cuda:0 --port 18080 > "$out/serve.log" 2>&1 &
-  pid=$!
-  for _ in $(seq 120); do curl -sf localhost:18080/v1/models > /dev/null && break; sleep 0.5; done
-  for c in 1 32; do
-    "$bin/aisle" bench-serve --url http://127.0.0.1:18080 --concurrency "$c" --num-prompts $((c * 8)) \
-      --input-len 128 --output-len 64
-  done
-  kill -TERM "$pid"; wait "$pid"
-  echo "serve exit $?"
-  tail -5 "$out/serve.log"
+  serve_and_bench 18080 "$out/serve.log" 8
 fi
 if has aisle && python3 -c "import transformers" 2> /dev/null; then
   # No real checkpoint can travel (the working tree is capped at 64 MiB), so the throughput
@@ -94,17 +102,9 @@ for f in ("tokenizer.json", "tokenizer_config.json"):
     shutil.copy(f"models/shop-tiny/{f}", out)
 PY
   for dtype in f32 bf16; do
-    "$bin/aisle" serve --model "$m" --device cuda:0 --dtype "$dtype" --port 18081 \
-      --kv-cache-mb 4096 --max-seqs 64 > "$out/serve-$dtype.log" 2>&1 &
-    pid=$!
-    for _ in $(seq 240); do curl -sf localhost:18081/v1/models > /dev/null && break; sleep 0.5; done
-    for c in 1 32; do
-      echo "--- $dtype, concurrency $c"
-      "$bin/aisle" bench-serve --url http://127.0.0.1:18081 --concurrency "$c" --num-prompts $((c * 4)) \
-        --input-len 128 --output-len 64 | grep -E 'Output token|Mean|P99|Failed'
-    done
-    kill -TERM "$pid"; wait "$pid"
-    tail -2 "$out/serve-$dtype.log"
+    echo "--- $dtype"
+    serve_and_bench 18081 "$out/serve-$dtype.log" 4 --model "$m" --dtype "$dtype" \
+      --kv-cache-mb 4096 --max-seqs 64
   done
 fi
 step done

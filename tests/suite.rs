@@ -1,7 +1,6 @@
 //! One test binary for the integration tests that share a process safely (each file is a
 //! module, kept at `tests/NAME.rs`; run one with `cargo test --release --test suite NAME::`).
-//! One binary instead of one per file saves a link of the whole crate per file (the release
-//! build of the suite is most of CI's time). Tests that change process-wide state have their
+//! One binary instead of one per file links the crate once, not once per file. Tests that change process-wide state have their
 //! own binaries: `hf_cache` (environment variables), `fuzz_replay` (a counting global
 //! allocator and an aborting watchdog), and the feature-gated `neuron` and `cuda`.
 

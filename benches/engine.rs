@@ -54,6 +54,7 @@ fn prefilled_with(
     let sched = SchedulerConfig {
         max_batched_tokens: 2048,
         max_seqs: seqs,
+        step_time_target: None,
     };
     let mut core = EngineCore::new(
         model.executor(&opts).expect("executor"),
@@ -185,6 +186,7 @@ fn prefill_core(model: &LoadedModel) -> EngineCore {
     let sched = SchedulerConfig {
         max_batched_tokens: 2048,
         max_seqs: 1,
+        step_time_target: None,
     };
     EngineCore::new(
         model.executor(&opts).expect("executor"),

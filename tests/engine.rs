@@ -288,6 +288,7 @@ fn static_core(model: &LoadedModel, max_batch: usize) -> EngineCore {
     let sched = SchedulerConfig {
         max_batched_tokens: 48,
         max_seqs: 32,
+        step_time_target: None,
     };
     EngineCore::new(
         model.executor(&opts).unwrap(),

@@ -225,8 +225,9 @@ fn header_defects_are_errors_not_panics() {
         .to_string();
     assert!(msg.contains("not a valid GGUF file"), "{msg}");
 
+    // Refused before candle's reader, which would divide by it (found by libFuzzer).
     let msg = load_error("alignment0", |kv, _| set(kv, "general.alignment", V::U32(0)));
-    assert!(msg.contains("not a valid GGUF file"), "{msg}");
+    assert!(msg.contains("`general.alignment` is 0"), "{msg}");
 
     let msg = load_error("duplicate", |_, ts| ts[4].name = "blk.0.attn_q.weight");
     assert!(msg.contains("duplicate tensor names"), "{msg}");

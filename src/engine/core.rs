@@ -40,6 +40,8 @@ pub struct EngineStats {
     pub prefix_cache_queries: u64,
     pub prefix_cache_hits: u64,
     pub preemptions: u64,
+    /// Steps whose prompt tokens were cut to keep running decodes near the step-time target.
+    pub capped_steps: u64,
     /// Requests ended because their client went away (dropped stream or abort).
     pub cancelled: u64,
     /// Grammar masks computed, and the time spent on them (wall clock, all in parallel).
@@ -154,6 +156,7 @@ impl EngineCore {
             prefix_cache_queries: b.stats.queries,
             prefix_cache_hits: b.stats.hits,
             preemptions: self.sched.num_preemptions,
+            capped_steps: self.sched.num_capped_steps,
             cancelled: self.cancelled,
             grammar_masks: self.grammar_masks,
             grammar_mask_nanos: self.grammar_mask_nanos,
@@ -270,6 +273,7 @@ impl EngineCore {
     /// Run one step. Returns what ran, or `None` when nothing could.
     pub fn step(&mut self) -> Option<StepSummary> {
         self.reap();
+        let began = Instant::now();
         let step = self.sched.schedule()?;
         self.note_started(&step);
         let summary = self.summary(&step);
@@ -314,6 +318,14 @@ impl EngineCore {
                 self.finish_choice(rid, c, FinishReason::Length, false);
             }
         }
+        let elapsed = began.elapsed();
+        tracing::trace!(
+            decodes = step.decodes,
+            prefill = step.prefill_tokens,
+            ms = elapsed.as_secs_f64() * 1e3,
+            "step"
+        );
+        self.sched.record_step(&step, elapsed);
         Some(summary)
     }
 

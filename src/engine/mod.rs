@@ -1,6 +1,7 @@
 //! The serving engine: block manager, scheduler, and the loop that drives an executor.
 //!
-//! Reading order: `block_manager` (block ids, prefix cache) → `scheduler` (what runs) →
+//! Reading order: `block_manager` (block ids, prefix cache) → `step_cost` (the step-time budget) →
+//! `scheduler` (what runs) →
 //! `request` (what clients ask and receive) → `error` (why a request failed) → `core` (one step: schedule → execute →
 //! sample → update → emit) → `thread` (the engine thread and its channels) → `stream` (the client's end).
 
@@ -9,6 +10,7 @@ pub mod core;
 pub mod error;
 pub mod request;
 pub mod scheduler;
+pub mod step_cost;
 pub mod stream;
 pub mod thread;
 

@@ -3,13 +3,17 @@
 //! Owns: the queues (ordered by `(priority, arrival)`, lower first), each sequence's tokens
 //! and progress (`num_computed`), chunked prefill, admission with prefix-cache lookup, and
 //! preemption by recompute when blocks run out. Running sequences are scheduled before any
-//! waiting one, so a long prompt arriving never stalls running decodes.
+//! waiting one, so a long prompt arriving never stalls running decodes. While any sequence
+//! decodes, the prompt tokens of a step are capped by the step-time budget (`step_cost`), fed
+//! with each step's measured duration, so that decodes keep a bounded inter-token latency.
 //! Must not: hold tensors, sample, or be async. The engine calls `schedule → (execute) →
 //! update` and `finish`.
 
 use std::collections::HashMap;
+use std::time::Duration;
 
 use super::block_manager::{BlockManager, SeqId};
+use super::step_cost::StepCost;
 use crate::batch::{Batch, ExecutorLimits, LogitsWanted};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -18,6 +22,9 @@ pub struct SchedulerConfig {
     pub max_batched_tokens: usize,
     /// Most sequences running at once.
     pub max_seqs: usize,
+    /// Aim for steps no longer than this while sequences are decoding, by taking fewer prompt
+    /// tokens; `None` takes the whole budget every step.
+    pub step_time_target: Option<Duration>,
 }
 
 /// The scheduler's view of one sequence.
@@ -65,6 +72,37 @@ pub struct Step {
     pub seqs: Vec<ScheduledSeq>,
     /// Sequences preempted (blocks freed, to be recomputed) while building this step.
     pub preempted: Vec<SeqId>,
+    /// Single-token decodes in this step, and the prompt (or recomputed) tokens beside them.
+    pub decodes: usize,
+    pub prefill_tokens: usize,
+}
+
+/// What one step may take: `tokens` in all, and of them at most `prefill` outside decodes.
+struct Budget {
+    tokens: usize,
+    prefill: usize,
+    /// The prefill cap, not the token budget, cut some sequence's chunk.
+    capped: bool,
+}
+
+impl Budget {
+    /// How many of `wanted` tokens one sequence gets; a decode (one token past its prompt)
+    /// is not held to the prefill cap.
+    fn grant(&mut self, wanted: usize, decode: bool) -> usize {
+        let n = wanted.min(self.tokens);
+        if decode {
+            return n;
+        }
+        self.capped |= n > self.prefill;
+        n.min(self.prefill)
+    }
+
+    fn spend(&mut self, n: usize, decode: bool) {
+        self.tokens -= n;
+        if !decode {
+            self.prefill -= n;
+        }
+    }
 }
 
 pub struct Scheduler {
@@ -77,6 +115,9 @@ pub struct Scheduler {
     released: Vec<SeqId>, // ended since the last step, reported in the next batch
     next_arrival: u64,
     pub num_preemptions: u64,
+    cost: StepCost,
+    /// Steps whose prompt tokens the step-time budget cut.
+    pub num_capped_steps: u64,
 }
 
 impl Scheduler {
@@ -91,6 +132,8 @@ impl Scheduler {
             released: Vec::new(),
             next_arrival: 0,
             num_preemptions: 0,
+            cost: StepCost::default(),
+            num_capped_steps: 0,
         }
     }
 
@@ -187,7 +230,7 @@ impl Scheduler {
 
     /// Build the next step, or `None` when nothing can run.
     pub fn schedule(&mut self) -> Option<Step> {
-        let mut budget = self.cfg.max_batched_tokens;
+        let mut budget = self.budget();
         let mut seqs = Vec::new();
         let mut preempted = Vec::new();
         self.schedule_running(&mut budget, &mut seqs, &mut preempted);
@@ -201,8 +244,13 @@ impl Scheduler {
             released: std::mem::take(&mut self.released),
             ..Batch::default()
         };
+        let (mut decodes, mut prefill_tokens) = (0, 0);
         for s in &seqs {
             let info = &self.seqs[&s.id];
+            match self.is_decode(info, s.start) {
+                true => decodes += 1,
+                false => prefill_tokens += s.num_tokens,
+            }
             let logits = match (s.all_logits, s.samples) {
                 (true, _) => LogitsWanted::All,
                 (false, true) => LogitsWanted::Last,
@@ -217,18 +265,67 @@ impl Scheduler {
                 logits,
             );
         }
-        Some(Step { batch, seqs, preempted })
+        self.num_capped_steps += budget.capped as u64;
+        Some(Step {
+            batch,
+            seqs,
+            preempted,
+            decodes,
+            prefill_tokens,
+        })
+    }
+
+    /// A sequence whose prompt is computed and which has one new token to run from `start`.
+    fn is_decode(&self, s: &SeqInfo, start: usize) -> bool {
+        start >= s.prompt_len && s.tokens.len() == start + 1
+    }
+
+    /// This step's budget: the token budget, and while sequences decode (and the executor can
+    /// chunk prompts) the prompt tokens that keep the step near its time target.
+    fn budget(&self) -> Budget {
+        let tokens = self.cfg.max_batched_tokens;
+        let decodes = self
+            .running
+            .iter()
+            .filter(|id| self.is_decode(&self.seqs[id], self.seqs[id].num_computed))
+            .count();
+        let cap = match (self.cfg.step_time_target, self.limits.chunked_prefill) {
+            (Some(target), true) => self.cost.prefill_cap(decodes, target),
+            _ => None,
+        };
+        let room = tokens.saturating_sub(decodes).max(1);
+        Budget {
+            tokens,
+            prefill: cap.map_or(tokens, |c| c.min(room)),
+            capped: false,
+        }
+    }
+
+    /// Learn how long a step of this shape took (the engine measures it).
+    pub fn record_step(&mut self, step: &Step, elapsed: Duration) {
+        self.cost.observe(step.prefill_tokens, step.decodes, elapsed);
+    }
+
+    /// The fitted step costs, for metrics.
+    pub fn step_cost(&self) -> StepCost {
+        self.cost
     }
 
     /// Running sequences first, in priority order; preempt from the back when blocks run out.
-    fn schedule_running(&mut self, budget: &mut usize, out: &mut Vec<ScheduledSeq>, preempted: &mut Vec<SeqId>) {
+    fn schedule_running(&mut self, budget: &mut Budget, out: &mut Vec<ScheduledSeq>, preempted: &mut Vec<SeqId>) {
         let mut i = 0;
-        while i < self.running.len() && *budget > 0 {
+        while i < self.running.len() && budget.tokens > 0 {
             let id = self.running[i];
             let s = &self.seqs[&id];
-            let (start, n) = (s.num_computed, (s.tokens.len() - s.num_computed).min(*budget));
+            let decode = self.is_decode(s, s.num_computed);
+            let start = s.num_computed;
+            let n = budget.grant(s.tokens.len() - start, decode);
             let samples = start + n == s.tokens.len();
             let score = s.score;
+            if n == 0 {
+                i += 1; // a prompt chunk past this step's prefill cap
+                continue;
+            }
             if !samples && !self.limits.chunked_prefill {
                 break;
             }
@@ -252,15 +349,15 @@ impl Scheduler {
                 samples,
                 all_logits: score,
             });
-            *budget -= n;
+            budget.spend(n, decode);
             i += 1;
         }
     }
 
     /// Admit waiting sequences while budget, sequence slots and blocks allow.
-    fn schedule_waiting(&mut self, budget: &mut usize, out: &mut Vec<ScheduledSeq>) {
+    fn schedule_waiting(&mut self, budget: &mut Budget, out: &mut Vec<ScheduledSeq>) {
         let mut w = 0;
-        while w < self.waiting.len() && *budget > 0 && self.running.len() < self.cfg.max_seqs {
+        while w < self.waiting.len() && budget.prefill > 0 && self.running.len() < self.cfg.max_seqs {
             let id = self.waiting[w];
             if self.gated(id) {
                 w += 1;
@@ -273,8 +370,8 @@ impl Scheduler {
             };
             let score = s.score;
             let total = s.tokens.len();
-            let n = (total - cached).min(*budget);
-            if cached + n < total && !self.limits.chunked_prefill {
+            let n = budget.grant(total - cached, false);
+            if n == 0 || (cached + n < total && !self.limits.chunked_prefill) {
                 break;
             }
             if !self.blocks.allocate(id, cached + n, &prefix) {
@@ -293,7 +390,7 @@ impl Scheduler {
                 samples: cached + n == total,
                 all_logits: score,
             });
-            *budget -= n;
+            budget.spend(n, false);
         }
     }
 

@@ -6,6 +6,7 @@ fn sched(budget: usize, seqs: usize, blocks: usize, bs: usize) -> Scheduler {
     let cfg = SchedulerConfig {
         max_batched_tokens: budget,
         max_seqs: seqs,
+        step_time_target: None,
     };
     Scheduler::new(cfg, BlockManager::new(blocks, bs))
 }
@@ -97,4 +98,73 @@ fn fan_out_children_wait_for_the_first_prompt_then_share_it() {
     assert_eq!(shape(&step(&mut s)), vec![(1, 0, 10, true)]);
     assert_eq!(shape(&step(&mut s)), vec![(1, 10, 1, true), (2, 8, 2, true)]);
     assert_eq!(s.blocks.table(1)[..2], s.blocks.table(2)[..2]);
+}
+
+fn timed(budget: usize, target_ms: u64) -> Scheduler {
+    let cfg = SchedulerConfig {
+        max_batched_tokens: budget,
+        max_seqs: 16,
+        step_time_target: Some(Duration::from_millis(target_ms)),
+    };
+    Scheduler::new(cfg, BlockManager::new(256, 16))
+}
+
+/// Run one step and report that it took `ms`.
+fn timed_step(s: &mut Scheduler, ms: u64) -> Step {
+    let st = step(s);
+    s.record_step(&st, Duration::from_millis(ms));
+    st
+}
+
+#[test]
+fn prompt_chunks_shrink_to_the_step_time_target_while_streams_decode() {
+    let mut s = timed(512, 75);
+    s.add(1, vec![1; 100], 0, None);
+    // Nothing decodes yet: the whole prompt in one step (0.5 ms per token).
+    assert_eq!(shape(&timed_step(&mut s, 50)), vec![(1, 0, 100, true)]);
+    assert_eq!(shape(&timed_step(&mut s, 2)), vec![(1, 100, 1, true)]); // 2 ms per decode
+    s.add(2, vec![2; 400], 0, None);
+    // (75 ms − 2 ms) / 0.5 ms = 146 prompt tokens beside the decode, not 511.
+    let st = timed_step(&mut s, 75);
+    assert_eq!(shape(&st), vec![(1, 101, 1, true), (2, 0, 146, false)]);
+    assert_eq!((st.decodes, st.prefill_tokens), (1, 146));
+    assert_eq!(
+        shape(&timed_step(&mut s, 75)),
+        vec![(1, 102, 1, true), (2, 146, 146, false)]
+    );
+    assert_eq!(s.num_capped_steps, 2);
+    // With no stream decoding the rest of the prompt runs whole.
+    s.finish(1);
+    assert_eq!(shape(&timed_step(&mut s, 54)), vec![(2, 292, 108, true)]);
+    assert_eq!(s.num_capped_steps, 2);
+}
+
+#[test]
+fn decodes_are_never_cut_and_prefill_keeps_a_minimum_chunk() {
+    let mut s = timed(512, 75);
+    for id in 1..=8 {
+        s.add(id, vec![id as u32; 10], 0, None);
+    }
+    timed_step(&mut s, 40); // 80 prompt tokens: 0.5 ms each
+    timed_step(&mut s, 80); // 8 decodes at 10 ms: already past the target alone
+    s.add(9, vec![9; 300], 0, None);
+    let st = timed_step(&mut s, 96);
+    assert_eq!(st.decodes, 8, "every running stream decodes");
+    assert_eq!(st.prefill_tokens, super::super::step_cost::MIN_PREFILL_CHUNK);
+}
+
+#[test]
+fn without_a_target_or_before_any_measurement_the_budget_is_whole() {
+    let mut s = timed(512, 75);
+    s.add(1, vec![1; 10], 0, None);
+    step(&mut s);
+    s.add(2, vec![2; 600], 0, None);
+    // No step time recorded yet: no cost model, so no cap.
+    assert_eq!(shape(&step(&mut s)), vec![(1, 10, 1, true), (2, 0, 511, false)]);
+    let mut s = sched(512, 4, 256, 16);
+    s.add(1, vec![1; 10], 0, None);
+    timed_step(&mut s, 500);
+    s.add(2, vec![2; 600], 0, None);
+    timed_step(&mut s, 500);
+    assert_eq!(shape(&step(&mut s)), vec![(1, 11, 1, true), (2, 511, 89, true)]);
 }

@@ -2,7 +2,8 @@
 //! `gguf_file` reader, the metadata turned into Aisle's `Config`, tokenizer and chat template.
 //!
 //! Owns: opening a `.gguf` safely (regular file, header counts checked, duplicate keys and
-//! tensor names refused, a reader panic turned into an error) and typed metadata access.
+//! tensor names refused, alignment 0 refused before candle's reader divides by it, any other
+//! reader panic turned into an error) and typed metadata access.
 //! Must not: read tensor data (`weights` maps and validates it) or run anything.
 
 pub mod config;
@@ -55,6 +56,30 @@ fn header_counts(bytes: &[u8]) -> Option<(u64, u64)> {
     }
 }
 
+/// Whether the file sets `general.alignment` to an integer 0, which candle's reader divides
+/// by (a panic). Found by its encoding (length-prefixed key, integer type id 0–5, value) so
+/// that such a file is refused before candle reads it; any later match counts too, since the
+/// reader keeps the last of duplicate keys.
+fn zero_alignment(bytes: &[u8], wide_lengths: bool) -> bool {
+    const KEY: &[u8] = b"general.alignment";
+    let at = |i: usize, n: usize| bytes.get(i..i + n);
+    memchr::memmem::find_iter(bytes, KEY).any(|k| {
+        let len_ok = match wide_lengths {
+            true => k >= 8 && at(k - 8, 8) == Some(&(KEY.len() as u64).to_le_bytes()[..]),
+            false => k >= 4 && at(k - 4, 4) == Some(&(KEY.len() as u32).to_le_bytes()[..]),
+        };
+        let ty = at(k + KEY.len(), 4).map(|b| u32::from_le_bytes([b[0], b[1], b[2], b[3]]));
+        let width = match ty {
+            Some(0 | 1) => 1,
+            Some(2 | 3) => 2,
+            Some(4 | 5) => 4,
+            _ => return false,
+        };
+        let value = at(k + KEY.len() + 4, width);
+        len_ok && value.is_some_and(|v| v.iter().all(|&b| b == 0))
+    })
+}
+
 impl GgufFile {
     /// Read and check the header of `path`.
     pub fn open(path: &Path) -> Result<GgufFile, GgufError> {
@@ -73,9 +98,13 @@ impl GgufFile {
         let file = std::fs::File::open(path).map_err(io)?;
         // SAFETY: read-only mapping of a file we do not write (see `weights::map_file`).
         let map = unsafe { memmap2::Mmap::map(&file) }.map_err(io)?;
+        let version = map.get(4..8).map(|v| u32::from_le_bytes([v[0], v[1], v[2], v[3]]));
+        if zero_alignment(&map, version != Some(1)) {
+            return Err(corrupt("`general.alignment` is 0".into()));
+        }
         let mut cursor = Cursor::new(&map[..]);
-        // candle's reader bounds every length by the file size; a value it does not expect
-        // (alignment 0 divides by zero) panics instead, so a panic is a corrupt file too.
+        // candle's reader bounds every length by the file size; the one value known to make
+        // it panic (alignment 0) is refused above. Any other panic is a corrupt file too.
         let read = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| Content::read(&mut cursor)));
         let content = match read {
             Ok(Ok(c)) => c,
@@ -235,5 +264,40 @@ pub fn find_in_dir(dir: &Path) -> Result<Option<PathBuf>, GgufError> {
                     .join(", ")
             ),
         }),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::zero_alignment;
+
+    /// One metadata entry as GGUF writes it: key length (u32 in v1, u64 after), key, type, value.
+    fn entry(wide: bool, ty: u32, value: &[u8]) -> Vec<u8> {
+        let key = b"general.alignment";
+        let mut b = vec![7u8; 24]; // header bytes before the entry
+        match wide {
+            true => b.extend((key.len() as u64).to_le_bytes()),
+            false => b.extend((key.len() as u32).to_le_bytes()),
+        }
+        b.extend(key);
+        b.extend(ty.to_le_bytes());
+        b.extend(value);
+        b
+    }
+
+    #[test]
+    fn zero_alignment_is_found_in_every_integer_type_and_version() {
+        for wide in [false, true] {
+            assert!(zero_alignment(&entry(wide, 4, &[0; 4]), wide), "u32 0");
+            assert!(zero_alignment(&entry(wide, 1, &[0]), wide), "i8 0");
+            assert!(zero_alignment(&entry(wide, 3, &[0; 2]), wide), "i16 0");
+            assert!(!zero_alignment(&entry(wide, 4, &[32, 0, 0, 0]), wide), "u32 32");
+            assert!(
+                !zero_alignment(&entry(wide, 6, &[0; 4]), wide),
+                "f32: candle ignores it"
+            );
+            assert!(!zero_alignment(&entry(wide, 4, &[0; 2]), wide), "truncated value");
+        }
+        assert!(!zero_alignment(&entry(false, 4, &[0; 4]), true), "v1 length read as v3");
     }
 }

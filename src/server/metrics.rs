@@ -2,7 +2,7 @@
 //!
 //! Owns: the registry, per-request observations (latencies, lengths, outcomes) and, at scrape
 //! time, copying the engine's gauges and cumulative counters (running, waiting, KV usage,
-//! prefix cache, preemptions) from `EngineStats`.
+//! prefix cache, preemptions, capped steps) from `EngineStats`.
 //! Must not: hold request state.
 
 use std::sync::Mutex;
@@ -32,6 +32,7 @@ pub struct Metrics {
     cache_queries: IntCounter,
     cache_hits: IntCounter,
     preemptions: IntCounter,
+    capped_steps: IntCounter,
     pub fallback: IntCounterVec,
     pub remote_latency: HistogramVec,
     pub circuit_state: IntGaugeVec,
@@ -133,6 +134,10 @@ impl Metrics {
                 "Prompt tokens found in the prefix cache",
             ),
             preemptions: r.counter("aisle:num_preemptions_total", "Sequences preempted"),
+            capped_steps: r.counter(
+                "aisle:step_prefill_capped_total",
+                "Steps whose prompt tokens were cut to keep decodes near the step-time target",
+            ),
             fallback: r.counter_vec(
                 "aisle:fallback_total",
                 "Requests sent to a remote, by routing reason",
@@ -183,6 +188,8 @@ impl Metrics {
             .inc_by(now.prefix_cache_hits.saturating_sub(last.prefix_cache_hits));
         self.preemptions
             .inc_by(now.preemptions.saturating_sub(last.preemptions));
+        self.capped_steps
+            .inc_by(now.capped_steps.saturating_sub(last.capped_steps));
         *last = *now;
     }
 

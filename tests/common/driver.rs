@@ -20,6 +20,7 @@ pub fn core(model: &LoadedModel, num_blocks: usize, budget: usize, max_seqs: usi
     let sched = SchedulerConfig {
         max_batched_tokens: budget,
         max_seqs,
+        step_time_target: None,
     };
     EngineCore::new(
         model.executor(&opts).unwrap(),

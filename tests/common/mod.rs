@@ -179,6 +179,7 @@ pub fn served_on(
         aisle::engine::SchedulerConfig {
             max_batched_tokens,
             max_seqs,
+            step_time_target: None,
         },
     );
     aisle::server::start_engine(model, core, step_delay, "test".into())

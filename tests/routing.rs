@@ -144,7 +144,20 @@ fn local_full(
     step: Duration,
 ) -> Local {
     let (served, engine) = common::served_mistral(max_seqs, step);
-    let cfg = ServerConfig {
+    let state = AppState::with_routing(
+        local_config(max_waiting),
+        Some(Backends::new(routing(base_url, cascade, extra)).unwrap()),
+    );
+    state.set_model(served);
+    Local {
+        router: app(state),
+        _engine: engine,
+    }
+}
+
+/// The test servers' config: model `shop`, 8 tokens by default, priced.
+fn local_config(max_waiting: usize) -> ServerConfig {
+    ServerConfig {
         model_name: "shop".into(),
         api_keys: vec![],
         max_waiting,
@@ -157,12 +170,6 @@ fn local_full(
         },
         tool_parser: Default::default(),
         allowed_origins: vec![],
-    };
-    let state = AppState::with_routing(cfg, Some(Backends::new(routing(base_url, cascade, extra)).unwrap()));
-    state.set_model(served);
-    Local {
-        router: app(state),
-        _engine: engine,
     }
 }
 
@@ -413,14 +420,25 @@ async fn confidence_cascade_discards_unsure_local_answers() {
 async fn a_local_deadline_before_any_answer_goes_remote() {
     let base = fake_remote().await;
     for stream in [false, true] {
-        // One slot, 100 ms per step, local deadline 4 s: A holds the slot for 100 steps
-        // (10 s; dropped, so cancelled, once B is answered); B waits and its deadline passes
-        // before it ever runs, so B is answered by the remote. A only needs its first step
-        // inside the deadline: 40 steps of margin, since this binary runs CPU-heavy tests
-        // beside this one (1.5 s was once too little under that load).
-        let l = local_full(&base, 1, 4, None, "local_timeout_ms = 4000", Duration::from_millis(100));
+        // One slot, 100 ms per step, local deadline 4 s. A holds the slot for 100 steps (10 s;
+        // dropped, so cancelled, once B is answered). A goes through a second app on the same
+        // engine, without routing, so no deadline ends it early. B waits, and its deadline
+        // passes before it ever runs, so the remote answers B. Under the same deadline A ended
+        // at its own 4 s, a moment before B's, and B could get a local token in between.
+        let (served, engine) = common::served_mistral(1, Duration::from_millis(100));
+        let direct = AppState::new(local_config(4));
+        direct.set_model(served.clone());
+        let routed = AppState::with_routing(
+            local_config(4),
+            Some(Backends::new(routing(&base, None, "local_timeout_ms = 4000")).unwrap()),
+        );
+        routed.set_model(served);
+        let l = Local {
+            router: app(routed),
+            _engine: engine,
+        };
         let a = json!({"model": "shop", "prompt": "The", "max_tokens": 100, "ignore_eos": true, "stream": true});
-        let held = l.router.clone().oneshot(post_json("/v1/completions", a)).await.unwrap();
+        let held = app(direct).oneshot(post_json("/v1/completions", a)).await.unwrap();
         assert_eq!(held.headers()["x-aisle-route"], "local");
         let b = chat("shop", "price?", json!({"stream": stream}));
         let (st, route, text) = call(&l.router, post_json("/v1/chat/completions", b)).await;

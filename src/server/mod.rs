@@ -66,7 +66,9 @@ pub struct ServerConfig {
     pub allowed_origins: Vec<String>,
 }
 
-/// The loaded model as handlers need it.
+/// The loaded model as handlers need it. Cloning shares the engine (tests serve one engine
+/// through two apps).
+#[derive(Clone)]
 pub struct ServedModel {
     pub engine: EngineHandle,
     pub tokenizer: TextTokenizer,

@@ -55,6 +55,7 @@ fn prefilled_with(
         max_batched_tokens: 2048,
         max_seqs: seqs,
         step_time_target: None,
+        speculation: None,
     };
     let mut core = EngineCore::new(
         model.executor(&opts).expect("executor"),
@@ -187,6 +188,7 @@ fn prefill_core(model: &LoadedModel) -> EngineCore {
         max_batched_tokens: 2048,
         max_seqs: 1,
         step_time_target: None,
+        speculation: None,
     };
     EngineCore::new(
         model.executor(&opts).expect("executor"),

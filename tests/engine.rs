@@ -289,6 +289,7 @@ fn static_core(model: &LoadedModel, max_batch: usize) -> EngineCore {
         max_batched_tokens: 48,
         max_seqs: 32,
         step_time_target: None,
+        speculation: None,
     };
     EngineCore::new(
         model.executor(&opts).unwrap(),

@@ -107,6 +107,7 @@ fn engine_serves_requests_through_neff_calls_over_fixed_slots() {
         max_batched_tokens: 16,
         max_seqs: 8,
         step_time_target: None,
+        speculation: None,
     };
     let mut core = EngineCore::new(Box::new(exec), model.tokenizer.clone(), vec![], sched);
     // Five requests, two slots: prompts across the 8/16 context buckets, decodes across

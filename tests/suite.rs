@@ -54,6 +54,8 @@ mod scoring;
 mod server;
 #[path = "shop.rs"]
 mod shop;
+#[path = "speculative.rs"]
+mod speculative;
 #[path = "static_shape.rs"]
 mod static_shape;
 #[path = "structured.rs"]

@@ -8,7 +8,7 @@ use anyhow::{Context, Result};
 use clap::{Args, ValueEnum};
 
 use aisle::backend::{DeviceSpec, ExecutorOptions, Quantize};
-use aisle::engine::SchedulerConfig;
+use aisle::engine::{PromptLookup, SchedulerConfig};
 use aisle::runtime::{LoadedModel, RunDType};
 
 /// How log lines are written.
@@ -93,16 +93,39 @@ pub struct EngineArgs {
     /// some cost in time to first token. 0 turns it off (the full token budget every step).
     #[arg(long, default_value_t = 100)]
     pub step_time_target_ms: u64,
+    /// Speculative decoding by prompt lookup: at most this many draft tokens per decode step,
+    /// verified in the same forward pass (output unchanged; 0 turns it off). Requests opt out
+    /// with `"speculative": false`.
+    #[arg(long, default_value_t = 4)]
+    pub speculative_tokens: usize,
+    /// Longest n-gram of a sequence's latest tokens looked up in its prompt and output.
+    #[arg(long, default_value_t = 3)]
+    pub prompt_lookup_max: usize,
+    /// Shortest n-gram tried when longer ones do not occur.
+    #[arg(long, default_value_t = 2)]
+    pub prompt_lookup_min: usize,
 }
 
 impl EngineArgs {
-    pub fn scheduler(&self) -> SchedulerConfig {
-        SchedulerConfig {
+    pub fn scheduler(&self) -> Result<SchedulerConfig> {
+        if self.prompt_lookup_min == 0 || self.prompt_lookup_min > self.prompt_lookup_max {
+            anyhow::bail!(
+                "--prompt-lookup-min ({}) must be at least 1 and at most --prompt-lookup-max ({})",
+                self.prompt_lookup_min,
+                self.prompt_lookup_max
+            );
+        }
+        Ok(SchedulerConfig {
             max_batched_tokens: self.max_batched_tokens,
             max_seqs: self.max_seqs,
             step_time_target: (self.step_time_target_ms > 0)
                 .then(|| std::time::Duration::from_millis(self.step_time_target_ms)),
-        }
+            speculation: (self.speculative_tokens > 0).then_some(PromptLookup {
+                num_tokens: self.speculative_tokens,
+                max_ngram: self.prompt_lookup_max,
+                min_ngram: self.prompt_lookup_min,
+            }),
+        })
     }
 }
 

@@ -84,7 +84,7 @@ fn local_app(args: &EvalArgs, model: &LoadedModel) -> Result<(Target, Engine)> {
         model.executor(&opts)?,
         model.tokenizer.clone(),
         model.eos_token_ids(),
-        args.engine.scheduler(),
+        args.engine.scheduler()?,
     );
     let (served, engine) = aisle::server::start_engine(model, core, std::time::Duration::ZERO, String::new());
     let shipped = model.dir.join("catalog.json");

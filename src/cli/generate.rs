@@ -121,7 +121,7 @@ pub fn run(args: GenerateArgs) -> Result<()> {
     let tokens: usize = encoded.iter().map(|p| (p.len() + args.max_tokens).min(context)).sum();
     let blocks = tokens.div_ceil(args.engine.block_size) + encoded.len();
     let opts = args.model.executor_options(args.engine.block_size, blocks);
-    let sched = args.engine.scheduler();
+    let sched = args.engine.scheduler()?;
     let core = EngineCore::new(
         model.executor(&opts)?,
         model.tokenizer.clone(),

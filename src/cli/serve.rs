@@ -130,7 +130,7 @@ pub fn run(args: ServeArgs) -> Result<()> {
         port: args.port,
         executor: args.model.executor_options(args.engine.block_size, 0),
         kv_cache_mib: args.kv_cache_mb,
-        scheduler: args.engine.scheduler(),
+        scheduler: args.engine.scheduler()?,
         shutdown_timeout: std::time::Duration::from_secs(args.shutdown_timeout),
         conn: aisle::server::listen::ConnLimits {
             header_timeout: std::time::Duration::from_secs(args.header_timeout.max(1)),

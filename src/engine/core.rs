@@ -8,7 +8,8 @@
 //! (preemption recomputes KV but keeps the tokens, so the state stays valid). A prompt that
 //! asked for scores gets logits rows at every position and is scored from them in the same
 //! step; `max_tokens: 0` ends a choice once its prompt is computed. Masks and scores live in
-//! `step_parts`.
+//! `step_parts`; a decode with draft tokens is verified in `verify` and may keep several
+//! tokens, emitted in order (a stop among them ends the choice and drops the rest).
 //! Must not: block on clients. Events go to unbounded channels; a closed channel means the
 //! client left, and its request is cancelled at the next step.
 
@@ -42,6 +43,9 @@ pub struct EngineStats {
     pub preemptions: u64,
     /// Steps whose prompt tokens were cut to keep running decodes near the step-time target.
     pub capped_steps: u64,
+    /// Draft tokens verified by speculative decoding, and how many of them were accepted.
+    pub draft_tokens: u64,
+    pub accepted_tokens: u64,
     /// Requests ended because their client went away (dropped stream or abort).
     pub cancelled: u64,
     /// Grammar masks computed, and the time spent on them (wall clock, all in parallel).
@@ -108,6 +112,8 @@ pub struct EngineCore {
     cancelled: u64,
     grammar_masks: u64,
     grammar_mask_nanos: u64,
+    draft_tokens: u64,
+    accepted_tokens: u64,
 }
 
 impl EngineCore {
@@ -127,6 +133,8 @@ impl EngineCore {
             cancelled: 0,
             grammar_masks: 0,
             grammar_mask_nanos: 0,
+            draft_tokens: 0,
+            accepted_tokens: 0,
         }
     }
 
@@ -160,6 +168,8 @@ impl EngineCore {
             cancelled: self.cancelled,
             grammar_masks: self.grammar_masks,
             grammar_mask_nanos: self.grammar_mask_nanos,
+            draft_tokens: self.draft_tokens,
+            accepted_tokens: self.accepted_tokens,
         }
     }
 
@@ -208,6 +218,10 @@ impl EngineCore {
             self.sched.add(seq, req.prompt.clone(), req.priority, after);
             if i == 0 && req.prompt_logprobs.is_some() {
                 self.sched.score_prompt(seq);
+            }
+            // A grammar's mask for a draft position would need its state after the draft.
+            if req.speculative && req.grammar.is_none() {
+                self.sched.speculate(seq, req.prompt.len() + req.max_tokens);
             }
             self.owner.insert(seq, (id, i));
             let mut params = req.sampling.clone();
@@ -293,11 +307,18 @@ impl EngineCore {
         let masks = self.grammar_masks(&step);
         let (mut sampled, mut logprobs, mut score_only) = (Vec::new(), Vec::new(), Vec::new());
         let mut row = 0;
-        for s in &step.seqs {
+        for (i, s) in step.seqs.iter().enumerate() {
             let first = row;
             row += s.logit_rows();
             if s.all_logits {
                 self.score_prompt_rows(s, &out, first);
+            }
+            if s.drafted > 0 {
+                for (token, lp) in self.verify(s, step.draft(i), &out, first) {
+                    sampled.push((s.id, token));
+                    logprobs.push(lp);
+                }
+                continue;
             }
             match s.samples.then(|| self.pick(s, out.row(row - 1), &masks)).flatten() {
                 Some(Pick::Token(token, lp)) => {
@@ -495,3 +516,5 @@ impl EngineCore {
 
 #[path = "step_parts.rs"]
 mod step_parts;
+#[path = "verify.rs"]
+mod verify;

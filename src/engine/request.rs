@@ -36,6 +36,9 @@ pub struct GenerationRequest {
     /// `Some(k)`: score every prompt token after the first (its logprob, rank and `k`
     /// alternatives), from logit rows of the prefill itself; sent as `Event::PromptLogprobs`.
     pub prompt_logprobs: Option<usize>,
+    /// Draft tokens by prompt lookup and verify them (when the engine speculates); the
+    /// output is the same either way, so this only trades compute for speed.
+    pub speculative: bool,
 }
 
 impl Default for GenerationRequest {
@@ -53,6 +56,7 @@ impl Default for GenerationRequest {
             grammar: None,
             keep_special: Vec::new(),
             prompt_logprobs: None,
+            speculative: true,
         }
     }
 }

@@ -6,6 +6,10 @@
 //! waiting one, so a long prompt arriving never stalls running decodes. While any sequence
 //! decodes, the prompt tokens of a step are capped by the step-time budget (`step_cost`), fed
 //! with each step's measured duration, so that decodes keep a bounded inter-token latency.
+//! Speculative decoding: once everything else is scheduled, decodes of sequences that may
+//! speculate get prompt-lookup draft tokens (`draft`) from what budget is left, never by
+//! preempting; after verification `update` keeps the accepted ones and rolls `num_computed`
+//! back over the rest (their K/V slots are simply overwritten later).
 //! Must not: hold tensors, sample, or be async. The engine calls `schedule → (execute) →
 //! update` and `finish`.
 
@@ -13,6 +17,7 @@ use std::collections::HashMap;
 use std::time::Duration;
 
 use super::block_manager::{BlockManager, SeqId};
+use super::draft::PromptLookup;
 use super::step_cost::StepCost;
 use crate::batch::{Batch, ExecutorLimits, LogitsWanted};
 
@@ -25,6 +30,9 @@ pub struct SchedulerConfig {
     /// Aim for steps no longer than this while sequences are decoding, by taking fewer prompt
     /// tokens; `None` takes the whole budget every step.
     pub step_time_target: Option<Duration>,
+    /// Draft tokens by prompt lookup for the sequences allowed to (`Scheduler::speculate`);
+    /// `None` never drafts.
+    pub speculation: Option<PromptLookup>,
 }
 
 /// The scheduler's view of one sequence.
@@ -38,6 +46,8 @@ struct SeqInfo {
     /// Logit rows for every prompt position are wanted (prompt scoring): such a sequence
     /// skips the prefix cache (cached positions would have no rows) until its prompt is done.
     score: bool,
+    /// `Some(len)`: may draft, up to a total of `len` tokens (prompt + most output).
+    speculate: Option<usize>,
 }
 
 /// One sequence's part of a step.
@@ -52,12 +62,15 @@ pub struct ScheduledSeq {
     /// Every token of this step has a logits row (prompt scoring); otherwise only the last
     /// does, and only when `samples`.
     pub all_logits: bool,
+    /// Draft tokens appended after the decode's token (`num_tokens` = 1 + `drafted`); each of
+    /// the step's tokens then has a logits row, to verify the draft.
+    pub drafted: usize,
 }
 
 impl ScheduledSeq {
     /// How many logits rows this sequence has in the step's output.
     pub fn logit_rows(&self) -> usize {
-        match (self.all_logits, self.samples) {
+        match (self.all_logits || self.drafted > 0, self.samples) {
             (true, _) => self.num_tokens,
             (false, true) => 1,
             (false, false) => 0,
@@ -75,6 +88,17 @@ pub struct Step {
     /// Single-token decodes in this step, and the prompt (or recomputed) tokens beside them.
     pub decodes: usize,
     pub prefill_tokens: usize,
+    /// Draft tokens beside the decodes.
+    pub drafted: usize,
+}
+
+impl Step {
+    /// The draft tokens of the step's `i`-th sequence (empty when it did not draft).
+    pub fn draft(&self, i: usize) -> &[u32] {
+        let start: usize = self.seqs[..i].iter().map(|s| s.num_tokens).sum();
+        let s = &self.seqs[i];
+        &self.batch.token_ids[start + s.num_tokens - s.drafted..start + s.num_tokens]
+    }
 }
 
 /// What one step may take: `tokens` in all, and of them at most `prefill` outside decodes.
@@ -180,6 +204,7 @@ impl Scheduler {
             key,
             after,
             score: false,
+            speculate: None,
         };
         self.seqs.insert(id, info);
         self.insert_sorted(id, false);
@@ -189,6 +214,14 @@ impl Scheduler {
     pub fn score_prompt(&mut self, id: SeqId) {
         if let Some(s) = self.seqs.get_mut(&id) {
             s.score = true;
+        }
+    }
+
+    /// Let a queued sequence draft tokens while it decodes (when the config speculates),
+    /// never past `max_len` tokens in all.
+    pub fn speculate(&mut self, id: SeqId, max_len: usize) {
+        if let Some(s) = self.seqs.get_mut(&id) {
+            s.speculate = Some(max_len);
         }
     }
 
@@ -240,30 +273,28 @@ impl Scheduler {
         if seqs.is_empty() {
             return None;
         }
+        let drafts = self.add_drafts(&mut budget, &mut seqs);
         let mut batch = Batch {
             released: std::mem::take(&mut self.released),
             ..Batch::default()
         };
-        let (mut decodes, mut prefill_tokens) = (0, 0);
-        for s in &seqs {
+        let (mut decodes, mut prefill_tokens, mut drafted) = (0, 0, 0);
+        for (s, draft) in seqs.iter().zip(&drafts) {
             let info = &self.seqs[&s.id];
             match self.is_decode(info, s.start) {
                 true => decodes += 1,
                 false => prefill_tokens += s.num_tokens,
             }
-            let logits = match (s.all_logits, s.samples) {
+            drafted += s.drafted;
+            let logits = match (s.all_logits || s.drafted > 0, s.samples) {
                 (true, _) => LogitsWanted::All,
                 (false, true) => LogitsWanted::Last,
                 (false, false) => LogitsWanted::None,
             };
             let table = self.blocks.table(s.id).to_vec();
-            batch.push_seq(
-                s.id,
-                &info.tokens[s.start..s.start + s.num_tokens],
-                s.start,
-                table,
-                logits,
-            );
+            let mut tokens = info.tokens[s.start..s.start + s.num_tokens - s.drafted].to_vec();
+            tokens.extend_from_slice(draft);
+            batch.push_seq(s.id, &tokens, s.start, table, logits);
         }
         self.num_capped_steps += budget.capped as u64;
         Some(Step {
@@ -272,7 +303,37 @@ impl Scheduler {
             preempted,
             decodes,
             prefill_tokens,
+            drafted,
         })
+    }
+
+    /// Give the scheduled decodes of sequences that may speculate their prompt-lookup drafts,
+    /// from the budget left after everything else and from free blocks (never preempting).
+    /// Returns each scheduled sequence's draft, in order.
+    fn add_drafts(&mut self, budget: &mut Budget, seqs: &mut [ScheduledSeq]) -> Vec<Vec<u32>> {
+        let mut drafts = vec![Vec::new(); seqs.len()];
+        let (Some(lookup), true) = (self.cfg.speculation, self.limits.chunked_prefill) else {
+            return drafts;
+        };
+        for (s, draft) in seqs.iter_mut().zip(&mut drafts) {
+            let info = &self.seqs[&s.id];
+            let room = budget.tokens.min(budget.prefill);
+            let Some(max_len) = info.speculate else { continue };
+            if room == 0 || !self.is_decode(info, s.start) || s.all_logits {
+                continue;
+            }
+            // The draft's tokens are useful only while the output has room after them.
+            let limit = max_len.saturating_sub(info.tokens.len() + 1).min(room);
+            let proposed = lookup.propose(&info.tokens, limit);
+            if proposed.is_empty() || !self.blocks.allocate(s.id, s.start + 1 + proposed.len(), &[]) {
+                continue;
+            }
+            *draft = proposed.to_vec();
+            s.drafted = draft.len();
+            s.num_tokens += s.drafted;
+            budget.spend(s.drafted, false);
+        }
+        drafts
     }
 
     /// A sequence whose prompt is computed and which has one new token to run from `start`.
@@ -303,7 +364,8 @@ impl Scheduler {
 
     /// Learn how long a step of this shape took (the engine measures it).
     pub fn record_step(&mut self, step: &Step, elapsed: Duration) {
-        self.cost.observe(step.prefill_tokens, step.decodes, elapsed);
+        self.cost
+            .observe(step.prefill_tokens + step.drafted, step.decodes, elapsed);
     }
 
     /// The fitted step costs, for metrics.
@@ -348,6 +410,7 @@ impl Scheduler {
                 num_tokens: n,
                 samples,
                 all_logits: score,
+                drafted: 0,
             });
             budget.spend(n, decode);
             i += 1;
@@ -389,25 +452,33 @@ impl Scheduler {
                 num_tokens: n,
                 samples: cached + n == total,
                 all_logits: score,
+                drafted: 0,
             });
             budget.spend(n, false);
         }
     }
 
-    /// Record a finished step: advance progress, cache full blocks, append sampled tokens.
+    /// Record a finished step: append the kept tokens (a sequence that drafted may keep
+    /// several: its accepted draft tokens and the one sampled after them, in order), advance
+    /// progress, cache full blocks.
     pub fn update(&mut self, step: &Step, sampled: &[(SeqId, u32)]) {
+        let mut kept: HashMap<SeqId, usize> = HashMap::new();
+        for &(id, token) in sampled {
+            if let Some(info) = self.seqs.get_mut(&id) {
+                info.tokens.push(token);
+                *kept.entry(id).or_default() += 1;
+            }
+        }
         for s in &step.seqs {
             let Some(info) = self.seqs.get_mut(&s.id) else { continue };
-            info.num_computed = s.start + s.num_tokens;
+            // A draft's K/V counts up to its last accepted token (kept tokens minus the one
+            // sampled after it); rejected positions are recomputed from the kept tokens.
+            let accepted = kept.get(&s.id).map_or(0, |k| k.saturating_sub(1)).min(s.drafted);
+            info.num_computed = s.start + s.num_tokens - s.drafted + accepted;
             // Scored once: a recomputation after preemption needs no rows.
             info.score &= info.num_computed < info.prompt_len;
             if self.limits.prefix_caching {
                 self.blocks.cache_full_blocks(s.id, &info.tokens, info.num_computed);
-            }
-        }
-        for &(id, token) in sampled {
-            if let Some(info) = self.seqs.get_mut(&id) {
-                info.tokens.push(token);
             }
         }
     }

@@ -1,12 +1,14 @@
 //! Unit tests for the scheduler.
 
 use super::*;
+use crate::engine::draft::PromptLookup;
 
 fn sched(budget: usize, seqs: usize, blocks: usize, bs: usize) -> Scheduler {
     let cfg = SchedulerConfig {
         max_batched_tokens: budget,
         max_seqs: seqs,
         step_time_target: None,
+        speculation: None,
     };
     Scheduler::new(cfg, BlockManager::new(blocks, bs))
 }
@@ -105,6 +107,7 @@ fn timed(budget: usize, target_ms: u64) -> Scheduler {
         max_batched_tokens: budget,
         max_seqs: 16,
         step_time_target: Some(Duration::from_millis(target_ms)),
+        speculation: None,
     };
     Scheduler::new(cfg, BlockManager::new(256, 16))
 }
@@ -167,4 +170,72 @@ fn without_a_target_or_before_any_measurement_the_budget_is_whole() {
     s.add(2, vec![2; 600], 0, None);
     timed_step(&mut s, 500);
     assert_eq!(shape(&step(&mut s)), vec![(1, 11, 1, true), (2, 511, 89, true)]);
+}
+
+fn speculating(budget: usize, num_tokens: usize) -> Scheduler {
+    let cfg = SchedulerConfig {
+        max_batched_tokens: budget,
+        max_seqs: 4,
+        step_time_target: None,
+        speculation: Some(PromptLookup {
+            num_tokens,
+            max_ngram: 2,
+            min_ngram: 1,
+        }),
+    };
+    Scheduler::new(cfg, BlockManager::new(64, 4))
+}
+
+#[test]
+fn a_decode_drafts_from_its_prompt_and_keeps_only_what_verification_accepts() {
+    let mut s = speculating(64, 3);
+    s.add(1, vec![10, 11, 12, 13, 14, 10, 11], 0, None);
+    s.speculate(1, 20);
+    let st = s.schedule().expect("prefill");
+    assert_eq!(st.seqs[0].drafted, 0, "a prompt chunk does not draft");
+    s.update(&st, &[(1, 12)]);
+    // "11 12" occurred at 1, followed by 13 14 10: drafted after the decode's own token.
+    let st = s.schedule().expect("decode");
+    assert_eq!(st.draft(0), &[13, 14, 10]);
+    assert_eq!(st.batch.token_ids, vec![12, 13, 14, 10]);
+    assert_eq!(st.batch.positions, vec![7, 8, 9, 10]);
+    assert_eq!(st.batch.seqs[0].logits, LogitsWanted::All);
+    assert_eq!(st.seqs[0].logit_rows(), 4);
+    assert_eq!((st.decodes, st.prefill_tokens, st.drafted), (1, 0, 3));
+    // Verification accepted 13 and 14, then drew 99 where the draft said 10.
+    s.update(&st, &[(1, 13), (1, 14), (1, 99)]);
+    // K/V is kept through 14 (position 9); 99 runs at position 10, over the rejected slot.
+    let st = s.schedule().expect("decode");
+    assert_eq!(
+        shape(&st),
+        vec![(1, 10, 1, true)],
+        "nothing matches \"14 99\" or \"99\""
+    );
+    assert_eq!(st.batch.token_ids, vec![99]);
+    // Only fully computed blocks of the kept tokens are cached.
+    s.update(&st, &[(1, 5)]);
+    let kept = [10, 11, 12, 13, 14, 10, 11, 12, 13, 14, 99, 5];
+    assert_eq!(s.blocks.lookup_prefix(&kept).1, 8);
+}
+
+#[test]
+fn drafts_need_permission_and_stop_at_the_output_limit_and_the_leftover_budget() {
+    let mut s = speculating(64, 3);
+    s.add(1, vec![5, 6, 7, 5, 6], 0, None);
+    s.add(2, vec![5, 6, 7, 5, 6], 0, None);
+    s.speculate(1, 8); // the prompt's 5 tokens and at most 3 more
+    step(&mut s); // both prompts; 7 sampled: "6 7" occurred at 1, followed by 5 6 7
+    let st = step(&mut s);
+    // Seq 1 may end at 8 tokens: it holds 6, this step keeps at most 1 + 1.
+    assert_eq!(st.draft(0), &[5]);
+    assert_eq!(st.seqs[1].drafted, 0, "seq 2 may not speculate");
+    let mut s = speculating(3, 3);
+    s.add(1, vec![5, 6, 7, 8, 9], 0, None);
+    s.speculate(1, 100);
+    step(&mut s);
+    step(&mut s); // the prompt in chunks of 3 and 2; 7 sampled
+                  // "7" occurred at 2, followed by 8 9 7; beside the decode the budget leaves 2.
+    let st = step(&mut s);
+    assert_eq!(st.draft(0), &[8, 9]);
+    assert_eq!(st.batch.num_tokens(), 3);
 }

@@ -93,6 +93,9 @@ pub struct CommonParams {
     pub guided_grammar: Option<Value>,
     /// vLLM's extension: score the prompt's tokens, with this many alternatives each.
     pub prompt_logprobs: Option<i64>,
+    /// Aisle's extension: `false` opts this request out of speculative decoding (the output
+    /// is the same either way).
+    pub speculative: Option<bool>,
 }
 
 #[derive(Debug, Clone, Deserialize)]

@@ -33,6 +33,9 @@ pub struct Metrics {
     cache_hits: IntCounter,
     preemptions: IntCounter,
     capped_steps: IntCounter,
+    draft_tokens: IntCounter,
+    accepted_tokens: IntCounter,
+    acceptance: Gauge,
     pub fallback: IntCounterVec,
     pub remote_latency: HistogramVec,
     pub circuit_state: IntGaugeVec,
@@ -138,6 +141,21 @@ impl Metrics {
                 "aisle:step_prefill_capped_total",
                 "Steps whose prompt tokens were cut to keep decodes near the step-time target",
             ),
+            draft_tokens: r.counter(
+                "aisle:spec_decode_num_draft_tokens_total",
+                "Prompt-lookup draft tokens verified (speculative decoding)",
+            ),
+            accepted_tokens: r.counter(
+                "aisle:spec_decode_num_accepted_tokens_total",
+                "Draft tokens accepted (each saves one decode step)",
+            ),
+            acceptance: r.add(
+                Gauge::new(
+                    "aisle:spec_decode_acceptance_rate",
+                    "Accepted over verified draft tokens since start (0-1; 0 before any draft)",
+                )
+                .expect("valid metric definition"),
+            ),
             fallback: r.counter_vec(
                 "aisle:fallback_total",
                 "Requests sent to a remote, by routing reason",
@@ -190,6 +208,12 @@ impl Metrics {
             .inc_by(now.preemptions.saturating_sub(last.preemptions));
         self.capped_steps
             .inc_by(now.capped_steps.saturating_sub(last.capped_steps));
+        self.draft_tokens
+            .inc_by(now.draft_tokens.saturating_sub(last.draft_tokens));
+        self.accepted_tokens
+            .inc_by(now.accepted_tokens.saturating_sub(last.accepted_tokens));
+        self.acceptance
+            .set(now.accepted_tokens as f64 / now.draft_tokens.max(1) as f64);
         *last = *now;
     }
 

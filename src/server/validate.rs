@@ -96,6 +96,7 @@ pub const COMMON_FIELDS: &[&str] = &[
     "guided_choice",
     "guided_grammar",
     "prompt_logprobs",
+    "speculative",
 ];
 /// Fields only `/v1/chat/completions` honours.
 pub const CHAT_FIELDS: &[&str] = &[
@@ -462,6 +463,7 @@ fn sampling(
         stop,
         ignore_eos: c.ignore_eos.unwrap_or(false),
         priority: c.priority.unwrap_or(0),
+        speculative: c.speculative.unwrap_or(true),
         ..GenerationRequest::default()
     })
 }

@@ -21,6 +21,7 @@ pub fn core(model: &LoadedModel, num_blocks: usize, budget: usize, max_seqs: usi
         max_batched_tokens: budget,
         max_seqs,
         step_time_target: None,
+        speculation: None,
     };
     EngineCore::new(
         model.executor(&opts).unwrap(),

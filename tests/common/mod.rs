@@ -180,6 +180,7 @@ pub fn served_on(
             max_batched_tokens,
             max_seqs,
             step_time_target: None,
+            speculation: None,
         },
     );
     aisle::server::start_engine(model, core, step_delay, "test".into())

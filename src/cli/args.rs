@@ -96,7 +96,7 @@ pub struct EngineArgs {
     /// Speculative decoding by prompt lookup: at most this many draft tokens per decode step,
     /// verified in the same forward pass (output unchanged; 0 turns it off). Requests opt out
     /// with `"speculative": false`.
-    #[arg(long, default_value_t = 4)]
+    #[arg(long, default_value_t = 8)]
     pub speculative_tokens: usize,
     /// Longest n-gram of a sequence's latest tokens looked up in its prompt and output.
     #[arg(long, default_value_t = 3)]

@@ -19,7 +19,7 @@ pub struct PromptLookup {
 impl Default for PromptLookup {
     fn default() -> Self {
         PromptLookup {
-            num_tokens: 4,
+            num_tokens: 8,
             max_ngram: 3,
             min_ngram: 2,
         }

@@ -16,7 +16,7 @@ if [ ! -x "$venv/bin/python" ]; then
   python3 -m venv "$venv"
 fi
 "$venv/bin/pip" install --quiet --disable-pip-version-check -r scripts/requirements-e2e.txt
-cargo build --release --locked --quiet
+cargo build --release --locked --quiet --features neuron # the binary scripts/test.sh tested
 "$venv/bin/python" tests/e2e_openai.py target/release/aisle tests/fixtures/mistral
 "$venv/bin/python" tests/e2e_gguf.py target/release/aisle \
   target/models/smollm2-135m-instruct/SmolLM2-135M-Instruct.Q4_1.gguf tests/fixtures/smollm2-gguf/golden.json

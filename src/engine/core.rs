@@ -21,7 +21,7 @@ use tokio::sync::mpsc::UnboundedSender;
 use super::block_manager::{BlockManager, SeqId};
 use super::error::{EngineError, RequestError};
 use super::request::{Event, FinishReason, GenerationRequest, RequestId, StopText, Usage};
-use super::scheduler::{ScheduledSeq, Scheduler, SchedulerConfig, Step};
+use super::scheduler::{ScheduledSeq, Scheduler, SchedulerConfig};
 use crate::backend::Executor;
 use crate::grammar::{Constrained, GrammarError};
 use crate::sampling::{Sampler, ScoredToken, TokenLogprobs, TokenMask};
@@ -350,25 +350,6 @@ impl EngineCore {
         Some(summary)
     }
 
-    fn summary(&self, step: &Step) -> StepSummary {
-        StepSummary {
-            seqs: step
-                .seqs
-                .iter()
-                .filter_map(|s| {
-                    let &(request, choice) = self.owner.get(&s.id)?;
-                    Some(ScheduledWork {
-                        request,
-                        choice,
-                        start: s.start,
-                        num_tokens: s.num_tokens,
-                    })
-                })
-                .collect(),
-            preempted: step.preempted.len(),
-        }
-    }
-
     /// The next token of a sequence that reached its end, from its logits `row`; `None` when
     /// its choice is gone (or its grammar failed, which ends it).
     fn pick(&mut self, s: &ScheduledSeq, row: &[f32], masks: &Masks) -> Option<Pick> {
@@ -388,44 +369,6 @@ impl EngineCore {
         let choice = &mut state.choices[c];
         let (token, lp) = choice.sampler.sample(row, &state.req.prompt, &choice.tokens, mask);
         Some(Pick::Token(token, lp))
-    }
-
-    /// Announce requests scheduled for the first time; a first scheduling that starts past
-    /// position 0 means the prompt hit the prefix cache.
-    fn note_started(&mut self, step: &Step) {
-        for s in &step.seqs {
-            let Some(&(rid, c)) = self.owner.get(&s.id) else {
-                continue;
-            };
-            let Some(state) = self.requests.get_mut(&rid) else {
-                continue;
-            };
-            if !state.started {
-                state.started = true;
-                let _ = state.sink.send(Event::Started);
-            }
-            if c == 0 && state.choices[0].tokens.is_empty() && s.start > 0 {
-                state.cached_tokens = state.cached_tokens.max(s.start);
-            }
-        }
-    }
-
-    /// The executor failed: every request in the step ends with an error.
-    fn fail_step(&mut self, step: &Step, message: &str) {
-        tracing::error!("engine step failed: {message}");
-        let ids: Vec<RequestId> = step
-            .seqs
-            .iter()
-            .filter_map(|s| self.owner.get(&s.id).map(|o| o.0))
-            .collect();
-        for id in ids {
-            if let Some(state) = self.requests.get(&id) {
-                let _ = state
-                    .sink
-                    .send(Event::Error(EngineError::Executor(message.to_string())));
-            }
-            self.abort(id, FinishReason::Error);
-        }
     }
 
     /// Record a sampled token, emit its text, and end the choice when a stop condition hits.

@@ -1,6 +1,7 @@
 //! The parts of an engine step beside sampling, on the core's state: the grammar masks of a
-//! step's constrained sequences (computed together, in parallel) and the scores of prompts
-//! that asked for them (`prompt_logprobs`), from the step's logits rows.
+//! step's constrained sequences (computed together, in parallel), the scores of prompts
+//! that asked for them (`prompt_logprobs`), from the step's logits rows, and the step's
+//! bookkeeping (its summary, first-scheduling announcements, failing a whole step).
 //!
 //! Must not: schedule or sample; `core::step` calls these in its order.
 
@@ -9,9 +10,10 @@ use std::time::Instant;
 
 use rayon::prelude::*;
 
-use super::{EngineCore, Masks};
+use super::{EngineCore, Masks, ScheduledWork, StepSummary};
 use crate::backend::StepOutput;
 use crate::engine::block_manager::SeqId;
+use crate::engine::error::EngineError;
 use crate::engine::request::{Event, FinishReason, RequestId};
 use crate::engine::scheduler::{ScheduledSeq, Step};
 use crate::grammar::{Constrained, GrammarError};
@@ -71,6 +73,63 @@ impl EngineCore {
         if s.samples {
             let logprobs = std::mem::take(&mut state.prompt_scores);
             let _ = state.sink.send(Event::PromptLogprobs { prompt: 0, logprobs });
+        }
+    }
+
+    pub(super) fn summary(&self, step: &Step) -> StepSummary {
+        StepSummary {
+            seqs: step
+                .seqs
+                .iter()
+                .filter_map(|s| {
+                    let &(request, choice) = self.owner.get(&s.id)?;
+                    Some(ScheduledWork {
+                        request,
+                        choice,
+                        start: s.start,
+                        num_tokens: s.num_tokens,
+                    })
+                })
+                .collect(),
+            preempted: step.preempted.len(),
+        }
+    }
+
+    /// Announce requests scheduled for the first time; a first scheduling that starts past
+    /// position 0 means the prompt hit the prefix cache.
+    pub(super) fn note_started(&mut self, step: &Step) {
+        for s in &step.seqs {
+            let Some(&(rid, c)) = self.owner.get(&s.id) else {
+                continue;
+            };
+            let Some(state) = self.requests.get_mut(&rid) else {
+                continue;
+            };
+            if !state.started {
+                state.started = true;
+                let _ = state.sink.send(Event::Started);
+            }
+            if c == 0 && state.choices[0].tokens.is_empty() && s.start > 0 {
+                state.cached_tokens = state.cached_tokens.max(s.start);
+            }
+        }
+    }
+
+    /// The executor failed: every request in the step ends with an error.
+    pub(super) fn fail_step(&mut self, step: &Step, message: &str) {
+        tracing::error!("engine step failed: {message}");
+        let ids: Vec<RequestId> = step
+            .seqs
+            .iter()
+            .filter_map(|s| self.owner.get(&s.id).map(|o| o.0))
+            .collect();
+        for id in ids {
+            if let Some(state) = self.requests.get(&id) {
+                let _ = state
+                    .sink
+                    .send(Event::Error(EngineError::Executor(message.to_string())));
+            }
+            self.abort(id, FinishReason::Error);
         }
     }
 }

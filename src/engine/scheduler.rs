@@ -273,7 +273,11 @@ impl Scheduler {
         if seqs.is_empty() {
             return None;
         }
-        let drafts = self.add_drafts(&mut budget, &mut seqs);
+        // Under memory pressure (a preemption this step) blocks go to sequences, not drafts.
+        let drafts = match preempted.is_empty() {
+            true => self.add_drafts(&mut budget, &mut seqs),
+            false => vec![Vec::new(); seqs.len()],
+        };
         let mut batch = Batch {
             released: std::mem::take(&mut self.released),
             ..Batch::default()

@@ -239,3 +239,17 @@ fn drafts_need_permission_and_stop_at_the_output_limit_and_the_leftover_budget()
     assert_eq!(st.draft(0), &[8, 9]);
     assert_eq!(st.batch.num_tokens(), 3);
 }
+
+#[test]
+fn a_step_that_preempts_drafts_nothing() {
+    let cfg = speculating(64, 3).config();
+    let mut s = Scheduler::new(cfg, BlockManager::new(3, 4));
+    s.add(1, vec![7, 8, 9, 7, 7], 0, None); // 2 blocks
+    s.add(2, vec![5, 6, 5, 6], 0, None); // 1 block: the pool is full
+    s.speculate(1, 100);
+    s.speculate(2, 100);
+    step(&mut s); // 7 sampled: seq 1 could draft "7" ("7 7" occurred at 3) inside its block
+    let st = step(&mut s);
+    assert_eq!(st.preempted, vec![2], "seq 2's decode needs a fifth slot's block");
+    assert_eq!(shape(&st), vec![(1, 5, 1, true)], "no draft beside a preemption");
+}

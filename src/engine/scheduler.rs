@@ -50,6 +50,13 @@ struct SeqInfo {
     speculate: Option<usize>,
 }
 
+impl SeqInfo {
+    /// A sequence whose prompt is computed and which has one new token to run from `start`.
+    fn is_decode(&self, start: usize) -> bool {
+        start >= self.prompt_len && self.tokens.len() == start + 1
+    }
+}
+
 /// One sequence's part of a step.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ScheduledSeq {
@@ -285,7 +292,7 @@ impl Scheduler {
         let (mut decodes, mut prefill_tokens, mut drafted) = (0, 0, 0);
         for (s, draft) in seqs.iter().zip(&drafts) {
             let info = &self.seqs[&s.id];
-            match self.is_decode(info, s.start) {
+            match info.is_decode(s.start) {
                 true => decodes += 1,
                 false => prefill_tokens += s.num_tokens,
             }
@@ -323,7 +330,7 @@ impl Scheduler {
             let info = &self.seqs[&s.id];
             let room = budget.tokens.min(budget.prefill);
             let Some(max_len) = info.speculate else { continue };
-            if room == 0 || !self.is_decode(info, s.start) || s.all_logits {
+            if room == 0 || !info.is_decode(s.start) || s.all_logits {
                 continue;
             }
             // The draft's tokens are useful only while the output has room after them.
@@ -340,11 +347,6 @@ impl Scheduler {
         drafts
     }
 
-    /// A sequence whose prompt is computed and which has one new token to run from `start`.
-    fn is_decode(&self, s: &SeqInfo, start: usize) -> bool {
-        start >= s.prompt_len && s.tokens.len() == start + 1
-    }
-
     /// This step's budget: the token budget, and while sequences decode (and the executor can
     /// chunk prompts) the prompt tokens that keep the step near its time target.
     fn budget(&self) -> Budget {
@@ -352,7 +354,7 @@ impl Scheduler {
         let decodes = self
             .running
             .iter()
-            .filter(|id| self.is_decode(&self.seqs[id], self.seqs[id].num_computed))
+            .filter(|id| self.seqs[id].is_decode(self.seqs[id].num_computed))
             .count();
         let cap = match (self.cfg.step_time_target, self.limits.chunked_prefill) {
             (Some(target), true) => self.cost.prefill_cap(decodes, target),
@@ -383,7 +385,7 @@ impl Scheduler {
         while i < self.running.len() && budget.tokens > 0 {
             let id = self.running[i];
             let s = &self.seqs[&id];
-            let decode = self.is_decode(s, s.num_computed);
+            let decode = s.is_decode(s.num_computed);
             let start = s.num_computed;
             let n = budget.grant(s.tokens.len() - start, decode);
             let samples = start + n == s.tokens.len();
